@@ -1,0 +1,21 @@
+"""lit_opt: PyTorch Lightning plugins that compress models while they train.
+
+Example::
+
+    from lightning import Trainer
+    from lit_opt import QATCallback, export, load
+
+    trainer = Trainer(max_steps=500, callbacks=[QATCallback(weight_bits=8)])
+    trainer.fit(model, datamodule)
+    path = export(model, "artifacts/model-int8")
+    fast = load(path, model=MyModel())
+"""
+
+from lit_opt.callbacks import ExportCallback, QATCallback
+from lit_opt.export import export, load
+from lit_opt.quantization import QuantizationConfig
+from lit_opt.restore import restore
+
+__version__ = "0.1.0"
+
+__all__ = ["ExportCallback", "QATCallback", "QuantizationConfig", "__version__", "export", "load", "restore"]

@@ -1,0 +1,6 @@
+"""Lightning callbacks: one public class per file."""
+
+from lit_opt.callbacks.export import ExportCallback
+from lit_opt.callbacks.qat import QATCallback
+
+__all__ = ["ExportCallback", "QATCallback"]

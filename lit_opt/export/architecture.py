@@ -1,0 +1,66 @@
+"""How an artifact says what architecture to rebuild, and how ``load`` rebuilds it without running
+code from the artifact: a Hugging Face class name from the ``transformers`` namespace plus its
+config, or an import path of an installed class plus JSON init arguments."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+from torch import nn
+
+
+def describe(model: nn.Module) -> dict[str, Any] | None:
+    """A JSON-able recipe that rebuilds ``model``'s architecture, or None (a skeleton is then needed)."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        PreTrainedModel = ()  # type: ignore[assignment,misc]
+    cls = type(model)
+    if isinstance(model, PreTrainedModel):
+        return {"type": "huggingface", "class": cls.__name__, "config": model.config.to_dict()}
+    hparams = getattr(model, "hparams", None)
+    if hparams is not None:
+        try:
+            init_args = json.loads(json.dumps(dict(hparams)))
+        except TypeError:
+            return None
+        return {"type": "import", "target": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
+    return None
+
+
+def rebuild(recipe: dict[str, Any] | None, where: str) -> nn.Module:
+    """Build the skeleton a :func:`describe` recipe names (weights are loaded separately).
+
+    Raises:
+        ValueError: no recipe, or one that names something other than a model class.
+    """
+    if not recipe:
+        raise ValueError(
+            f"{where} records no architecture. HINT: pass the model skeleton: lit_opt.load(dirpath, model=MyModel())."
+        )
+    if recipe.get("type") == "huggingface":
+        import transformers
+
+        cls = getattr(transformers, str(recipe.get("class")), None)
+        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+            raise ValueError(
+                f"{where} names {recipe.get('class')!r}, which is not a transformers model class."
+            )
+        config = dict(recipe["config"])
+        config_obj = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+        return cls(config_obj)
+    if recipe.get("type") == "import":
+        module_name, _, name = str(recipe.get("target")).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(
+                f"{where} names {recipe.get('target')!r}, which cannot be imported ({err}). "
+                "HINT: install the package that defines it, or pass model=..."
+            ) from None
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ValueError(f"{where} names {recipe.get('target')!r}, which is not an nn.Module class.")
+        return cls(**recipe.get("init_args", {}))
+    raise ValueError(f"{where} has an architecture of unknown type {recipe.get('type')!r}.")

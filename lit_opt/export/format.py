@@ -1,0 +1,135 @@
+"""The artifact on disk: a directory with ``model.safetensors`` and the ``lit_opt.json`` manifest.
+
+Written under a temporary name and renamed when complete, so an interrupted export never looks
+whole. Reading checks the format key and version, the weights file's size and SHA-256, and that
+every tensor the manifest names is present, so a truncated, tampered or foreign artifact gets a
+``ValueError`` that names the file and what is wrong. Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+FORMAT = "lit_opt"
+FORMAT_VERSION = 1
+MANIFEST = "lit_opt.json"
+WEIGHTS = "model.safetensors"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_atomically(dirpath: Path, fill: Callable[[Path], None], overwrite: bool) -> Path:
+    """Let ``fill`` write into a fresh temporary sibling of ``dirpath``, then rename it into place.
+
+    Raises:
+        FileExistsError: ``dirpath`` exists and ``overwrite`` is False.
+    """
+    dirpath = Path(dirpath).absolute()
+    if dirpath.exists() and not overwrite:
+        raise FileExistsError(
+            f"dirpath={str(dirpath)!r} exists. HINT: pass overwrite=True or choose a new directory."
+        )
+    dirpath.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dirpath.parent / f".{dirpath.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        if dirpath.exists():
+            old = dirpath.parent / f".{dirpath.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(dirpath, old)
+            os.replace(tmp, dirpath)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dirpath)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dirpath
+
+
+def write_manifest(dirpath: Path, manifest: dict[str, Any]) -> None:
+    """Write ``lit_opt.json`` (last, after the weights whose hash it records)."""
+    (dirpath / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def read_artifact(dirpath: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Validate and read an artifact directory; returns ``(manifest, tensors)``.
+
+    Raises:
+        FileNotFoundError: the directory does not exist.
+        ValueError: not a lit_opt artifact, an unsupported version, or a truncated or modified file.
+    """
+    root = Path(dirpath)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"dirpath={str(root)!r} is not a directory. HINT: pass the directory export() wrote."
+        )
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(
+            f"{manifest_path} is missing: {root} is not a lit_opt artifact (or its export did not finish)."
+        )
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ValueError(
+            f"{manifest_path} is {manifest_path.stat().st_size} bytes, too large for a lit_opt manifest."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{manifest_path} is not valid JSON ({err}); the artifact is corrupt.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(
+            f"{manifest_path} has format {found!r}, expected {FORMAT!r}: not a lit_opt artifact."
+        )
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{manifest_path} has format_version {manifest.get('format_version')!r}; this lit_opt reads "
+            f"version {FORMAT_VERSION}. HINT: load it with the lit_opt version that wrote it "
+            f"({manifest.get('lit_opt_version')!r})."
+        )
+    weights = root / WEIGHTS
+    expected = manifest.get("files", {}).get(WEIGHTS, {})
+    if not weights.is_file():
+        raise ValueError(f"{weights} is missing from the artifact {root}.")
+    size = weights.stat().st_size
+    if size != expected.get("bytes"):
+        raise ValueError(
+            f"{weights} is {size} bytes but {MANIFEST} records {expected.get('bytes')}: truncated or replaced."
+        )
+    if sha256(weights) != expected.get("sha256"):
+        raise ValueError(
+            f"{weights} does not match the SHA-256 recorded in {MANIFEST}: the file was modified."
+        )
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{weights} cannot be read as safetensors: {err}") from None
+    referenced = [
+        ref
+        for key, entry in manifest.get("tensors", {}).items()
+        for ref in (key, entry.get("scale"), entry.get("zero_point"))
+        if ref is not None
+    ]
+    missing = [key for key in referenced if key not in tensors]
+    if missing:
+        raise ValueError(f"{weights} lacks tensors the manifest names, e.g. {missing[:3]}.")
+    return manifest, tensors

@@ -1,0 +1,207 @@
+"""``load``: rebuild a runnable model from an artifact, with quantized layers on fast kernels."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lit_opt.export import architecture
+from lit_opt.export.format import MANIFEST, read_artifact
+from lit_opt.functional.quantize import dequantize_weight, unpack_int4
+from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
+from lit_opt.nn.quantized import KERNELS, QuantizedEmbedding, QuantizedLinear
+from lit_opt.quantization import weight_quantizers
+
+log = logging.getLogger(__name__)
+
+
+def best_kernel(device: torch.device) -> str:
+    """The fastest kernel measured for ``device``: bf16 where the hardware has it, else reference fp32."""
+    if device.type == "cuda":
+        return "bf16"
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "reference"
+
+
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, dict):  # includes transformers' ModelOutput
+        for key in list(value.keys()):
+            value[key] = _cast_floats(value[key], dtype)
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast_floats(v, dtype) for v in value)
+    return value
+
+
+def _inputs_to_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    return _cast_floats(args, torch.bfloat16), _cast_floats(kwargs, torch.bfloat16)
+
+
+def _outputs_to_fp32(module: nn.Module, args: tuple, output: Any) -> Any:
+    return _cast_floats(output, torch.float32)
+
+
+def _weight_codes(
+    key: str, entry: dict[str, Any], tensors: dict[str, Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    shape = torch.Size(entry["shape"])
+    data = tensors[key]
+    codes = (
+        unpack_int4(data, shape.numel()).reshape(shape)
+        if entry["encoding"] == "int4"
+        else data.reshape(shape)
+    )
+    scale = tensors[entry["scale"]].float()
+    zero_point = tensors[entry["zero_point"]].float() if entry.get("zero_point") else torch.zeros_like(scale)
+    return codes, scale, zero_point
+
+
+def _input_quantizer(
+    name: str, spec: dict[str, Any], tensors: dict[str, Tensor]
+) -> ActivationQuantizer | None:
+    if spec.get("activations", "none") == "none":
+        return None
+    quantizer = ActivationQuantizer(spec["activations"], spec["per_sample"], spec["symmetric"])
+    if quantizer.mode == "static":
+        prefix = f"{name}." if name else ""
+        quantizer.scale.copy_(tensors[f"{prefix}{INPUT_QUANTIZER}.scale"].reshape(()))
+        quantizer.zero_point.copy_(tensors[f"{prefix}{INPUT_QUANTIZER}.zero_point"].reshape(()))
+        quantizer.initialized.fill_(True)
+        quantizer.observing.fill_(False)
+    return quantizer.eval()
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _quantized_module(
+    name: str,
+    original: nn.Module,
+    key: str,
+    entry: dict[str, Any],
+    spec: dict[str, Any],
+    tensors: dict[str, Tensor],
+    kernel: str,
+) -> nn.Module:
+    codes, scale, zero_point = _weight_codes(key, entry, tensors)
+    input_quantizer = _input_quantizer(name, spec, tensors)
+    if isinstance(original, nn.Linear):
+        return QuantizedLinear(
+            codes,
+            scale,
+            zero_point,
+            original.bias,
+            entry["granularity"],
+            entry["group_size"],
+            kernel,
+            input_quantizer,
+        )
+    if isinstance(original, nn.Embedding):
+        out_dtype = torch.bfloat16 if kernel == "bf16" else torch.float32
+        return QuantizedEmbedding(
+            codes,
+            scale,
+            zero_point,
+            entry["granularity"],
+            entry["group_size"],
+            original.padding_idx,
+            out_dtype,
+        )
+    if isinstance(original, (nn.Conv1d, nn.Conv2d)):  # no integer convolution kernel: dequantized weights
+        weight = dequantize_weight(codes, scale, zero_point, entry["granularity"], entry["group_size"])
+        original.weight = nn.Parameter(weight, requires_grad=False)
+        if input_quantizer is not None and kernel == "reference":
+            attach_input_quantizer(original, input_quantizer)
+        return original
+    raise ValueError(
+        f"{MANIFEST} quantizes module {name!r}, but the skeleton's is a {type(original).__name__}."
+    )
+
+
+def load(
+    dirpath: str | os.PathLike,
+    model: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    kernel: Literal["auto", "reference", "int8", "bf16"] = "auto",
+) -> nn.Module:
+    """Load an artifact written by :func:`lit_opt.export` into a runnable model (in eval mode).
+
+    Args:
+        dirpath: the artifact directory.
+        model: a plain skeleton of the architecture (modified in place); optional when the artifact
+            records a Hugging Face config or an importable class.
+        device: where to run.
+        kernel: ``"auto"`` (the fastest measured for ``device``: ``"bf16"`` on AMX CPUs and GPUs),
+            ``"reference"`` (fp32, reproduces the fake-quantized model bit for bit), ``"int8"``
+            (integer matmuls with dynamic int8 activations) or ``"bf16"`` (int8/int4 codes
+            dequantized once to bf16; the whole model runs in bf16, inputs and outputs stay fp32,
+            activations are not quantized).
+
+    Returns:
+        The model, its quantized layers replaced by :class:`~lit_opt.nn.QuantizedLinear` /
+        :class:`~lit_opt.nn.QuantizedEmbedding`.
+
+    Raises:
+        FileNotFoundError: ``dirpath`` does not exist.
+        ValueError: a truncated, modified or foreign artifact, or a skeleton that doesn't match it.
+
+    Example::
+
+        model = lit_opt.load("artifacts/minilm-int8")           # Hugging Face: no skeleton needed
+        logits = model(**tokenizer(["a fine film"], return_tensors="pt")).logits
+    """
+    device = torch.device(device)
+    if kernel not in ("auto", *KERNELS):
+        raise ValueError(f"kernel={kernel!r} is not one of {('auto', *KERNELS)}.")
+    manifest, tensors = read_artifact(dirpath)
+    kernel = best_kernel(device) if kernel == "auto" else kernel
+    where = str(Path(dirpath) / MANIFEST)
+    if model is None:
+        model = architecture.rebuild(manifest.get("architecture"), where)
+    elif any(True for _ in weight_quantizers(model)):
+        raise ValueError(
+            "model=... already carries lit_opt quantizers. HINT: pass a plain skeleton (the model as constructed)."
+        )
+    own = model.state_dict()
+    entries: dict[str, Any] = manifest["tensors"]
+    for key, entry in entries.items():
+        if key not in own:
+            raise ValueError(
+                f"{where} holds tensor {key!r}, which the skeleton ({type(model).__name__}) lacks."
+            )
+        if list(own[key].shape) != list(entry["shape"]):
+            raise ValueError(
+                f"{where}: tensor {key!r} has shape {entry['shape']} but the skeleton's is {list(own[key].shape)}. "
+                "HINT: build the skeleton with the same configuration as the exported model."
+            )
+    raw = {key: tensors[key] for key, entry in entries.items() if entry["encoding"] == "raw"}
+    missing = set(model.load_state_dict(raw, strict=False).missing_keys) - set(entries)
+    if missing:
+        raise ValueError(f"{where} lacks tensors the skeleton needs, e.g. {sorted(missing)[:3]}.")
+    for name, spec in manifest.get("modules", {}).items():
+        key = f"{name}.weight" if name else "weight"
+        if key not in entries or not entries[key]["encoding"].startswith("int"):
+            continue
+        replacement = _quantized_module(
+            name, model.get_submodule(name), key, entries[key], spec, tensors, kernel
+        )
+        if name:
+            _set_submodule(model, name, replacement)
+        else:
+            model = replacement
+    if kernel == "bf16":
+        model.to(torch.bfloat16)
+        model.register_forward_pre_hook(_inputs_to_bf16, with_kwargs=True)
+        model.register_forward_hook(_outputs_to_fp32)
+    log.info("load: %s with kernel=%s", dirpath, kernel)
+    return model.to(device).eval()

@@ -1,0 +1,35 @@
+"""Pure tensor math (imports only torch): quantization, and later sparsity, distillation, low rank."""
+
+from lit_opt.functional.quantize import (
+    GRANULARITIES,
+    dequantize,
+    dequantize_weight,
+    dynamic_qparams,
+    fake_quantize,
+    fake_quantize_weight,
+    pack_int4,
+    qparams_from_range,
+    quant_range,
+    quantize,
+    quantize_weight,
+    unpack_int4,
+    weight_blocks,
+    weight_qparams,
+)
+
+__all__ = [
+    "GRANULARITIES",
+    "dequantize",
+    "dequantize_weight",
+    "dynamic_qparams",
+    "fake_quantize",
+    "fake_quantize_weight",
+    "pack_int4",
+    "qparams_from_range",
+    "quant_range",
+    "quantize",
+    "quantize_weight",
+    "unpack_int4",
+    "weight_blocks",
+    "weight_qparams",
+]

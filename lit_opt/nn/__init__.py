@@ -1,0 +1,12 @@
+"""Modules: activation quantizers for training, and the inference modules ``load()`` builds."""
+
+from lit_opt.nn.activation_quantizer import ActivationQuantizer, attach_input_quantizer
+from lit_opt.nn.quantized import KERNELS, QuantizedEmbedding, QuantizedLinear
+
+__all__ = [
+    "KERNELS",
+    "ActivationQuantizer",
+    "QuantizedEmbedding",
+    "QuantizedLinear",
+    "attach_input_quantizer",
+]

@@ -1,0 +1,112 @@
+"""``WeightFakeQuant``: a parametrization that fake-quantizes a weight to int8/int4 codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lit_opt.functional.quantize import fake_quantize_weight, quantize_weight, weight_blocks, weight_qparams
+
+
+class WeightFakeQuant(nn.Module):
+    """Fake-quantizes the weight it parametrizes; its observer is the weight's own min/max.
+
+    Registered with :func:`torch.nn.utils.parametrize.register_parametrization`, so the original
+    ``Parameter`` (and the optimizer state tied to it) is kept. ``scale`` and ``zero_point`` (shape
+    ``(C, G)``: channels by groups) and ``enabled`` are persistent buffers; the configuration is
+    the module's extra state, so a checkpoint alone says how to rebuild it (see
+    :func:`lit_opt.restore`).
+
+    Args:
+        shape: shape of the weight (channels first).
+        bits: 8 or 4.
+        symmetric: symmetric codes (zero point 0) or asymmetric.
+        granularity: ``"per_tensor"``, ``"per_channel"`` or ``"per_group"``.
+        group_size: elements per group along a channel (``per_group`` only).
+        owner: ``state_key`` of the callback that installed it.
+
+    Example::
+
+        >>> import torch
+        >>> from torch.nn.utils import parametrize
+        >>> layer = torch.nn.Linear(4, 2)
+        >>> parametrize.register_parametrization(layer, "weight", WeightFakeQuant((2, 4), bits=4))
+        ParametrizedLinear(...)
+        >>> len(torch.unique(layer.weight[0])) <= 15
+        True
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...] | list[int],
+        bits: int = 8,
+        symmetric: bool = True,
+        granularity: str = "per_channel",
+        group_size: int | None = None,
+        owner: str = "",
+    ) -> None:
+        super().__init__()
+        self.shape = tuple(int(d) for d in shape)
+        self.bits = int(bits)
+        self.symmetric = bool(symmetric)
+        self.granularity = granularity
+        self.group_size = group_size
+        self.owner = owner
+        channels, groups = weight_blocks(
+            torch.empty(self.shape, device="meta"), granularity, group_size
+        ).shape[:2]
+        self.register_buffer("scale", torch.ones(channels, groups))
+        self.register_buffer("zero_point", torch.zeros(channels, groups))
+        self.register_buffer("enabled", torch.tensor(True))
+
+    def config(self) -> dict[str, Any]:
+        """Primitives that rebuild this module (stored as its extra state)."""
+        return {
+            "kind": type(self).__name__,
+            "shape": list(self.shape),
+            "bits": self.bits,
+            "symmetric": self.symmetric,
+            "granularity": self.granularity,
+            "group_size": self.group_size,
+            "owner": self.owner,
+        }
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return self.config()
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        mine = self.config()
+        if {k: state.get(k) for k in mine if k != "owner"} != {k: v for k, v in mine.items() if k != "owner"}:
+            raise ValueError(
+                f"the checkpoint's weight quantizer {state} does not match this model's {mine}. "
+                "HINT: resume with the same QATCallback arguments the checkpoint was trained with."
+            )
+
+    def qparams(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """Scale and zero point of ``w`` as the forward pass computes them."""
+        return weight_qparams(w, self.bits, self.symmetric, self.granularity, self.group_size)
+
+    def codes(self, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Int8 codes, scale and zero point of ``w`` (the input of this parametrization), for export."""
+        scale, zero_point = self.qparams(w)
+        codes = quantize_weight(
+            w, scale, zero_point, self.bits, self.symmetric, self.granularity, self.group_size
+        )
+        return codes, scale, zero_point
+
+    def forward(self, w: Tensor) -> Tensor:
+        if not bool(self.enabled):
+            return w
+        scale, zero_point = self.qparams(w)
+        with torch.no_grad():
+            self.scale.copy_(scale)
+            self.zero_point.copy_(zero_point)
+        return fake_quantize_weight(
+            w, scale, zero_point, self.bits, self.symmetric, self.granularity, self.group_size
+        )
+
+    def extra_repr(self) -> str:
+        group = f", group_size={self.group_size}" if self.granularity == "per_group" else ""
+        return f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}{group}"

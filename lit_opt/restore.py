@@ -1,0 +1,87 @@
+"""Rebuild lit_opt's structure on a plain model from a state dict, then load it.
+
+Compression modules store their configuration as extra state (``..._extra_state`` keys), so a
+checkpoint alone says which parametrizations and input quantizers to install. This is how a
+QAT checkpoint is loaded outside the Trainer, and how the launching process of a ``ddp_spawn``
+run receives the compressed model.
+
+Example::
+
+    ckpt = torch.load("last.ckpt", weights_only=True)
+    model = MyLightningModule()            # plain, as constructed
+    lit_opt.restore(model, ckpt["state_dict"])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
+from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
+
+PARAMETRIZATIONS: dict[str, type[nn.Module]] = {"WeightFakeQuant": WeightFakeQuant}
+_PARAMETRIZATION_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(\d+)\._extra_state$")
+_INPUT_QUANTIZER_KEY = re.compile(rf"^(?:(.*)\.)?{INPUT_QUANTIZER}\._extra_state$")
+
+
+def _build(config: Mapping[str, Any], registry: Mapping[str, type[nn.Module]], key: str) -> nn.Module:
+    kind = config.get("kind") if isinstance(config, Mapping) else None
+    if kind not in registry:
+        raise ValueError(
+            f"state_dict key {key!r} names an unknown lit_opt module kind {kind!r}; known: {sorted(registry)}."
+        )
+    return registry[kind](**{k: v for k, v in config.items() if k != "kind"})
+
+
+def install_structure(model: nn.Module, state_dict: Mapping[str, Any]) -> int:
+    """Install the parametrizations and input quantizers ``state_dict`` describes but ``model`` lacks.
+
+    Returns how many modules were installed. Tensors are not loaded; see :func:`restore`.
+    """
+    installed = 0
+    parametrizations = sorted(
+        (m.group(1) or "", m.group(2), int(m.group(3)), key)
+        for key in state_dict
+        if (m := _PARAMETRIZATION_KEY.match(key))
+    )
+    for module_name, tensor_name, index, key in parametrizations:
+        module = model.get_submodule(module_name)
+        have = (
+            len(module.parametrizations[tensor_name])
+            if parametrize.is_parametrized(module, tensor_name)
+            else 0
+        )
+        if index < have:
+            continue
+        built = _build(state_dict[key], PARAMETRIZATIONS, key).to(getattr(module, tensor_name).device)
+        parametrize.register_parametrization(module, tensor_name, built)
+        installed += 1
+    for key in state_dict:
+        if m := _INPUT_QUANTIZER_KEY.match(key):
+            module = model.get_submodule(m.group(1) or "")
+            if not isinstance(getattr(module, INPUT_QUANTIZER, None), ActivationQuantizer):
+                built = _build(state_dict[key], {"ActivationQuantizer": ActivationQuantizer}, key)
+                attach_input_quantizer(module, built.to(next(module.parameters()).device))  # type: ignore[arg-type]
+                installed += 1
+    return installed
+
+
+def restore(model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True) -> nn.Module:
+    """Install the structure ``state_dict`` describes on ``model``, load the tensors, return ``model``.
+
+    Args:
+        model: the model as constructed (plain), or one that already holds the structure.
+        state_dict: e.g. ``torch.load(ckpt, weights_only=True)["state_dict"]`` for a LightningModule.
+        strict: passed to ``load_state_dict``.
+
+    Raises:
+        ValueError: a key of an unknown lit_opt module kind, or configurations that don't match.
+    """
+    install_structure(model, state_dict)
+    model.load_state_dict(state_dict, strict=strict)
+    return model
