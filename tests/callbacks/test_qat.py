@@ -131,7 +131,8 @@ def test_logs_phase_and_weight_error(tmp_path):
         tmp_path, callbacks=[QATCallback(start_step=2)], logger=logger, max_steps=4, log_every_n_steps=1
     )
     trainer.fit(BoringClassifier("mlp"))
-    rows = list(csv.DictReader(open(f"{logger.log_dir}/metrics.csv")))
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     phases = [float(r["qat[*]/phase"]) for r in rows if r.get("qat[*]/phase")]
     errors = [float(r["qat[*]/weight_error"]) for r in rows if r.get("qat[*]/weight_error")]
     assert phases == [0.0, 0.0, 2.0, 2.0]
