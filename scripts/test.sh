@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install (scripts/install.sh), then run the whole test suite and the linter.
+# Exits non-zero if either fails; pytest's exit code 5 ("no tests collected") counts as a failure.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow" -x`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install.sh
+
+status=0
+
+echo "test.sh: pytest"
+set +e
+.venv/bin/python -m pytest -q "$@"
+pytest_rc=$?
+set -e
+if [ "$pytest_rc" -eq 5 ]; then
+    echo "test.sh: pytest collected no tests (exit 5); treating as failure" >&2
+    status=1
+elif [ "$pytest_rc" -ne 0 ]; then
+    echo "test.sh: pytest failed (exit $pytest_rc)" >&2
+    status=1
+fi
+
+echo "test.sh: ruff check lit_opt tests"
+if ! .venv/bin/python -m ruff check lit_opt tests; then
+    echo "test.sh: ruff check failed" >&2
+    status=1
+fi
+
+exit "$status"

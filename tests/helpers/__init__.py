@@ -1,0 +1,1 @@
+"""Test helpers importable from tests and from spawned DDP processes (``tests.helpers``)."""
