@@ -64,3 +64,18 @@ def test_extra_state_mismatch_names_the_fix():
     state = q.state_dict()
     with pytest.raises(ValueError, match="HINT: resume with the same QATCallback arguments"):
         ActivationQuantizer("dynamic").load_state_dict(state, strict=False)
+
+
+def _observe_on_rank(rank, world_size):
+    q = ActivationQuantizer("static", symmetric=False).train()
+    q(torch.tensor([[-1.0 - rank, 2.0 + 3 * rank]]))
+    return q.running_min.item(), q.running_max.item(), q.scale.item()
+
+
+@pytest.mark.ddp
+def test_static_observation_is_all_reduced_across_ranks():
+    from tests.helpers.ddp import run_ddp
+
+    results = run_ddp(_observe_on_rank, world_size=2)
+    assert results[0] == results[1]
+    assert results[0][:2] == (-2.0, 5.0)  # global min over ranks, global max over ranks
