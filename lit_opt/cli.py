@@ -37,13 +37,15 @@ from jsonargparse import class_from_function
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
+from lit_opt.commands.export import export_command
+
 log = logging.getLogger(__name__)
 
 #: Parameters of an extra subcommand that the CLI fills from the parsed config instead of the command line.
 INJECTED_ARGUMENTS: tuple[str, ...] = ("model", "datamodule", "trainer")
 
 #: lit_opt's subcommands beyond LightningCLI's, by name. See the module docstring for the contract.
-EXTRA_SUBCOMMANDS: dict[str, Callable[..., Any]] = {}
+EXTRA_SUBCOMMANDS: dict[str, Callable[..., Any]] = {"export": export_command}
 
 
 def _short_description(fn: Callable[..., Any]) -> str:

@@ -36,7 +36,7 @@ def rebuild(recipe: dict[str, Any] | None, where: str) -> nn.Module:
     Raises:
         ValueError: no recipe, or one that names something other than a model class.
     """
-    if not recipe:
+    if not recipe or not isinstance(recipe, dict):
         raise ValueError(
             f"{where} records no architecture. HINT: pass the model skeleton: lit_opt.load(dirpath, model=MyModel())."
         )

@@ -120,7 +120,7 @@ def _quantized_module(
     if isinstance(original, (nn.Conv1d, nn.Conv2d)):  # no integer convolution kernel: dequantized weights
         weight = dequantize_weight(codes, scale, zero_point, entry["granularity"], entry["group_size"])
         original.weight = nn.Parameter(weight, requires_grad=False)
-        if input_quantizer is not None and kernel == "reference":
+        if input_quantizer is not None and (kernel == "reference" or input_quantizer.mode == "static"):
             attach_input_quantizer(original, input_quantizer)
         return original
     raise ValueError(

@@ -37,7 +37,9 @@ class QuantizedLinear(nn.Module):
         bias: float bias or None.
         granularity, group_size: how the blocks cover the weight.
         kernel: ``"reference"``, ``"int8"`` or ``"bf16"``.
-        input_quantizer: the activation quantizer to apply (reference and int8 kernels).
+        input_quantizer: the activation quantizer: applied as trained by the reference and int8
+            kernels; the bf16 kernel applies static ranges (their clipping matters) and skips
+            dynamic per-row rounding (noise below bf16's own, at a cost that would double the layer).
 
     Example::
 
@@ -85,8 +87,8 @@ class QuantizedLinear(nn.Module):
             problems.append("per_group weights (the integer product needs one scale per output channel)")
         if bool(self.zero_point.any()):
             problems.append("asymmetric weights")
-        if quantizer is None or getattr(quantizer, "mode", None) != "dynamic" or not quantizer.symmetric:
-            problems.append("activations other than symmetric 'dynamic'")
+        if quantizer is None or not quantizer.symmetric:
+            problems.append("unquantized or asymmetric activations")
         if problems:
             raise ValueError(
                 f"kernel='int8' cannot run a layer with {', '.join(problems)}. "
@@ -96,8 +98,9 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel == "int8":
             return self._int8_forward(x)
-        if self.input_quantizer is not None and self.kernel == "reference":
-            x = self.input_quantizer(x)
+        quantizer = self.input_quantizer
+        if quantizer is not None and (self.kernel == "reference" or quantizer.mode == "static"):
+            x = quantizer(x)
         return F.linear(
             x.to(self.weight.dtype),
             self.weight,
@@ -106,10 +109,13 @@ class QuantizedLinear(nn.Module):
 
     def _int8_forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()  # (M, in)
-        x_scale, x_zero = dynamic_qparams(rows, (-1,), symmetric=True)  # (M, 1)
+        if self.input_quantizer.mode == "static":
+            x_scale, x_zero = self.input_quantizer.scale, self.input_quantizer.zero_point  # scalars
+        else:
+            x_scale, x_zero = dynamic_qparams(rows, (-1,), symmetric=True)  # (M, 1)
         x_codes = quantize(rows, x_scale, x_zero, *quant_range(8, True)).to(torch.int8)
         acc = torch._int_mm(x_codes, self.codes_t.t())  # (M, out) int32, exact
-        out = dequantize(acc, x_scale, torch.zeros((), device=x.device)).mul_(self.channel_scale)
+        out = dequantize(acc, x_scale, x_zero).mul_(self.channel_scale)
         if self.bias is not None:
             out += self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)

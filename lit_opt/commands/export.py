@@ -1,0 +1,40 @@
+"""``lit-opt export``: write the compressed artifact of a trained checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+
+from lit_opt.export.exporter import export
+from lit_opt.restore import restore
+
+log = logging.getLogger(__name__)
+
+
+def export_command(
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule | None,
+    trainer: pl.Trainer,
+    ckpt_path: str,
+    dirpath: str = "artifacts/model",
+    submodule: str | None = None,
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None,
+) -> None:
+    """Write the compressed artifact (int8/int4 codes, scales, manifest) of a trained checkpoint.
+
+    The checkpoint's compression structure (QAT quantizers) is rebuilt on the configured model with
+    :func:`lit_opt.restore`, then :func:`lit_opt.export` writes it to ``dirpath``.
+
+    Example::
+
+        lit-opt export --config configs/digits_qat.yaml --ckpt_path outputs/.../last.ckpt --dirpath out/
+    """
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    restore(model, checkpoint["state_dict"])
+    if submodule is not None and not hasattr(model, submodule):
+        raise ValueError(f"submodule={submodule!r} is not an attribute of {type(model).__name__}.")
+    path = export(getattr(model, submodule) if submodule else model, dirpath, dtype=dtype)
+    log.info("lit-opt export: wrote %s", path)
