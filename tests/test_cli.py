@@ -171,3 +171,20 @@ def test_extra_subcommand_without_the_injected_parameters() -> None:
         TypeError, match=r"extra subcommand 'bad' has parameters \['model', 'dirpath'\]; expected"
     ):
         Bad.subcommands()
+
+
+def test_qat_config_fits_exports_and_the_export_subcommand_rebuilds_from_the_checkpoint(tmp_path: Path) -> None:
+    import lit_opt
+
+    config = CONFIGS_DIR / "digits_qat.yaml"
+    root = tmp_path / "qat"
+    steps = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=12", "--trainer.limit_val_batches=2"]
+    schedule = ["--trainer.callbacks.init_args.start_step=2", "--trainer.callbacks.init_args.freeze_observers_step=10"]
+    main(["fit", "--config", str(config), *FAST[5:], *steps, f"--trainer.default_root_dir={root}", "--trainer.logger=false"])
+    artifact = tmp_path / "outputs" / "digits_qat" / "artifact"  # ExportCallback's dirpath, relative to the cwd
+    assert (artifact / "lit_opt.json").is_file()
+    main(["export", "--config", str(config), f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}", f"--dirpath={tmp_path / 'cli'}"])
+    x = torch.rand(16, 64)
+    from_callback = lit_opt.load(artifact, kernel="reference")(x)
+    from_command = lit_opt.load(tmp_path / "cli", kernel="reference")(x)
+    assert torch.equal(from_callback, from_command)

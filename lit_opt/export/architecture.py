@@ -5,6 +5,7 @@ config, or an import path of an installed class plus JSON init arguments."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from typing import Any
 
@@ -22,8 +23,12 @@ def describe(model: nn.Module) -> dict[str, Any] | None:
         return {"type": "huggingface", "class": cls.__name__, "config": model.config.to_dict()}
     hparams = getattr(model, "hparams", None)
     if hparams is not None:
+        accepted = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+        # LightningCLI adds private bookkeeping (`_class_path`, `_instantiator`); keep what __init__ accepts
+        kept = {k: v for k, v in dict(hparams).items() if not k.startswith("_") and (takes_any or k in accepted)}
         try:
-            init_args = json.loads(json.dumps(dict(hparams)))
+            init_args = json.loads(json.dumps(kept))
         except TypeError:
             return None
         return {"type": "import", "target": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
