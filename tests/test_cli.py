@@ -179,7 +179,6 @@ def test_qat_config_fits_exports_and_the_export_subcommand_rebuilds_from_the_che
     config = CONFIGS_DIR / "digits_qat.yaml"
     root = tmp_path / "qat"
     steps = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=12", "--trainer.limit_val_batches=2"]
-    schedule = ["--trainer.callbacks.init_args.start_step=2", "--trainer.callbacks.init_args.freeze_observers_step=10"]
     main(["fit", "--config", str(config), *FAST[5:], *steps, f"--trainer.default_root_dir={root}", "--trainer.logger=false"])
     artifact = tmp_path / "outputs" / "digits_qat" / "artifact"  # ExportCallback's dirpath, relative to the cwd
     assert (artifact / "lit_opt.json").is_file()
