@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -59,8 +60,8 @@ class QuantizationConfig:
     granularity: str = "per_channel"
     group_size: int | None = None
     symmetric: bool = True
-    targets: list[str] = field(default_factory=lambda: ["*"])
-    exclude: list[str] = field(default_factory=list)
+    targets: Sequence[str] = field(default_factory=lambda: ["*"])
+    exclude: Sequence[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.weight_bits, bool) or self.weight_bits not in WEIGHT_BITS:
@@ -137,28 +138,29 @@ def prepare_quantization(model: nn.Module, config: QuantizationConfig, owner: st
                     "`targets`/`exclude` patterns."
                 )
             continue
-        width = module.weight[0].numel()
+        weight = cast(Tensor, module.weight)
+        width = weight[0].numel()
         if config.granularity == "per_group" and width % config.group_size:  # type: ignore[operator]
             raise ValueError(
                 f"group_size={config.group_size} does not divide the {width} inputs per channel of module "
-                f"{name!r} (weight shape {tuple(module.weight.shape)}). HINT: choose a divisor of {width} "
+                f"{name!r} (weight shape {tuple(weight.shape)}). HINT: choose a divisor of {width} "
                 "or exclude the module."
             )
-        todo.append((name, module))
-    for _, module in todo:
+        todo.append((name, module, weight))
+    for _, module, weight in todo:
         quantizer = WeightFakeQuant(
-            module.weight.shape,
+            weight.shape,
             config.weight_bits,
             config.symmetric,
             config.granularity,
             config.group_size,
             owner,
-        ).to(module.weight.device)
+        ).to(weight.device)
         parametrize.register_parametrization(module, "weight", quantizer)
         if config.activations != "none" and not isinstance(module, nn.Embedding):
             per_sample = isinstance(module, (nn.Conv1d, nn.Conv2d))
             act = ActivationQuantizer(config.activations, per_sample, config.symmetric, owner=owner)
-            attach_input_quantizer(module, act.to(module.weight.device))
+            attach_input_quantizer(module, act.to(weight.device))
     return list(selected)
 
 
@@ -180,7 +182,7 @@ def set_quantization_state(
 
 def quantizer_input(module: nn.Module, quantizer: nn.Module, tensor_name: str = "weight") -> Tensor:
     """The tensor ``quantizer`` receives: the original weight through the parametrizations before it."""
-    plist = module.parametrizations[tensor_name]
+    plist = cast(Any, module).parametrizations[tensor_name]
     value = plist.original
     for p in plist:
         if p is quantizer:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 from torch.nn.utils import parametrize
@@ -30,7 +30,7 @@ _INPUT_QUANTIZER_KEY = re.compile(rf"^(?:(.*)\.)?{INPUT_QUANTIZER}\._extra_state
 
 
 def _build(config: Mapping[str, Any], registry: Mapping[str, type[nn.Module]], key: str) -> nn.Module:
-    kind = config.get("kind") if isinstance(config, Mapping) else None
+    kind = str(config.get("kind")) if isinstance(config, Mapping) else ""
     if kind not in registry:
         raise ValueError(
             f"state_dict key {key!r} names an unknown lit_opt module kind {kind!r}; known: {sorted(registry)}."
@@ -52,7 +52,7 @@ def install_structure(model: nn.Module, state_dict: Mapping[str, Any]) -> int:
     for module_name, tensor_name, index, key in parametrizations:
         module = model.get_submodule(module_name)
         have = (
-            len(module.parametrizations[tensor_name])
+            len(cast(Any, module).parametrizations[tensor_name])
             if parametrize.is_parametrized(module, tensor_name)
             else 0
         )

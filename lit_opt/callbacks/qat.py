@@ -176,7 +176,7 @@ class QATCallback(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.logger is None or trainer.global_step % max(trainer.log_every_n_steps, 1):
+        if trainer.logger is None or trainer.global_step % max(getattr(trainer, "log_every_n_steps", 50), 1):
             return
         prefix = f"qat[{','.join(self.config.targets)}]"
         pl_module.log(f"{prefix}/phase", float(PHASES.index(self.phase)), on_step=True, on_epoch=False)

@@ -164,7 +164,7 @@ def load(
     if kernel not in ("auto", *KERNELS):
         raise ValueError(f"kernel={kernel!r} is not one of {('auto', *KERNELS)}.")
     manifest, tensors = read_artifact(dirpath)
-    kernel = best_kernel(device) if kernel == "auto" else kernel
+    chosen = best_kernel(device) if kernel == "auto" else kernel
     where = str(Path(dirpath) / MANIFEST)
     if model is None:
         model = architecture.rebuild(manifest.get("architecture"), where)
@@ -193,15 +193,15 @@ def load(
         if key not in entries or not entries[key]["encoding"].startswith("int"):
             continue
         replacement = _quantized_module(
-            name, model.get_submodule(name), key, entries[key], spec, tensors, kernel
+            name, model.get_submodule(name), key, entries[key], spec, tensors, chosen
         )
         if name:
             _set_submodule(model, name, replacement)
         else:
             model = replacement
-    if kernel == "bf16":
+    if chosen == "bf16":
         model.to(torch.bfloat16)
         model.register_forward_pre_hook(_inputs_to_bf16, with_kwargs=True)
         model.register_forward_hook(_outputs_to_fp32)
-    log.info("load: %s with kernel=%s", dirpath, kernel)
+    log.info("load: %s with kernel=%s", dirpath, chosen)
     return model.to(device).eval()

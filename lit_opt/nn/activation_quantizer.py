@@ -39,6 +39,14 @@ class ActivationQuantizer(nn.Module):
         True
     """
 
+    enabled: Tensor
+    observing: Tensor
+    initialized: Tensor
+    running_min: Tensor
+    running_max: Tensor
+    scale: Tensor
+    zero_point: Tensor
+
     def __init__(
         self,
         mode: str = "dynamic",

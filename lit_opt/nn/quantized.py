@@ -12,6 +12,8 @@ Three kernels, chosen per model at load time:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,6 +26,7 @@ from lit_opt.functional.quantize import (
     quantize,
     weight_blocks,
 )
+from lit_opt.nn.activation_quantizer import ActivationQuantizer
 
 KERNELS: tuple[str, ...] = ("reference", "int8", "bf16")
 
@@ -49,6 +52,14 @@ class QuantizedLinear(nn.Module):
         tensor([[0.6300]])
     """
 
+    codes: Tensor
+    scale: Tensor
+    zero_point: Tensor
+    weight: Tensor
+    codes_t: Tensor
+    channel_scale: Tensor
+    input_quantizer: ActivationQuantizer | None
+
     def __init__(
         self,
         codes: Tensor,
@@ -58,7 +69,7 @@ class QuantizedLinear(nn.Module):
         granularity: str,
         group_size: int | None = None,
         kernel: str = "reference",
-        input_quantizer: nn.Module | None = None,
+        input_quantizer: ActivationQuantizer | None = None,
     ) -> None:
         super().__init__()
         self.out_features, self.in_features = codes.shape
@@ -109,8 +120,9 @@ class QuantizedLinear(nn.Module):
 
     def _int8_forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()  # (M, in)
-        if self.input_quantizer.mode == "static":
-            x_scale, x_zero = self.input_quantizer.scale, self.input_quantizer.zero_point  # scalars
+        quantizer = cast(ActivationQuantizer, self.input_quantizer)  # checked by _check_int8
+        if quantizer.mode == "static":
+            x_scale, x_zero = quantizer.scale, quantizer.zero_point  # scalars
         else:
             x_scale, x_zero = dynamic_qparams(rows, (-1,), symmetric=True)  # (M, 1)
         x_codes = quantize(rows, x_scale, x_zero, *quant_range(8, True)).to(torch.int8)
@@ -136,6 +148,10 @@ class QuantizedEmbedding(nn.Module):
         >>> emb(torch.tensor([0]))
         tensor([[ 1., -2.]])
     """
+
+    codes: Tensor
+    scale: Tensor
+    zero_point: Tensor
 
     def __init__(
         self,

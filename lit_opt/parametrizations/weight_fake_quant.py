@@ -38,9 +38,13 @@ class WeightFakeQuant(nn.Module):
         True
     """
 
+    scale: Tensor
+    zero_point: Tensor
+    enabled: Tensor
+
     def __init__(
         self,
-        shape: tuple[int, ...] | list[int],
+        shape: tuple[int, ...] | list[int] | torch.Size,
         bits: int = 8,
         symmetric: bool = True,
         granularity: str = "per_channel",
