@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -17,15 +18,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
+
+from lit_opt.functional.quantize import GRANULARITIES, weight_blocks
 
 FORMAT = "lit_opt"
 FORMAT_VERSION = 1
 MANIFEST = "lit_opt.json"
 WEIGHTS = "model.safetensors"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+ENCODINGS: tuple[str, ...] = ("raw", "int8", "int4")
 
 
 def sha256(path: Path) -> str:
@@ -107,7 +112,9 @@ def read_artifact(dirpath: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
             f"({manifest.get('lit_opt_version')!r})."
         )
     weights = root / WEIGHTS
-    expected = manifest.get("files", {}).get(WEIGHTS, {})
+    files = manifest.get("files")
+    expected = files.get(WEIGHTS) if isinstance(files, dict) else None
+    expected = expected if isinstance(expected, dict) else {}
     if not weights.is_file():
         raise ValueError(f"{weights} is missing from the artifact {root}.")
     size = weights.stat().st_size
@@ -123,13 +130,72 @@ def read_artifact(dirpath: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
         tensors = load_file(weights)
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{weights} cannot be read as safetensors: {err}") from None
+    _check_entries(manifest, tensors, manifest_path, weights)
+    return manifest, tensors
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_entries(manifest: dict[str, Any], tensors: dict[str, Tensor], where: Path, weights: Path) -> None:
+    """Check that the manifest's entries are well formed and agree with the tensors in ``weights``.
+
+    The manifest carries no hash of itself, so a hand-edited or damaged one must fail here with a
+    ``ValueError`` rather than load the skeleton's own weights silently or crash inside torch.
+    """
+    entries, modules = manifest.get("tensors"), manifest.get("modules", {})
+    if (
+        not isinstance(entries, dict)
+        or not isinstance(modules, dict)
+        or not all(isinstance(v, dict) for v in (*entries.values(), *modules.values()))
+    ):
+        raise ValueError(f"{where} has malformed 'tensors'/'modules' sections; the artifact is corrupt.")
     referenced = [
         ref
-        for key, entry in manifest.get("tensors", {}).items()
+        for key, entry in entries.items()
         for ref in (key, entry.get("scale"), entry.get("zero_point"))
         if ref is not None
     ]
-    missing = [key for key in referenced if key not in tensors]
+    missing = [key for key in referenced if not isinstance(key, str) or key not in tensors]
     if missing:
         raise ValueError(f"{weights} lacks tensors the manifest names, e.g. {missing[:3]}.")
-    return manifest, tensors
+    quantized_modules = {f"{name}.weight" if name else "weight" for name in modules}
+    for key, entry in entries.items():
+        encoding, shape, data = entry.get("encoding"), entry.get("shape"), tensors[key]
+        if encoding not in ENCODINGS:
+            raise ValueError(f"{where}: tensor {key!r} has encoding {encoding!r}, not one of {ENCODINGS}.")
+        if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
+            raise ValueError(f"{where}: tensor {key!r} has shape {shape!r}, not a list of sizes.")
+        if encoding == "raw":
+            if list(data.shape) != shape:
+                raise ValueError(f"{where}: tensor {key!r} is {list(data.shape)} in {weights}, not {shape}.")
+            continue
+        numel = math.prod(shape)
+        stored = (torch.uint8, (numel + 1) // 2) if encoding == "int4" else (torch.int8, numel)
+        group_size = entry.get("group_size")
+        if (
+            (data.dtype, data.numel()) != stored
+            or len(shape) < 2
+            or entry.get("granularity") not in GRANULARITIES
+            or not (group_size is None or _is_int(group_size))
+            or key not in quantized_modules
+        ):
+            raise ValueError(
+                f"{where}: the {encoding} entry of tensor {key!r} is inconsistent with {weights}."
+            )
+        blocks = weight_blocks(torch.empty(shape, device="meta"), entry["granularity"], group_size).shape[:2]
+        for ref in (entry.get("scale"), entry.get("zero_point")):
+            if ref is not None and tensors[ref].shape != blocks:
+                raise ValueError(
+                    f"{where}: {ref!r} has shape {list(tensors[ref].shape)}, not {list(blocks)}."
+                )
+    for name, spec in modules.items():
+        mode, prefix = spec.get("activations", "none"), f"{name}." if name else ""
+        if mode not in ("dynamic", "static", "none") or (
+            mode != "none" and not all(isinstance(spec.get(k), bool) for k in ("per_sample", "symmetric"))
+        ):
+            raise ValueError(f"{where}: module {name!r} has a malformed activation spec {spec!r}.")
+        for ref in (f"{prefix}input_quantizer.scale", f"{prefix}input_quantizer.zero_point"):
+            if mode == "static" and (ref not in tensors or tensors[ref].numel() != 1):
+                raise ValueError(f"{weights} lacks the static activation range {ref!r} the manifest names.")
