@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install (scripts/install.sh), then run the whole test suite and the linter.
+# Install (scripts/install.sh), then run the whole test suite, the linter and the type checker.
 # Exits non-zero if either fails; pytest's exit code 5 ("no tests collected") counts as a failure.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow" -x`.
 set -euo pipefail
@@ -25,6 +25,12 @@ fi
 echo "test.sh: ruff check lit_opt tests"
 if ! .venv/bin/python -m ruff check lit_opt tests; then
     echo "test.sh: ruff check failed" >&2
+    status=1
+fi
+
+echo "test.sh: mypy (the package)"
+if ! .venv/bin/python -m mypy; then
+    echo "test.sh: mypy failed" >&2
     status=1
 fi
 

@@ -26,7 +26,9 @@ def describe(model: nn.Module) -> dict[str, Any] | None:
         accepted = inspect.signature(cls.__init__).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
         # LightningCLI adds private bookkeeping (`_class_path`, `_instantiator`); keep what __init__ accepts
-        kept = {k: v for k, v in dict(hparams).items() if not k.startswith("_") and (takes_any or k in accepted)}
+        kept = {
+            k: v for k, v in dict(hparams).items() if not k.startswith("_") and (takes_any or k in accepted)
+        }
         try:
             init_args = json.loads(json.dumps(kept))
         except TypeError:
