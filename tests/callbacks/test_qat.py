@@ -147,3 +147,26 @@ def test_validate_and_test_reuse_the_structure(tmp_path):
     trainer.validate(model, dataloaders=random_dataloader("mlp", n=8))
     assert len(model.net.fc1.parametrizations.weight) == 1
     assert isinstance(model.net.fc1.parametrizations.weight[0], WeightFakeQuant)
+
+
+def test_bf16_mixed_precision_and_conv1d(tmp_path):
+    class Conv1dNet(BoringClassifier):
+        def __init__(self):
+            super().__init__("mlp")
+            self.net = torch.nn.Sequential(
+                torch.nn.Unflatten(1, (1, 16)),
+                torch.nn.Conv1d(1, 4, 3),
+                torch.nn.Flatten(),
+                torch.nn.Linear(56, 4),
+            )
+
+    model = Conv1dNet()
+    qat = QATCallback(weight_bits=4, granularity="per_group", group_size=3, targets=["net.1"])
+    tiny_trainer(
+        tmp_path, callbacks=[qat, QATCallback(targets=["net.3"])], precision="bf16-mixed", max_steps=3
+    ).fit(model)
+    assert qat.quantized_modules == ["net.1"]
+    conv = model.net[1]
+    assert conv.input_quantizer.per_sample
+    assert all(len(torch.unique(row)) <= 15 for row in conv.weight.reshape(4, -1))
+    assert torch.isfinite(conv.parametrizations.weight.original).all()
