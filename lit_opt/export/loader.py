@@ -117,10 +117,11 @@ def _quantized_module(
             original.padding_idx,
             out_dtype,
         )
-    if isinstance(original, (nn.Conv1d, nn.Conv2d)):  # no integer convolution kernel: dequantized weights
+    if isinstance(original, (nn.Conv1d, nn.Conv2d)):
+        # no integer convolution kernel: dequantized weights, activations quantized as in training
         weight = dequantize_weight(codes, scale, zero_point, entry["granularity"], entry["group_size"])
         original.weight = nn.Parameter(weight, requires_grad=False)
-        if input_quantizer is not None and (kernel == "reference" or input_quantizer.mode == "static"):
+        if input_quantizer is not None and (kernel != "bf16" or input_quantizer.mode == "static"):
             attach_input_quantizer(original, input_quantizer)
         return original
     raise ValueError(
