@@ -105,6 +105,37 @@ def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax:
     return _FakeQuantize.apply(x, scale, zero_point, qmin, qmax)
 
 
+class _RoundThrough(torch.autograd.Function):
+    """``round(x / scale) * scale`` with the gradient passed through unchanged (nothing can clip)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.round(x / scale).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return grad, None
+
+
+def fake_quantize_symmetric(x: Tensor, scale: Tensor) -> Tensor:
+    """:func:`fake_quantize` for a symmetric ``scale`` taken from ``x``'s own absolute maximum.
+
+    Then no value can fall outside the codes, the zero point is 0 and the clamp is a no-op, so
+    the value equals :func:`fake_quantize`'s exactly in three passes instead of nine, and the
+    straight-through gradient needs no mask. Used for weights and dynamic activations, the hot
+    path of QAT.
+
+    Example:
+        >>> x = torch.tensor([0.5, -1.27, 0.3])
+        >>> s = x.abs().amax() / 127
+        >>> torch.equal(fake_quantize_symmetric(x, s), fake_quantize(x, s, torch.tensor(0.0), -127, 127))
+        True
+    """
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return torch.round(x / scale).mul_(scale)
+    return _RoundThrough.apply(x, scale)
+
+
 def weight_blocks(w: Tensor, granularity: str, group_size: int | None = None) -> Tensor:
     """View ``w`` (channels first) as ``(C, G, g)`` quantization blocks; see the module docstring.
 
@@ -167,9 +198,15 @@ def fake_quantize_weight(
     granularity: str,
     group_size: int | None = None,
 ) -> Tensor:
-    """Fake-quantized ``w``; equals ``dequantize_weight(quantize_weight(w, ...), ...)`` exactly."""
-    qmin, qmax = quant_range(bits, symmetric)
+    """Fake-quantized ``w``; equals ``dequantize_weight(quantize_weight(w, ...), ...)`` exactly.
+
+    ``scale`` and ``zero_point`` must be :func:`weight_qparams` of ``w`` (as the parametrization
+    computes them): a symmetric scale then covers every value, which the fast path relies on.
+    """
     blocks = weight_blocks(w, granularity, group_size)
+    if symmetric:  # the scale covers each block's own absolute maximum
+        return fake_quantize_symmetric(blocks, scale.unsqueeze(-1)).reshape(w.shape)
+    qmin, qmax = quant_range(bits, symmetric)
     out = fake_quantize(blocks, scale.unsqueeze(-1), zero_point.unsqueeze(-1), qmin, qmax)
     return out.reshape(w.shape)
 

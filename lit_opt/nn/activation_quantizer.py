@@ -8,7 +8,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from lit_opt.functional.quantize import dynamic_qparams, fake_quantize, qparams_from_range, quant_range
+from lit_opt.functional.quantize import (
+    dynamic_qparams,
+    fake_quantize,
+    fake_quantize_symmetric,
+    qparams_from_range,
+    quant_range,
+)
 
 ACTIVATION_MODES: tuple[str, ...] = ("dynamic", "static", "none")
 INPUT_QUANTIZER = "input_quantizer"
@@ -121,6 +127,8 @@ class ActivationQuantizer(nn.Module):
             return x
         if self.mode == "dynamic":
             scale, zero_point = dynamic_qparams(x.float(), self.reduce_dims(x), self.symmetric)
+            if self.symmetric:  # the row's own range: nothing clips
+                return fake_quantize_symmetric(x.float(), scale).to(x.dtype)
         else:
             if self.training and bool(self.observing):
                 self.observe(x)

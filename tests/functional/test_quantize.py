@@ -137,3 +137,15 @@ def test_int4_pack_round_trip(n):
 
 def test_int4_packing_layout_low_nibble_first():
     assert pack_int4(torch.tensor([-8, 7], dtype=torch.int8)).tolist() == [0xF0]
+
+
+def test_symmetric_fast_path_equals_the_general_one_and_passes_gradients_through():
+    from lit_opt.functional.quantize import fake_quantize_symmetric
+
+    for seed in range(10):
+        x = torch.randn(32, 48, generator=torch.Generator().manual_seed(seed)) * 5
+        scale, zp = dynamic_qparams(x, (-1,), symmetric=True)
+        assert torch.equal(fake_quantize_symmetric(x, scale), fake_quantize(x, scale, zp, -127, 127))
+        leaf = x.clone().requires_grad_()
+        (grad,) = torch.autograd.grad((fake_quantize_symmetric(leaf, scale) * x).sum(), leaf)
+        assert torch.equal(grad, x)  # identity: no value can clip
