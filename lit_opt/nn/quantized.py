@@ -23,7 +23,6 @@ from lit_opt.functional.quantize import (
     dequantize_weight,
     dynamic_qparams,
     quant_range,
-    quantize,
     weight_blocks,
 )
 from lit_opt.nn.activation_quantizer import ActivationQuantizer
@@ -121,13 +120,14 @@ class QuantizedLinear(nn.Module):
     def _int8_forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()  # (M, in)
         quantizer = cast(ActivationQuantizer, self.input_quantizer)  # checked by _check_int8
-        if quantizer.mode == "static":
-            x_scale, x_zero = quantizer.scale, quantizer.zero_point  # scalars
-        else:
-            x_scale, x_zero = dynamic_qparams(rows, (-1,), symmetric=True)  # (M, 1)
-        x_codes = quantize(rows, x_scale, x_zero, *quant_range(8, True)).to(torch.int8)
+        if quantizer.mode == "static":  # symmetric: zero point 0, values may clip
+            x_scale = quantizer.scale  # scalar
+            x_codes = torch.round(rows / x_scale).clamp_(*quant_range(8, True)).to(torch.int8)
+        else:  # the row's own range: nothing clips
+            x_scale = dynamic_qparams(rows, (-1,), symmetric=True)[0]  # (M, 1)
+            x_codes = torch.round(rows / x_scale).to(torch.int8)
         acc = torch._int_mm(x_codes, self.codes_t.t())  # (M, out) int32, exact
-        out = dequantize(acc, x_scale, x_zero).mul_(self.channel_scale)
+        out = torch.mul(acc, x_scale).mul_(self.channel_scale)  # (M, out) float
         if self.bias is not None:
             out += self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
