@@ -28,6 +28,7 @@ from lit_opt.nn.activation_quantizer import (
     ActivationQuantizer,
     attach_input_quantizer,
 )
+from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
 from lit_opt.targets import select_modules, validate_patterns
 
@@ -156,7 +157,7 @@ def prepare_quantization(model: nn.Module, config: QuantizationConfig, owner: st
             config.group_size,
             owner,
         ).to(weight.device)
-        parametrize.register_parametrization(module, "weight", quantizer)
+        register_in_order(module, "weight", quantizer)
         if config.activations != "none" and not isinstance(module, nn.Embedding):
             per_sample = isinstance(module, (nn.Conv1d, nn.Conv2d))
             act = ActivationQuantizer(config.activations, per_sample, config.symmetric, owner=owner)

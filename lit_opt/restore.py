@@ -22,9 +22,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
+from lit_opt.parametrizations.mask import Mask
+from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
 
-PARAMETRIZATIONS: dict[str, type[nn.Module]] = {"WeightFakeQuant": WeightFakeQuant}
+PARAMETRIZATIONS: dict[str, type[nn.Module]] = {"Mask": Mask, "WeightFakeQuant": WeightFakeQuant}
 _PARAMETRIZATION_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(\d+)\._extra_state$")
 _INPUT_QUANTIZER_KEY = re.compile(rf"^(?:(.*)\.)?{INPUT_QUANTIZER}\._extra_state$")
 
@@ -59,7 +61,7 @@ def install_structure(model: nn.Module, state_dict: Mapping[str, Any]) -> int:
         if index < have:
             continue
         built = _build(state_dict[key], PARAMETRIZATIONS, key).to(getattr(module, tensor_name).device)
-        parametrize.register_parametrization(module, tensor_name, built)
+        register_in_order(module, tensor_name, built)
         installed += 1
     for key in state_dict:
         if m := _INPUT_QUANTIZER_KEY.match(key):
