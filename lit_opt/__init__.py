@@ -11,11 +11,20 @@ Example::
     fast = load(path, model=MyModel())
 """
 
-from lit_opt.callbacks import ExportCallback, QATCallback
+from lit_opt.callbacks import ExportCallback, IterativePruningCallback, QATCallback
 from lit_opt.export import export, load
 from lit_opt.quantization import QuantizationConfig
 from lit_opt.restore import restore
 
 __version__ = "0.1.0"
 
-__all__ = ["ExportCallback", "QATCallback", "QuantizationConfig", "__version__", "export", "load", "restore"]
+__all__ = [
+    "ExportCallback",
+    "IterativePruningCallback",
+    "QATCallback",
+    "QuantizationConfig",
+    "__version__",
+    "export",
+    "load",
+    "restore",
+]

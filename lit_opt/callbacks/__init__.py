@@ -1,6 +1,7 @@
 """Lightning callbacks: one public class per file."""
 
 from lit_opt.callbacks.export import ExportCallback
+from lit_opt.callbacks.pruning import IterativePruningCallback
 from lit_opt.callbacks.qat import QATCallback
 
-__all__ = ["ExportCallback", "QATCallback"]
+__all__ = ["ExportCallback", "IterativePruningCallback", "QATCallback"]

@@ -82,7 +82,9 @@ def global_masks(scores: list[Tensor], sparsity: float) -> list[Tensor]:
     """
     flat = torch.cat([s.reshape(-1).float() for s in scores])
     keep = _keep_largest(flat, round(sparsity * flat.numel()))
-    return [part.reshape(s.shape) for part, s in zip(keep.split([s.numel() for s in scores]), scores)]
+    return [
+        part.reshape(s.shape) for part, s in zip(keep.split([s.numel() for s in scores]), scores, strict=True)
+    ]
 
 
 def n_m_mask(scores: Tensor, n: int, m: int, sparsity: float | None = None) -> Tensor:

@@ -1,0 +1,166 @@
+"""``IterativePruningCallback``: gradual pruning with fine-tuning between pruning steps."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+from lit_opt.callbacks import _spawn
+from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
+from lit_opt.pruning import (
+    PrunableGroup,
+    PruningConfig,
+    accumulate_movement,
+    prepare_pruning,
+    sparsity_report,
+    sync_scores,
+    update_masks,
+)
+
+log = logging.getLogger(__name__)
+
+
+class IterativePruningCallback(Callback):
+    """Prune gradually while training: masks tighten on a schedule, the model fine-tunes in between.
+
+    At ``setup`` (before checkpoint restore, DDP and optimizers) every targeted tensor gets a
+    :class:`~lit_opt.parametrizations.Mask` parametrization; afterwards only mask values change.
+    Masks are checkpointed with the model, so a resumed run continues exactly; data-dependent
+    scores are all-reduced so every DDP rank holds the same masks. A pruned weight stays exactly
+    zero through optimizer steps, and with :class:`~lit_opt.QATCallback` on the same weights the
+    mask comes first, so zeros reach the quantizer as zeros.
+
+    Args:
+        target_sparsity: fraction of weights (or rows/heads) removed at ``end_step``, in [0, 1).
+        schedule: ``"cubic"`` (Zhu & Gupta 2017), ``"linear"``, or ``"constant"`` (one shot at
+            ``start_step``).
+        start_step: first optimizer step that prunes.
+        end_step: step at which ``target_sparsity`` is reached (``None``: the last step of
+            training as the Trainer knows it).
+        every_n_steps: steps between pruning steps (the model fine-tunes in between).
+        criterion: ``"magnitude"``, ``"activation"`` (mean |output| of each unit over the batches
+            since the last pruning step), ``"movement"`` (accumulated ``-W * dL/dW``) or ``"random"``.
+        structure: ``"unstructured"``, ``"rows"`` (output units with their bias), ``"heads"``
+            (BERT-style attention heads: query/key/value rows and output-projection columns), or
+            ``"N:M"`` such as ``"2:4"`` (keep N of every M inputs; ``target_sparsity`` must be 1 - N/M).
+        scope: ``"global"`` (one threshold across all targets) or ``"local"`` (per tensor/layer).
+        targets: fnmatch patterns over qualified module names (Linear/Conv layers, or attention
+            modules for ``heads``).
+        exclude: patterns of modules to leave dense.
+        seed: seed of the ``random`` criterion.
+
+    Raises:
+        ValueError: any argument outside the accepted values (at construction); targets matching
+            nothing, ``heads`` without attention heads, or N:M on an incompatible layer (at setup).
+
+    Example::
+
+        trainer = Trainer(max_steps=3000, callbacks=[
+            IterativePruningCallback(target_sparsity=0.9, schedule="cubic", start_step=200,
+                                     end_step=2500, every_n_steps=100, exclude=["*classifier*"]),
+        ])
+    """
+
+    def __init__(
+        self,
+        target_sparsity: float = 0.5,
+        schedule: Literal["cubic", "linear", "constant"] = "cubic",
+        start_step: int = 0,
+        end_step: int | None = None,
+        every_n_steps: int = 100,
+        criterion: Literal["magnitude", "activation", "movement", "random"] = "magnitude",
+        structure: str = "unstructured",
+        scope: Literal["global", "local"] = "global",
+        targets: Sequence[str] = ("*",),
+        exclude: Sequence[str] = (),
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.config = PruningConfig(
+            target_sparsity,
+            schedule,
+            start_step,
+            end_step,
+            every_n_steps,
+            criterion,
+            structure,
+            scope,
+            targets,
+            exclude,
+            seed,
+        )
+        self.groups: list[PrunableGroup] = []
+        self.current_sparsity = 0.0
+        self.last_pruned_step = -1
+        self._end_step = end_step
+        _spawn.install()
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            targets=list(self.config.targets),
+            exclude=list(self.config.exclude),
+            structure=self.config.structure,
+        )
+
+    @property
+    def end_step(self) -> int:
+        """The step at which ``target_sparsity`` is reached (resolved from the Trainer when None)."""
+        return self.config.start_step if self._end_step is None else self._end_step
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.groups = prepare_pruning(pl_module, self.config, owner=self.state_key)
+        log.info("IterativePruningCallback %s prunes %d groups", self.state_key, len(self.groups))
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.config.end_step is None:
+            total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
+            self._end_step = max(self.config.start_step, total - 1)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        step, config = trainer.global_step, self.config
+        if step == self.last_pruned_step or not is_pruning_step(
+            step, config.schedule, config.start_step, self.end_step, config.every_n_steps
+        ):
+            return
+        sync_scores(self.groups, config)
+        self.current_sparsity = sparsity_at(
+            step, config.target_sparsity, config.schedule, config.start_step, self.end_step
+        )
+        update_masks(self.groups, config, self.current_sparsity, step)
+        self.last_pruned_step = step
+        report = sparsity_report(self.groups)
+        if trainer.logger is not None:
+            metrics = {
+                f"pruning/sparsity/{name}": value for name, value in report.items() if name != "global"
+            }
+            trainer.logger.log_metrics({"pruning/sparsity": report["global"], **metrics}, step=step)
+        log.debug("pruned to %.4f at step %d (scheduled %.4f)", report["global"], step, self.current_sparsity)
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.config.criterion == "movement":
+            accumulate_movement(self.groups)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"current_sparsity": self.current_sparsity, "last_pruned_step": self.last_pruned_step}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.current_sparsity = float(state_dict["current_sparsity"])
+        self.last_pruned_step = int(state_dict["last_pruned_step"])

@@ -1,0 +1,379 @@
+"""What to prune and how: the configuration, the prunable groups, their scores and their masks.
+
+A :class:`PrunableGroup` is a set of tensors whose entries are pruned together: one weight
+(``unstructured``, ``"N:M"``), the output rows of a layer with its bias (``rows``), or the heads of
+an attention block: query/key/value rows and biases plus the output projection's columns
+(``heads``). Each tensor carries a :class:`~lit_opt.parametrizations.Mask`; data-dependent scores
+live in the masks' ``score`` buffers and are all-reduced across DDP ranks before any mask is
+chosen. ``IterativePruningCallback`` is a thin adapter over these functions.
+
+Example:
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> config = PruningConfig(target_sparsity=0.5, structure="rows", scope="local", targets=["0"])
+    >>> groups = prepare_pruning(model, config)
+    >>> update_masks(groups, config, sparsity=0.5, step=0)
+    >>> int(model[0].weight.abs().sum(dim=1).eq(0).sum())
+    4
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from lit_opt.functional.sparsity import SCHEDULES, global_masks, n_m_mask, parse_n_m, unstructured_mask
+from lit_opt.parametrizations.mask import Mask
+from lit_opt.parametrizations.ordering import register_in_order
+from lit_opt.targets import select_modules, validate_patterns
+
+CRITERIA: tuple[str, ...] = ("magnitude", "activation", "movement", "random")
+STRUCTURES: tuple[str, ...] = ("unstructured", "rows", "heads", "N:M (e.g. '2:4')")
+SCOPES: tuple[str, ...] = ("global", "local")
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _check_int(value: Any, argument: str, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"{argument}={value!r} must be an integer >= {minimum}" + (" or None." if allow_none else ".")
+        )
+
+
+@dataclass
+class PruningConfig:
+    """How to prune; see :class:`lit_opt.IterativePruningCallback` for the meaning of each field.
+
+    Raises:
+        ValueError: an argument outside the accepted values, with the fix in the message.
+    """
+
+    target_sparsity: float = 0.5
+    schedule: str = "cubic"
+    start_step: int = 0
+    end_step: int | None = None
+    every_n_steps: int = 100
+    criterion: str = "magnitude"
+    structure: str = "unstructured"
+    scope: str = "global"
+    targets: Sequence[str] = field(default_factory=lambda: ["*"])
+    exclude: Sequence[str] = field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        sparsity = self.target_sparsity
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+            raise ValueError(
+                f"target_sparsity={sparsity!r} must be a number in [0, 1): the fraction of weights removed. "
+                "HINT: 0.9 prunes 90%."
+            )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not one of {SCHEDULES}.")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion={self.criterion!r} is not one of {CRITERIA}.")
+        n_m = parse_n_m(self.structure) if isinstance(self.structure, str) else None
+        if self.structure not in STRUCTURES[:3] and n_m is None:
+            raise ValueError(
+                f"structure={self.structure!r} is not one of {STRUCTURES}. HINT: N:M is written as two "
+                "integers with a colon, N kept of every M, e.g. '2:4'."
+            )
+        if n_m is not None:
+            n, m = n_m
+            if not 0 < n < m:
+                raise ValueError(
+                    f"structure={self.structure!r} needs 0 < N < M (keep N of every M), e.g. '2:4'."
+                )
+            if not math.isclose(sparsity, 1 - n / m):
+                raise ValueError(
+                    f"target_sparsity={sparsity} does not match structure={self.structure!r}, which removes "
+                    f"{1 - n / m:g} of each group. HINT: set target_sparsity={1 - n / m:g}."
+                )
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope={self.scope!r} is not one of {SCOPES}.")
+        if self.structure == "heads" and self.criterion == "activation":
+            raise ValueError(
+                "criterion='activation' scores output units and is not defined for structure='heads'. "
+                "HINT: use 'magnitude' or 'movement' for heads."
+            )
+        _check_int(self.start_step, "start_step", 0)
+        _check_int(self.end_step, "end_step", 0, allow_none=True)
+        _check_int(self.every_n_steps, "every_n_steps", 1)
+        _check_int(self.seed, "seed", 0)
+        if self.end_step is not None and self.end_step <= self.start_step and self.schedule != "constant":
+            raise ValueError(
+                f"end_step={self.end_step} must be after start_step={self.start_step}. "
+                "HINT: leave end_step=None to end the schedule with training, or use schedule='constant'."
+            )
+        self.targets = validate_patterns(self.targets, "targets")
+        self.exclude = validate_patterns(self.exclude, "exclude")
+
+    @property
+    def n_m(self) -> tuple[int, int] | None:
+        """``(N, M)`` for an N:M structure, else None."""
+        return parse_n_m(self.structure)
+
+
+@dataclass
+class PrunableGroup:
+    """Tensors pruned together; units lie along ``dim`` of each member, ``unit_size`` entries apiece.
+
+    ``units`` is None for element-wise structures (unstructured, N:M: a single member).
+    ``scored`` is the module whose output activations score the units (activation criterion).
+    """
+
+    name: str
+    members: list[tuple[nn.Module, str, int]]
+    units: int | None = None
+    unit_size: int = 1
+    scored: nn.Module | None = None
+
+    def masks(self) -> list[Mask]:
+        return [_mask_of(module, tensor_name) for module, tensor_name, _ in self.members]
+
+
+def _mask_of(module: nn.Module, tensor_name: str) -> Mask:
+    for p in cast(Any, module).parametrizations[tensor_name]:
+        if isinstance(p, Mask):
+            return p
+    raise ValueError(f"{module!r}.{tensor_name} carries no pruning mask.")
+
+
+def _attention_blocks(model: nn.Module, config: PruningConfig) -> list[PrunableGroup]:
+    """BERT-style self-attention blocks: query/key/value Linear children, ``num_attention_heads``, and
+    the parent's ``output.dense`` projection."""
+    groups = []
+    for name, module in model.named_modules():
+        if not all(isinstance(getattr(module, p, None), nn.Linear) for p in ("query", "key", "value")):
+            continue
+        heads = getattr(module, "num_attention_heads", None)
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        output = getattr(getattr(parent, "output", None), "dense", None)
+        if not isinstance(heads, int) or not isinstance(output, nn.Linear):
+            continue
+        query, key, value = module.query, module.key, module.value
+        members = [
+            (m, t, 0) for m in (query, key, value) for t in ("weight", "bias") if getattr(m, t) is not None
+        ]
+        members.append((output, "weight", 1))
+        groups.append(PrunableGroup(name, members, heads, query.out_features // heads, value))
+    return [
+        g
+        for g in groups
+        if any(fnmatch.fnmatchcase(g.name, p) for p in config.targets)
+        and not any(fnmatch.fnmatchcase(g.name, p) for p in config.exclude)
+    ]
+
+
+def _score_shape(
+    group: PrunableGroup, module: nn.Module, tensor_name: str, config: PruningConfig
+) -> list[int] | None:
+    tensor = cast(Tensor, getattr(module, tensor_name))
+    if config.criterion == "movement":
+        return list(tensor.shape)
+    if config.criterion == "activation" and module is group.scored and tensor_name == "weight":
+        return [tensor.shape[0]]  # summed |output| per output unit
+    return None
+
+
+def _record_activation(module: nn.Module, args: tuple, output: Tensor) -> None:
+    if not module.training:
+        return
+    mask = _mask_of(module, "weight")
+    unit_dim = -1 if isinstance(module, nn.Linear) else 1  # Linear: (..., out); Conv: (N, C, ...)
+    with torch.no_grad():
+        per_unit = output.detach().abs().float().movedim(unit_dim, 0)  # (out, everything else)
+        mask.score += per_unit.reshape(per_unit.shape[0], -1).sum(dim=1)
+        mask.score_count += per_unit[0].numel()
+
+
+def prepare_pruning(model: nn.Module, config: PruningConfig, owner: str = "") -> list[PrunableGroup]:
+    """Install a :class:`Mask` on every tensor ``config`` prunes; returns the groups (idempotent per owner).
+
+    Raises:
+        ValueError: targets matching nothing, ``heads`` on a model without attention heads, N:M on
+            a layer whose width is not a multiple of M, or tensors already pruned by another owner.
+    """
+    if config.structure == "heads":
+        groups = _attention_blocks(model, config)
+        if not groups:
+            raise ValueError(
+                f"structure='heads' found no attention block among targets={list(config.targets)} "
+                f"(exclude={list(config.exclude)}): a module with query/key/value Linear children, "
+                "num_attention_heads and an output.dense projection, as in BERT. HINT: use structure='rows' "
+                "for other models, or target the attention modules (e.g. '*.attention.self')."
+            )
+    else:
+        selected = select_modules(model, config.targets, config.exclude, types=PRUNABLE_TYPES)
+        if config.structure == "rows":
+            groups = [
+                PrunableGroup(
+                    name,
+                    [(m, t, 0) for t in ("weight", "bias") if getattr(m, t, None) is not None],
+                    cast(Tensor, m.weight).shape[0],
+                    1,
+                    m,
+                )
+                for name, m in selected.items()
+            ]
+        else:
+            groups = [PrunableGroup(name, [(m, "weight", 0)], None, 1, m) for name, m in selected.items()]
+    n_m = config.n_m
+    for group in groups:
+        width = cast(Tensor, group.members[0][0].weight)[0].numel()
+        if n_m is not None and width % n_m[1]:
+            raise ValueError(
+                f"structure={config.structure!r} needs the {width} inputs per row of module {group.name!r} to be "
+                f"a multiple of M={n_m[1]}. HINT: exclude the module."
+            )
+    for group in groups:
+        for module, tensor_name, _ in group.members:
+            existing = [p for p in _parametrizations(module, tensor_name) if isinstance(p, Mask)]
+            if existing:
+                if existing[0].owner != owner:
+                    raise ValueError(
+                        f"{group.name}.{tensor_name} is already pruned by {existing[0].owner}; {owner} prunes it too. "
+                        "HINT: give each pruning callback disjoint targets."
+                    )
+                continue
+            tensor = cast(Tensor, getattr(module, tensor_name))
+            mask = Mask(tensor.shape, _score_shape(group, module, tensor_name, config), owner).to(
+                tensor.device
+            )
+            register_in_order(module, tensor_name, mask)
+            if mask.score_shape is not None and config.criterion == "activation":
+                module.register_forward_hook(_record_activation)
+    return groups
+
+
+def _parametrizations(module: nn.Module, tensor_name: str) -> list[nn.Module]:
+    if not parametrize.is_parametrized(module, tensor_name):
+        return []
+    return list(cast(Any, module).parametrizations[tensor_name])
+
+
+def accumulate_movement(groups: list[PrunableGroup]) -> None:
+    """Add ``-W * dL/dW`` (Sanh et al., 2020) to every mask's movement score; call after backward."""
+    with torch.no_grad():
+        for group in groups:
+            for module, tensor_name, _ in group.members:
+                original = cast(Any, module).parametrizations[tensor_name].original
+                if original.grad is not None:
+                    _mask_of(module, tensor_name).score.add_(-(original * original.grad))
+
+
+def _effective(module: nn.Module, tensor_name: str) -> Tensor:
+    """The masked tensor (before any sharing or quantization that follows the mask)."""
+    plist = cast(Any, module).parametrizations[tensor_name]
+    return plist.original.detach() * _mask_of(module, tensor_name).mask
+
+
+def _unit_scores(group: PrunableGroup, config: PruningConfig, step: int) -> Tensor:
+    """Importance per unit (rows/heads) or per element; pruned units score -inf (pruning is monotone)."""
+    if config.criterion == "activation":
+        mask = _mask_of(cast(nn.Module, group.scored), "weight")
+        row = mask.score / mask.score_count.clamp(min=1)  # mean |activation| per output unit
+        if group.units is None:
+            return _effective(group.members[0][0], "weight").abs() * row.reshape(
+                -1, *[1] * (mask.mask.dim() - 1)
+            )
+        return row
+    if config.criterion == "random":
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        shape = (group.units,) if group.units is not None else group.masks()[0].mask.shape
+        return torch.rand(shape, generator=generator).to(group.masks()[0].mask.device)
+    per_member = []
+    for module, tensor_name, dim in group.members:
+        if config.criterion == "movement":
+            values = _mask_of(module, tensor_name).score
+        else:
+            values = _effective(module, tensor_name).abs()
+        if group.units is None:
+            return values
+        per_unit = values.movedim(dim, 0).reshape(group.units, -1)  # (units, entries per unit)
+        per_member.append(per_unit.sum(dim=1) if config.criterion == "movement" else per_unit.mean(dim=1))
+    return torch.stack(per_member).sum(dim=0)
+
+
+def _unit_mask(group: PrunableGroup) -> Tensor:
+    """Which units are still alive (read from the first member's mask)."""
+    module, tensor_name, dim = group.members[0]
+    mask = _mask_of(module, tensor_name).mask
+    if group.units is None:
+        return mask
+    return mask.movedim(dim, 0).reshape(group.units, -1).any(dim=1)
+
+
+def sync_scores(groups: list[PrunableGroup], config: PruningConfig) -> None:
+    """All-reduce (sum) activation statistics across DDP ranks so every rank scores alike.
+
+    Movement scores need no reduction: they are built from gradients DDP has already averaged.
+    """
+    if config.criterion != "activation" or not (dist.is_available() and dist.is_initialized()):
+        return
+    for group in groups:
+        mask = _mask_of(cast(nn.Module, group.scored), "weight")
+        dist.all_reduce(mask.score)
+        dist.all_reduce(mask.score_count)
+
+
+def update_masks(groups: list[PrunableGroup], config: PruningConfig, sparsity: float, step: int) -> None:
+    """Recompute every group's masks for ``sparsity`` (one threshold with ``scope='global'``)."""
+    scores = []
+    for group in groups:
+        score = _unit_scores(group, config, step).float().clone()
+        alive = _unit_mask(group)
+        if config.scope == "global" and config.criterion in ("activation", "movement") and bool(alive.any()):
+            # these scores live on each layer's own scale: compare layers by relative importance
+            score /= score[alive].abs().mean().clamp(min=1e-12)
+        score[~alive] = -math.inf
+        scores.append(score)
+    n_m = config.n_m
+    if n_m is not None:
+        keeps = [n_m_mask(s, *n_m, sparsity=sparsity) for s in scores]
+    elif config.scope == "global":
+        keeps = global_masks(scores, sparsity)
+    else:
+        keeps = [unstructured_mask(s, sparsity) for s in scores]
+    with torch.no_grad():
+        for group, keep in zip(groups, keeps, strict=True):
+            if group.units is not None and not bool(keep.any()):
+                keep[
+                    int(torch.argmax(torch.where(keep, -math.inf, _unit_scores(group, config, step).float())))
+                ] = True
+            for (_, _, dim), mask in zip(group.members, group.masks(), strict=True):
+                if group.units is None:
+                    mask.mask.copy_(keep)
+                else:
+                    expanded = keep.repeat_interleave(group.unit_size)  # (units * unit_size,)
+                    shape = [1] * mask.mask.dim()
+                    shape[dim] = -1
+                    mask.mask.copy_(expanded.reshape(shape).expand_as(mask.mask))
+            if config.criterion == "activation" and group.scored is not None:
+                scored = _mask_of(group.scored, "weight")
+                scored.score.zero_()
+                scored.score_count.zero_()
+
+
+def sparsity_report(groups: list[PrunableGroup]) -> dict[str, float]:
+    """Fraction of zeros in each group's weights, and ``"global"`` over all of them."""
+    report, zeros, total = {}, 0, 0
+    for group in groups:
+        masks = [
+            m.mask for (_, name, _), m in zip(group.members, group.masks(), strict=True) if name == "weight"
+        ]
+        group_zeros = sum(int((~m).sum()) for m in masks)
+        group_total = sum(m.numel() for m in masks)
+        report[group.name] = group_zeros / max(group_total, 1)
+        zeros, total = zeros + group_zeros, total + group_total
+    report["global"] = zeros / max(total, 1)
+    return report

@@ -1,0 +1,156 @@
+"""IterativePruningCallback: arguments, schedule, structures, composition with QAT, logging."""
+
+import csv
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+
+from lit_opt import IterativePruningCallback, QATCallback
+from lit_opt.parametrizations import Mask, WeightFakeQuant
+from tests.helpers.models import BoringClassifier, HFClassifier, hf_dataloader
+from tests.helpers.trainer import tiny_trainer
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"target_sparsity": 1.0}, r"target_sparsity=1.0 must be a number in \[0, 1\)"),
+        ({"target_sparsity": -0.1}, r"target_sparsity=-0.1 must be a number in \[0, 1\)"),
+        ({"schedule": "exp"}, r"schedule='exp' is not one of \('cubic', 'linear', 'constant'\)"),
+        (
+            {"criterion": "l1"},
+            r"criterion='l1' is not one of \('magnitude', 'activation', 'movement', 'random'\)",
+        ),
+        ({"structure": "columns"}, r"structure='columns' is not one of .* HINT: N:M is written"),
+        ({"structure": "2-4"}, r"structure='2-4' is not one of"),
+        ({"structure": "4:2"}, r"structure='4:2' needs 0 < N < M"),
+        (
+            {"structure": "1:4"},
+            r"target_sparsity=0.5 does not match structure='1:4'.* HINT: set target_sparsity=0.75",
+        ),
+        ({"scope": "layer"}, r"scope='layer' is not one of \('global', 'local'\)"),
+        ({"start_step": 10, "end_step": 10}, r"end_step=10 must be after start_step=10"),
+        ({"every_n_steps": 0}, r"every_n_steps=0 must be an integer >= 1"),
+        (
+            {"structure": "heads", "criterion": "activation"},
+            r"criterion='activation' .* not defined for structure='heads'",
+        ),
+        ({"targets": "fc1"}, r"HINT: write targets=\['fc1'\]"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        IterativePruningCallback(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"structure": "heads"}, r"structure='heads' found no attention block .* HINT: use structure='rows'"),
+        ({"targets": ["*.mlp.*"]}, r"targets=\['\*.mlp.\*'\] matched no"),
+        (
+            {"structure": "3:5", "target_sparsity": 0.4},
+            r"needs the 16 inputs per row of module 'net.fc1' to be a multiple of M=5",
+        ),
+    ],
+)
+def test_model_dependent_errors_come_before_training(tmp_path, kwargs, match):
+    trainer = tiny_trainer(tmp_path, callbacks=[IterativePruningCallback(**kwargs)])
+    with pytest.raises(ValueError, match=match):
+        trainer.fit(BoringClassifier("mlp"))
+    assert trainer.global_step == 0
+
+
+class RecordSparsity(Callback):
+    def __init__(self):
+        self.history = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        weights = [pl_module.net.fc1.weight, pl_module.net.fc2.weight]
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        self.history.append(zeros / sum(w.numel() for w in weights))
+
+
+def test_cubic_schedule_reaches_the_target_exactly_and_stays(tmp_path):
+    model = BoringClassifier("mlp", lr=0.05, momentum=0.9)
+    record = RecordSparsity()
+    pruning = IterativePruningCallback(target_sparsity=0.8, start_step=2, end_step=10, every_n_steps=2)
+    tiny_trainer(tmp_path, callbacks=[pruning, record], max_steps=16).fit(model)
+    total = model.net.fc1.weight.numel() + model.net.fc2.weight.numel()
+    assert record.history[:2] == [0.0, 0.0]
+    assert record.history[10:] == [round(0.8 * total) / total] * 6  # exact, and stays through momentum SGD
+    assert all(a <= b for a, b in zip(record.history, record.history[1:], strict=False))  # monotone
+    assert pruning.state_dict() == {"current_sparsity": 0.8, "last_pruned_step": 10}
+
+
+def test_end_step_none_means_the_end_of_training(tmp_path):
+    model = BoringClassifier("mlp")
+    record = RecordSparsity()
+    tiny_trainer(
+        tmp_path, callbacks=[IterativePruningCallback(0.5, every_n_steps=3), record], max_steps=8
+    ).fit(model)
+    assert record.history[-1] == pytest.approx(0.5, abs=1 / 640)
+    assert record.history[-2] < 0.5
+
+
+def test_pruned_weights_stay_exactly_zero_and_get_no_gradient(tmp_path):
+    model = BoringClassifier("mlp", lr=0.5, momentum=0.9)
+    pruning = IterativePruningCallback(0.5, schedule="constant", structure="rows", scope="local")
+    tiny_trainer(tmp_path, callbacks=[pruning], max_steps=6).fit(model)
+    rows = model.net.fc1.parametrizations.weight[0].mask.all(dim=1)
+    assert int((~rows).sum()) == 16
+    assert bool((model.net.fc1.weight[~rows] == 0).all()) and bool((model.net.fc1.bias[~rows] == 0).all())
+    assert bool((model.net.fc1.weight[rows] != 0).any())
+
+
+def test_n_m_structure(tmp_path):
+    model = BoringClassifier("mlp")
+    tiny_trainer(
+        tmp_path, callbacks=[IterativePruningCallback(0.5, structure="2:4", every_n_steps=1)], max_steps=5
+    ).fit(model)
+    for weight in (model.net.fc1.weight, model.net.fc2.weight):
+        groups = (weight != 0).reshape(weight.shape[0], -1, 4).sum(dim=-1)
+        assert bool((groups <= 2).all())
+
+
+def test_heads_on_bert_are_whole_and_compose_with_qat_in_either_order(tmp_path):
+    for order in ("qat-first", "pruning-first"):
+        model = HFClassifier()
+        pruning = IterativePruningCallback(0.5, schedule="constant", structure="heads", scope="local")
+        qat = QATCallback(exclude=["*embeddings*"])
+        callbacks = [qat, pruning] if order == "qat-first" else [pruning, qat]
+        tiny_trainer(tmp_path, callbacks=callbacks, max_steps=4).fit(model, train_dataloaders=hf_dataloader())
+        attention = model.model.bert.encoder.layer[1].attention
+        kinds = [type(p) for p in attention.self.query.parametrizations.weight]
+        assert kinds == [Mask, WeightFakeQuant], order  # mask first, so zeros reach the quantizer as zeros
+        alive = attention.self.query.weight.abs().sum(dim=1).reshape(2, 16).ne(0).all(dim=1)  # (heads,)
+        assert int(alive.sum()) == 1
+        dead = int(torch.nonzero(~alive)[0])
+        for linear in (attention.self.query, attention.self.key, attention.self.value):
+            assert bool((linear.weight.reshape(2, 16, -1)[dead] == 0).all())
+            assert bool((linear.bias.reshape(2, 16)[dead] == 0).all())
+        assert bool((attention.output.dense.weight.reshape(-1, 2, 16)[:, dead] == 0).all())
+
+
+def test_logs_global_and_per_layer_sparsity(tmp_path):
+    logger = CSVLogger(tmp_path, name="pruning")
+    pruning = IterativePruningCallback(0.5, end_step=4, every_n_steps=2, scope="local")
+    tiny_trainer(tmp_path, callbacks=[pruning], logger=logger, max_steps=6).fit(BoringClassifier("mlp"))
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("pruning/sparsity")]
+    assert [int(r["step"]) for r in rows] == [0, 2, 4]
+    assert float(rows[-1]["pruning/sparsity"]) == pytest.approx(0.5, abs=1e-3)
+    assert float(rows[-1]["pruning/sparsity/net.fc1"]) == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("criterion", ["activation", "movement", "random"])
+def test_data_dependent_criteria_reach_the_target(tmp_path, criterion):
+    model = BoringClassifier("mlp")
+    pruning = IterativePruningCallback(0.6, criterion=criterion, end_step=6, every_n_steps=2)
+    tiny_trainer(tmp_path, callbacks=[pruning], max_steps=8).fit(model)
+    weights = [model.net.fc1.weight, model.net.fc2.weight]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros == round(0.6 * sum(w.numel() for w in weights))
+    assert all(float((w == 0).float().mean()) < 1.0 for w in weights)  # no layer wiped out
