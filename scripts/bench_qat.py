@@ -27,7 +27,6 @@ import copy
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -40,9 +39,17 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+from lit_opt.inference.measure import (  # noqa: E402
+    dir_bytes,
+    environment,
+    file_bytes,
+    loadavg,
+    percentile,
+    time_forward,
+)
 
 log = logging.getLogger("bench_qat")
 
@@ -111,49 +118,10 @@ def make_inputs(batch: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
-def time_forward(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int, repeats: int) -> list[float]:
-    """Per-call latencies in milliseconds after ``warmup`` untimed calls."""
-    times, _ = time_forward_cpu(model, inputs, warmup, repeats)
-    return times
-
-
-def time_forward_cpu(
-    model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int, repeats: int
-) -> tuple[list[float], float]:
-    """Latencies (ms) and the process's CPU seconds per wall second over the timed calls.
-
-    The CPU/wall ratio is ~``threads`` on an idle machine; a lower value means other processes
-    took CPU time from the measurement (the latencies are then inflated).
-    """
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(**inputs)
-        times = []
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(**inputs)
-            times.append((time.perf_counter() - start) * 1e3)
-        cpu_per_wall = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
-    return times, cpu_per_wall
-
-
 def logits_of(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.inference_mode():
         out = model(**inputs)
     return (out.logits if hasattr(out, "logits") else out[0]).float()
-
-
-def file_bytes(path: Path) -> int:
-    return path.stat().st_size
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 # --------------------------------------------------------------------------- inference rows
@@ -265,11 +233,11 @@ def inference_rows(args: argparse.Namespace, base: nn.Module, artifacts: Path) -
         row["top1_agreement"] = float((logits.argmax(-1) == reference_logits.argmax(-1)).float().mean())
         for batch in BATCHES:
             repeats = args.repeats_b1 if batch == 1 else args.repeats
-            times, cpu_per_wall = time_forward_cpu(model, eval_inputs[batch], args.warmup, repeats)
-            row[f"b{batch}_median_ms"] = statistics.median(times)
-            row[f"b{batch}_p90_ms"] = percentile(times, 90)
-            row[f"b{batch}_min_ms"] = min(times)
-            row[f"b{batch}_cpu_per_wall"] = cpu_per_wall
+            timing = time_forward(model, eval_inputs[batch], args.warmup, repeats)
+            row[f"b{batch}_median_ms"] = timing.median_ms
+            row[f"b{batch}_p90_ms"] = timing.p90_ms
+            row[f"b{batch}_min_ms"] = timing.min_ms
+            row[f"b{batch}_cpu_per_wall"] = timing.cpu_per_wall
             row[f"b{batch}_repeats"] = repeats
         row["b32_throughput_seq_s"] = 32 / (row["b32_median_ms"] / 1e3)
         rows.append(row)
@@ -376,49 +344,6 @@ def training_run(base: nn.Module, qat: bool, steps: int, threads: int) -> dict[s
 
 
 # --------------------------------------------------------------------------- report
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
-
-
-def environment(threads: int) -> dict[str, Any]:
-    import lightning
-    import transformers
-
-    import lit_opt
-
-    flags: set[str] = set()
-    model_name = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {
-        "loadavg": _loadavg(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "lightning": lightning.__version__,
-        "lit_opt": lit_opt.__version__,
-        "python": sys.version.split()[0],
-        "threads": threads,
-        "torch_num_threads": torch.get_num_threads(),
-        "cpu": model_name,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkldnn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        "quantized_engine": torch.backends.quantized.engine,
-        "cpu_flags": {
-            "amx": sorted(f for f in flags if f.startswith("amx")),
-            "avx512": sorted(f for f in flags if f.startswith("avx512")),
-        },
-    }
 
 
 def evaluate_goals(rows: list[dict[str, Any]], training: dict[str, Any]) -> dict[str, Any]:
@@ -600,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(artifacts)
     artifacts.mkdir(parents=True)
 
-    loadavg_start = _loadavg()
+    loadavg_start = loadavg()
     base = build_model()
     rows = inference_rows(args, base, artifacts)
     log.info("training: plain")

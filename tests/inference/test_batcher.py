@@ -1,0 +1,189 @@
+"""DynamicBatcher: own results per caller, per-request errors, back-pressure, shutdown, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future, wait
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from lit_opt.inference import BatcherClosedError, DynamicBatcher, QueueFullError
+from tests.helpers.models import tiny_bert
+
+
+def ids(seed: int, length: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(1, 100, (length,), generator=generator).tolist()
+
+
+def alone(model: nn.Module, input_ids: list[int]) -> Tensor:
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([input_ids])).logits[0]
+
+
+class Gate(nn.Module):
+    """Sums the unmasked ids; blocks in forward until ``release`` is set (to hold the worker busy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        self.entered.set()
+        assert self.release.wait(10)
+        return (input_ids * attention_mask).sum(-1, keepdim=True)  # (B, 1)
+
+
+def test_concurrent_threads_each_get_their_own_result() -> None:
+    model = tiny_bert()
+    requests = [ids(seed, 3 + seed % 20) for seed in range(16)]
+    results: dict[int, Any] = {}
+    barrier = threading.Barrier(len(requests))
+
+    def client(i: int) -> None:
+        barrier.wait()
+        results[i] = batcher({"input_ids": requests[i]}, timeout=30)
+
+    with DynamicBatcher(model, max_batch_size=8, max_wait_ms=200) as batcher:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = batcher.stats
+    for i, request in enumerate(requests):  # padded and batched == alone
+        torch.testing.assert_close(results[i].logits, alone(model, request), atol=1e-5, rtol=1e-5)
+    assert stats["requests"] == 16 and stats["batches"] < 16  # requests were really batched
+
+
+def test_token_level_outputs_are_cut_to_the_request() -> None:
+    model = tiny_bert().bert
+    with DynamicBatcher(model, max_wait_ms=50) as batcher:
+        short, long = batcher.submit({"input_ids": ids(0, 3)}), batcher.submit({"input_ids": ids(1, 9)})
+        assert short.result(30).last_hidden_state.shape == (3, 32)
+        assert long.result(30).last_hidden_state.shape == (9, 32)
+
+
+def test_a_bad_request_fails_only_its_caller() -> None:
+    model = tiny_bert()
+    good = [ids(seed, 5) for seed in range(4)]
+    with DynamicBatcher(model, max_batch_size=8, max_wait_ms=200) as batcher:
+        futures = [batcher.submit({"input_ids": r}) for r in good[:2]]
+        bad = batcher.submit({"input_ids": [1, 2, 1000]})  # id outside the vocabulary: fails in forward
+        futures += [batcher.submit({"input_ids": r}) for r in good[2:]]
+        with pytest.raises(IndexError):
+            bad.result(30)
+        for future, request in zip(futures, good, strict=True):
+            torch.testing.assert_close(future.result(30).logits, alone(model, request), atol=1e-5, rtol=1e-5)
+
+
+def test_full_queue_raises_and_close_serves_the_rest() -> None:
+    gate = Gate()
+    batcher = DynamicBatcher(gate, max_batch_size=1, max_wait_ms=1, max_queue_size=3)
+    first = batcher.submit({"input_ids": [1]})
+    assert gate.entered.wait(10)  # the worker is busy with the first request
+    queued = [batcher.submit({"input_ids": [i]}) for i in (2, 3, 4)]
+    with pytest.raises(QueueFullError, match=r"queue is full: 3 requests wait \(max_queue_size=3\)"):
+        batcher.submit({"input_ids": [5]})
+    gate.release.set()
+    batcher.close()
+    assert [f.result(0).item() for f in [first, *queued]] == [1, 2, 3, 4]
+    with pytest.raises(BatcherClosedError, match="accepts no new requests"):
+        batcher.submit({"input_ids": [6]})
+
+
+def test_close_with_cancel_pending_leaves_no_future_hanging() -> None:
+    gate = Gate()
+    batcher = DynamicBatcher(gate, max_batch_size=1, max_wait_ms=1)
+    first = batcher.submit({"input_ids": [1]})
+    assert gate.entered.wait(10)
+    pending: list[Future] = [batcher.submit({"input_ids": [i]}) for i in range(2, 6)]
+    closer = threading.Thread(target=batcher.close, kwargs={"cancel_pending": True})
+    closer.start()
+    gate.release.set()
+    closer.join(10)
+    done, not_done = wait([first, *pending], timeout=5)
+    assert not not_done
+    assert first.result().item() == 1  # in flight: finished
+    for future in pending:
+        with pytest.raises(BatcherClosedError):
+            future.result()
+
+
+def test_close_timeout_fails_what_the_worker_could_not_finish() -> None:
+    gate = Gate()
+    batcher = DynamicBatcher(gate, max_batch_size=1, max_wait_ms=1)
+    batcher.submit({"input_ids": [1]})
+    assert gate.entered.wait(10)
+    waiting = batcher.submit({"input_ids": [2]})
+    batcher.close(timeout=0.05)  # the worker is stuck in forward
+    with pytest.raises(BatcherClosedError, match="closed before the request was served"):
+        waiting.result(0)
+    gate.release.set()
+
+
+def test_asyncio_callers() -> None:
+    model = tiny_bert()
+    requests = [ids(seed, 4 + seed) for seed in range(6)]
+
+    async def main(batcher: DynamicBatcher) -> list[Any]:
+        return await asyncio.gather(*(batcher.submit_async({"input_ids": r}) for r in requests))
+
+    with DynamicBatcher(model, max_wait_ms=20) as batcher:
+        outputs = asyncio.run(main(batcher))
+    for output, request in zip(outputs, requests, strict=True):
+        torch.testing.assert_close(output.logits, alone(model, request), atol=1e-5, rtol=1e-5)
+
+
+class WordTokenizer:
+    """A stand-in for a Hugging Face tokenizer: one id per word."""
+
+    pad_token_id = 0
+
+    def __call__(self, text: str, truncation: bool, max_length: int | None) -> dict[str, list[int]]:
+        words = [len(w) for w in text.split()][: max_length if truncation else None]
+        return {"input_ids": words, "attention_mask": [1] * len(words)}
+
+
+def test_texts_are_tokenized_in_the_callers_thread() -> None:
+    gate = Gate()
+    gate.release.set()
+    with DynamicBatcher(gate, tokenizer=WordTokenizer(), max_length=3) as batcher:
+        assert batcher("a bb ccc dddd").item() == 6  # truncated to 3 tokens
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_batch_size": 0}, r"max_batch_size=0 is not accepted; expected an integer > 0"),
+        ({"max_wait_ms": -1.0}, r"max_wait_ms=-1.0 is not accepted; expected a number > 0"),
+        ({"max_queue_size": 0}, r"max_queue_size=0 is not accepted"),
+        ({"max_length": 0}, r"max_length=0 is not accepted"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DynamicBatcher(Gate(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("request_", "error", "match"),
+    [
+        (42, TypeError, r"request of type int is not accepted; expected a str or a mapping"),
+        ("a text", TypeError, r"request is a str, but the DynamicBatcher has no tokenizer"),
+        ({"ids": [1]}, ValueError, r"request with keys \['ids'\] is not accepted; expected 'input_ids'"),
+        ({"input_ids": []}, ValueError, r"request\['input_ids'\] is empty"),
+        ({"input_ids": [1.5]}, ValueError, r"request\['input_ids'\] of type list is not accepted"),
+        ({"input_ids": torch.ones(2, 2, dtype=torch.long)}, ValueError, r"expected a list of ints or a 1-D"),
+        ({"input_ids": list(range(1, 70))}, ValueError, r"holds 69 tokens, more than max_length=64"),
+        ({"input_ids": [1, 2], "attention_mask": [1]}, ValueError, r"'attention_mask'\] holds 1 values"),
+    ],
+)
+def test_bad_requests_fail_in_submit(request_: Any, error: type[Exception], match: str) -> None:
+    with DynamicBatcher(tiny_bert()) as batcher, pytest.raises(error, match=match):
+        batcher.submit(request_)

@@ -1,0 +1,79 @@
+"""Measurement helpers: percentiles, timings, peak memory, synthetic inputs, sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lit_opt.inference.measure import (
+    PeakMemory,
+    Timing,
+    dir_bytes,
+    environment,
+    file_bytes,
+    percentile,
+    synthetic_batch,
+    time_calls,
+    time_forward,
+)
+
+
+@pytest.mark.parametrize("q", [0, 10, 50, 90, 99, 100])
+def test_percentile_matches_numpy(q: float) -> None:
+    values = torch.rand(37, generator=torch.Generator().manual_seed(1)).tolist()
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_of_nothing() -> None:
+    with pytest.raises(ValueError, match="empty list"):
+        percentile([], 50)
+
+
+def test_timing_statistics() -> None:
+    timing = Timing([4.0, 1.0, 3.0, 2.0])
+    assert (timing.median_ms, timing.min_ms) == (2.5, 1.0)
+    assert timing.p90_ms == pytest.approx(3.7)
+
+
+def test_time_calls_counts_repeats_after_warmup() -> None:
+    calls: list[int] = []
+    timing = time_calls(lambda: calls.append(1), warmup=2, repeats=5)
+    assert len(calls) == 7 and len(timing.times_ms) == 5
+    with pytest.raises(ValueError, match=r"repeats=0 is not accepted"):
+        time_calls(lambda: None, repeats=0)
+
+
+def test_time_forward_takes_keyword_inputs() -> None:
+    class KW(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return input_ids * attention_mask
+
+    assert len(time_forward(KW(), synthetic_batch(2, 4, 10), warmup=0, repeats=2).times_ms) == 2
+
+
+def test_peak_memory_sees_a_large_allocation() -> None:
+    with PeakMemory() as peak:
+        block = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB
+        del block
+    assert peak.peak_bytes > 64 << 20
+    if peak.scope == "block":
+        assert peak.delta_bytes >= 48 << 20
+
+
+def test_synthetic_batch_is_seeded_and_avoids_padding_id() -> None:
+    a, b = synthetic_batch(3, 7, vocab_size=50, seed=4), synthetic_batch(3, 7, vocab_size=50, seed=4)
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    assert a["input_ids"].min() >= 1 and a["input_ids"].max() < 50
+    assert a["attention_mask"].shape == (3, 7)
+
+
+def test_sizes_and_environment(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_bytes(b"x" * 5)
+    assert file_bytes(tmp_path / "a") == 10 and dir_bytes(tmp_path) == 15
+    env = environment(threads=2)
+    assert env["threads"] == 2 and "loadavg" in env
