@@ -1,5 +1,6 @@
 """LightningDataModules for the shipped recipes."""
 
 from lit_opt.data.digits import DigitsDataModule
+from lit_opt.data.text_classification import TextClassificationDataModule
 
-__all__ = ["DigitsDataModule"]
+__all__ = ["DigitsDataModule", "TextClassificationDataModule"]

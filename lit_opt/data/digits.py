@@ -10,22 +10,11 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
+from lit_opt.data._checks import check_int, check_split_fractions
+
 log = logging.getLogger(__name__)
 
 _INSTALL_HINT = "pip install 'lit_opt[recipe]'  (or: pip install scikit-learn)"
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}.")
-
-
-def _check_fraction(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(
-            f"{name}={value!r} is not accepted; expected a float strictly between 0 and 1 "
-            "(the share of the samples that goes to that split)."
-        )
 
 
 def _import_sklearn() -> tuple[Any, Any]:
@@ -85,17 +74,10 @@ class DigitsDataModule(LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        _check_int("batch_size", batch_size, minimum=1)
-        _check_fraction("val_fraction", val_fraction)
-        _check_fraction("test_fraction", test_fraction)
-        if val_fraction + test_fraction >= 1.0:
-            raise ValueError(
-                f"val_fraction={val_fraction!r} and test_fraction={test_fraction!r} add up to "
-                f"{val_fraction + test_fraction:g}; expected a sum below 1 so that samples are left for training. "
-                "HINT: the defaults are 0.15 and 0.15."
-            )
-        _check_int("seed", seed, minimum=0)
-        _check_int("num_workers", num_workers, minimum=0)
+        check_int("batch_size", batch_size, minimum=1)
+        check_split_fractions(val_fraction, test_fraction, defaults=(0.15, 0.15))
+        check_int("seed", seed, minimum=0)
+        check_int("num_workers", num_workers, minimum=0)
         self.save_hyperparameters()
         self.batch_size = batch_size
         self.val_fraction = float(val_fraction)
