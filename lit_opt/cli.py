@@ -24,12 +24,23 @@ first paragraph is the help text. Register it in :data:`EXTRA_SUBCOMMANDS` (or i
 ``lit-opt export --config c.yaml --dirpath out/`` then parses ``c.yaml`` as ``fit`` does and calls
 ``export_command(model=..., datamodule=..., trainer=..., dirpath="out/", ckpt_path=None)``. An option named
 ``ckpt_path`` gets LightningCLI's handling: hyperparameters saved in the checkpoint fill the ``model`` section.
+
+Adding a standalone subcommand
+------------------------------
+A subcommand that needs no model, data or trainer (``bench``) parses its own arguments: write a function
+``fn(argv: list[str]) -> None`` that receives the arguments after the subcommand's name (typically
+``argparse`` or ``jsonargparse`` inside) and whose docstring's first paragraph is the help text, and register
+it in :data:`STANDALONE_SUBCOMMANDS`. :func:`main` runs it before LightningCLI is built; ``lit-opt --help``
+lists it beside the others::
+
+    STANDALONE_SUBCOMMANDS["bench"] = bench_main   # lit-opt bench ARTIFACT --batch-sizes 1,8
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -37,6 +48,7 @@ from jsonargparse import class_from_function
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
+from lit_opt.commands.bench import bench_main
 from lit_opt.commands.export import export_command
 
 log = logging.getLogger(__name__)
@@ -46,6 +58,9 @@ INJECTED_ARGUMENTS: tuple[str, ...] = ("model", "datamodule", "trainer")
 
 #: lit_opt's subcommands beyond LightningCLI's, by name. See the module docstring for the contract.
 EXTRA_SUBCOMMANDS: dict[str, Callable[..., Any]] = {"export": export_command}
+
+#: Subcommands that take no config and parse their own arguments, by name: ``fn(argv_after_name)``.
+STANDALONE_SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"bench": bench_main}
 
 
 def _short_description(fn: Callable[..., Any]) -> str:
@@ -88,6 +103,13 @@ class LitOptCLI(LightningCLI):
     extra_subcommands: ClassVar[Mapping[str, Callable[..., Any]]] = EXTRA_SUBCOMMANDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
+        if isinstance(argv, (list, tuple)) and argv and argv[0] in STANDALONE_SUBCOMMANDS:
+            raise ValueError(
+                f"{argv[0]!r} is a standalone subcommand that LitOptCLI does not run. "
+                f"HINT: call lit_opt.cli.main({list(argv)!r}) or run `lit-opt {argv[0]} ...`."
+            )
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -121,6 +143,12 @@ class LitOptCLI(LightningCLI):
             subcommand_parser = self._prepare_subcommand_parser(trainer_class, subcommand, **subparser_kwargs)
             self._subcommand_parsers[subcommand] = subcommand_parser
             parser_subcommands.add_subcommand(subcommand, subcommand_parser, help=description)
+        for name, fn in STANDALONE_SUBCOMMANDS.items():
+            # listed in `lit-opt --help` only: main() runs these before LightningCLI parses anything
+            help_text = f"{_short_description(fn)} (see `lit-opt {name} --help`)"
+            parser_subcommands.add_subcommand(
+                name, LightningArgumentParser(description=help_text), help=help_text
+            )
 
     @override
     def _prepare_subcommand_parser(
@@ -159,7 +187,12 @@ def main(args: list[str] | None = None) -> None:
     Example::
 
         >>> main(["fit", "--config", "configs/digits_mlp.yaml", "--trainer.max_epochs=1"])  # doctest: +SKIP
+        >>> main(["bench", "artifacts/minilm-int8", "--batch-sizes", "1,8"])  # doctest: +SKIP
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in STANDALONE_SUBCOMMANDS:
+        STANDALONE_SUBCOMMANDS[argv[0]](argv[1:])
+        return
     LitOptCLI(args=args)
 
 

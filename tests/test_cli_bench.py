@@ -1,0 +1,99 @@
+"""``lit-opt bench``: a tiny exported BERT without tokenizer, beside its Hugging Face baseline; errors; help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import lit_opt
+from lit_opt.cli import LitOptCLI, main
+from lit_opt.commands.bench import parse_int_list
+from tests.helpers.models import tiny_bert
+
+FAST = ["--repeats", "2", "--warmup", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    root = tmp_path_factory.mktemp("bench")
+    model = tiny_bert()
+    artifact = lit_opt.export(model, root / "int8", quantization={"weight_bits": 8})
+    model.save_pretrained(str(root / "hf"))
+    return str(artifact), str(root / "hf")
+
+
+def test_bench_writes_table_json_and_plot(
+    models: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    artifact, hf = models
+    out = tmp_path / "out"
+    args = ["bench", artifact, "--baseline", hf, "--batch-sizes", "1,2", "--seq-lens", "8,16"]
+    main([*args, "--output-dir", str(out), *FAST])
+    report = json.loads((out / "bench.json").read_text())
+    rows = report["rows"]
+    assert len(rows) == 8  # 2 models x 2 batch sizes x 2 sequence lengths
+    assert {(r["model"], r["batch_size"], r["seq_len"]) for r in rows} == {
+        (m, b, s) for m in ("artifact", "baseline") for b in (1, 2) for s in (8, 16)
+    }
+    for row in rows:
+        assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"] * 0.5
+        assert row["throughput_seq_s"] == pytest.approx(row["batch_size"] / row["median_ms"] * 1e3)
+        assert row["peak_rss_bytes"] > 0
+        assert (row["speedup"] is not None) == (row["model"] == "artifact")
+    sizes = {r["model"]: r["weights_bytes"] for r in rows}
+    assert sizes["artifact"] < sizes["baseline"]  # int8 codes vs fp32
+    assert report["env"]["loadavg_start"] is not None and report["settings"]["batch_sizes"] == [1, 2]
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "median ms" in table and "baseline" in table
+
+
+def test_bench_without_baseline(models: tuple[str, str], tmp_path: Path) -> None:
+    main(["bench", models[0], "--batch-sizes", "3", "--seq-lens", "4", "--output-dir", str(tmp_path), *FAST])
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["model"], r["batch_size"], r["speedup"]) for r in rows] == [("artifact", 3, None)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--batch-sizes", "0,8"], r"batch_sizes='0,8' is not accepted; expected positive integers"),
+        (["--seq-lens", "32,x"], r"seq_lens='32,x' is not accepted"),
+        (["--seq-lens", "100"], r"seq_lens='100' exceeds the 64 positions of the artifact model"),
+        (["--repeats", "0"], r"repeats=0 is not accepted; expected an integer >= 1"),
+    ],
+)
+def test_bad_options(models: tuple[str, str], tmp_path: Path, extra: list[str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        main(["bench", models[0], "--output-dir", str(tmp_path), *FAST, *extra])
+
+
+def test_paths_that_are_not_artifacts(models: tuple[str, str], tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"artifact='.*hf' is not a lit_opt artifact \(no lit_opt.json in it\)"
+    ):
+        main(["bench", models[1], *FAST])
+    with pytest.raises(
+        ValueError, match=r"baseline='.*' is neither a lit_opt artifact .* nor a Hugging Face"
+    ):
+        main(["bench", models[0], "--baseline", str(tmp_path), *FAST])
+
+
+def test_parse_int_list_accepts_lists() -> None:
+    assert parse_int_list("batch_sizes", [1, 8]) == [1, 8]
+
+
+def test_help_lists_the_standalone_subcommand(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "bench" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "--batch-sizes" in capsys.readouterr().out
+
+
+def test_litoptcli_refuses_standalone_subcommands() -> None:
+    with pytest.raises(ValueError, match=r"'bench' is a standalone subcommand that LitOptCLI does not run"):
+        LitOptCLI(args=["bench", "x"])
