@@ -11,17 +11,16 @@ from typing import Any, Literal
 
 import torch
 from safetensors.torch import save_file
-from torch import Tensor, nn
+from torch import nn
 
-from lit_opt.export import architecture
+from lit_opt.export import architecture, structure
 from lit_opt.export.format import FORMAT, FORMAT_VERSION, WEIGHTS, sha256, write_atomically, write_manifest
-from lit_opt.functional.quantize import pack_int4
-from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
+from lit_opt.export.records import activation_ranges, collect, encode
+from lit_opt.parametrizations.mask import Mask
 from lit_opt.quantization import (
     QuantizationConfig,
     activation_quantizers,
     prepare_quantization,
-    quantizer_input,
     set_quantization_state,
     weight_quantizers,
 )
@@ -72,63 +71,6 @@ def _post_training_quantize(
             raise ValueError("calibration=... yielded no batch. HINT: pass at least one batch.")
         set_quantization_state(quantized, "post-training", observing=False)
     return quantized
-
-
-def _encode(
-    model: nn.Module, dtype: torch.dtype | None
-) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
-    """Split ``model``'s state into encoded tensors, per-tensor manifest entries and per-module entries."""
-    tensors: dict[str, Tensor] = {}
-    entries: dict[str, Any] = {}
-    modules: dict[str, Any] = {}
-    prefix = lambda name: f"{name}." if name else ""  # noqa: E731
-    for name, module, quantizer in weight_quantizers(model):
-        key = f"{prefix(name)}weight"
-        w = quantizer_input(module, quantizer).detach()
-        codes, scale, zero_point = quantizer.codes(w)
-        encoded = pack_int4(codes) if quantizer.bits == 4 else codes
-        tensors[key] = encoded.cpu().contiguous()
-        tensors[f"{key}.scale"] = scale.float().cpu().contiguous()
-        entry = {
-            "encoding": f"int{quantizer.bits}",
-            "shape": list(w.shape),
-            "dtype": str(w.dtype).removeprefix("torch."),
-            "granularity": quantizer.granularity,
-            "group_size": quantizer.group_size,
-            "symmetric": quantizer.symmetric,
-            "scale": f"{key}.scale",
-            "zero_point": None,
-        }
-        if not quantizer.symmetric:
-            tensors[f"{key}.zero_point"] = zero_point.to(torch.int8).cpu().contiguous()
-            entry["zero_point"] = f"{key}.zero_point"
-        entries[key] = entry
-        modules[name] = {"type": type(module).__name__.removeprefix("Parametrized"), "activations": "none"}
-    for name, act in activation_quantizers(model):
-        spec = {"activations": act.mode, "per_sample": act.per_sample, "symmetric": act.symmetric}
-        if act.mode == "static":
-            tensors[f"{prefix(name)}{INPUT_QUANTIZER}.scale"] = act.scale.float().cpu().reshape(1)
-            tensors[f"{prefix(name)}{INPUT_QUANTIZER}.zero_point"] = act.zero_point.float().cpu().reshape(1)
-        modules.setdefault(name, {}).update(spec)
-    original = "parametrizations.weight.original"
-    for key, value in model.state_dict().items():
-        if key.endswith(original):
-            key = key[: -len(original)] + "weight"
-            if key in entries:
-                continue  # written above as codes
-        elif ".parametrizations." in f".{key}" or f"{INPUT_QUANTIZER}." in key:
-            continue  # quantizer state: encoded above
-        if not isinstance(value, Tensor):
-            continue
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        tensors[key] = value.detach().cpu().contiguous().clone()
-        entries[key] = {
-            "encoding": "raw",
-            "shape": list(value.shape),
-            "dtype": str(value.dtype).removeprefix("torch."),
-        }
-    return tensors, entries, modules
 
 
 def export(
@@ -183,13 +125,28 @@ def export(
     model.eval()
     try:
         with torch.no_grad():
-            tensors, entries, modules = _encode(model, DTYPES[dtype] if dtype else None)
+            records, modules = collect(model, DTYPES[dtype] if dtype else None)
+            pruned = any(isinstance(m, Mask) for m in model.modules())
+            plan: dict[str, Any] = {
+                "structure": structure.remove_dead_units(model, records) if pruned else [],
+                "notes": [],
+            }
+            tensors, entries = encode(records)
+            tensors.update(activation_ranges(model))
     finally:
         model.train(was_training)
-    if not modules:
+    if not modules and not plan["structure"]:
         log.warning(
-            "export: %s carries no quantizer; its tensors are written as they are.", type(model).__name__
+            "export: %s carries no quantizer or pruning; its tensors are written as they are.",
+            type(model).__name__,
         )
+    if any(entry.get("mask") for entry in entries.values()):
+        plan["notes"].append(
+            "sparse tensors are stored as a packed mask plus their kept values (a smaller file) and loaded "
+            "dense: unstructured and N:M sparsity give no speedup with CPU kernels; prune rows or heads for speed"
+        )
+    for note in plan["notes"]:
+        log.warning("export: %s", note)
 
     def fill(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
@@ -208,7 +165,7 @@ def export(
                 "architecture": architecture.describe(model),
                 "tensors": entries,
                 "modules": modules,
-                "plan": {"quantization": source if modules else None},
+                "plan": {"quantization": source if modules else None, **plan},
                 "files": {
                     WEIGHTS: {"bytes": (tmp / WEIGHTS).stat().st_size, "sha256": sha256(tmp / WEIGHTS)}
                 },

@@ -138,6 +138,26 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_sparse(
+    key: str, entry: dict[str, Any], tensors: dict[str, Tensor], numel: int, where: Path
+) -> int:
+    """For a sparse entry (packed mask + kept values) check the mask and return the kept count."""
+    mask = entry.get("mask")
+    if mask is None:
+        return numel
+    nnz = entry.get("nnz")
+    packed = tensors[mask]
+    if (
+        not (isinstance(nnz, int) and 0 <= nnz <= numel)
+        or packed.dtype != torch.uint8
+        or packed.numel() != (numel + 7) // 8
+    ):
+        raise ValueError(
+            f"{where}: the sparse entry of tensor {key!r} (mask {mask!r}, nnz {nnz!r}) is malformed."
+        )
+    return int(nnz)
+
+
 def _check_entries(manifest: dict[str, Any], tensors: dict[str, Tensor], where: Path, weights: Path) -> None:
     """Check that the manifest's entries are well formed and agree with the tensors in ``weights``.
 
@@ -154,7 +174,7 @@ def _check_entries(manifest: dict[str, Any], tensors: dict[str, Tensor], where: 
     referenced = [
         ref
         for key, entry in entries.items()
-        for ref in (key, entry.get("scale"), entry.get("zero_point"))
+        for ref in (key, entry.get("scale"), entry.get("zero_point"), entry.get("mask"))
         if ref is not None
     ]
     missing = [key for key in referenced if not isinstance(key, str) or key not in tensors]
@@ -167,12 +187,13 @@ def _check_entries(manifest: dict[str, Any], tensors: dict[str, Tensor], where: 
             raise ValueError(f"{where}: tensor {key!r} has encoding {encoding!r}, not one of {ENCODINGS}.")
         if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
             raise ValueError(f"{where}: tensor {key!r} has shape {shape!r}, not a list of sizes.")
+        numel = math.prod(shape)
+        count = _check_sparse(key, entry, tensors, numel, where)  # entries stored: all, or the kept ones
         if encoding == "raw":
-            if list(data.shape) != shape:
+            if list(data.shape) != shape and (entry.get("mask") is None or data.numel() != count):
                 raise ValueError(f"{where}: tensor {key!r} is {list(data.shape)} in {weights}, not {shape}.")
             continue
-        numel = math.prod(shape)
-        stored = (torch.uint8, (numel + 1) // 2) if encoding == "int4" else (torch.int8, numel)
+        stored = (torch.uint8, (count + 1) // 2) if encoding == "int4" else (torch.int8, count)
         group_size = entry.get("group_size")
         if (
             (data.dtype, data.numel()) != stored

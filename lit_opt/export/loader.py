@@ -10,9 +10,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lit_opt.export import architecture
+from lit_opt.export import architecture, structure
 from lit_opt.export.format import MANIFEST, read_artifact
-from lit_opt.functional.quantize import dequantize_weight, unpack_int4
+from lit_opt.functional.quantize import dequantize_weight, unpack_int4, weight_blocks
+from lit_opt.functional.sparsity import unpack_bits
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
 from lit_opt.nn.quantized import KERNELS, QuantizedEmbedding, QuantizedLinear
 from lit_opt.quantization import weight_quantizers
@@ -52,16 +53,31 @@ def _outputs_to_fp32(module: nn.Module, args: tuple, output: Any) -> Any:
 def _weight_codes(
     key: str, entry: dict[str, Any], tensors: dict[str, Tensor]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    shape = torch.Size(entry["shape"])
-    data = tensors[key]
-    codes = (
-        unpack_int4(data, shape.numel()).reshape(shape)
-        if entry["encoding"] == "int4"
-        else data.reshape(shape)
-    )
     scale = tensors[entry["scale"]].float()
     zero_point = tensors[entry["zero_point"]].float() if entry.get("zero_point") else torch.zeros_like(scale)
-    return codes, scale, zero_point
+    blocks = weight_blocks(
+        torch.empty(entry["shape"], device="meta"), entry["granularity"], entry["group_size"]
+    )
+    zero_codes = zero_point.unsqueeze(-1).expand(blocks.shape).reshape(entry["shape"]).to(torch.int8)
+    return _dense(key, entry, tensors, zero_codes), scale, zero_point
+
+
+def _dense(key: str, entry: dict[str, Any], tensors: dict[str, Tensor], fill: Tensor) -> Tensor:
+    """The stored values of ``key`` at full size: as stored, or scattered into ``fill`` through the packed mask."""
+    shape = torch.Size(entry["shape"])
+    data = tensors[key]
+    count = entry["nnz"] if entry.get("mask") else shape.numel()
+    values = unpack_int4(data, count) if entry["encoding"] == "int4" else data.reshape(-1)
+    if not entry.get("mask"):
+        return values.reshape(shape)
+    keep = unpack_bits(tensors[entry["mask"]], shape.numel())
+    if int(keep.sum()) != count:
+        raise ValueError(
+            f"the mask of tensor {key!r} keeps {int(keep.sum())} entries, not the {count} stored."
+        )
+    out = fill.reshape(-1).clone()
+    out[keep] = values.to(out.dtype)
+    return out.reshape(shape)
 
 
 def _input_quantizer(
@@ -173,6 +189,7 @@ def load(
         raise ValueError(
             "model=... already carries lit_opt quantizers. HINT: pass a plain skeleton (the model as constructed)."
         )
+    structure.shrink(model, manifest.get("plan", {}).get("structure", []))
     own = model.state_dict()
     entries: dict[str, Any] = manifest["tensors"]
     for key, entry in entries.items():
@@ -185,7 +202,11 @@ def load(
                 f"{where}: tensor {key!r} has shape {entry['shape']} but the skeleton's is {list(own[key].shape)}. "
                 "HINT: build the skeleton with the same configuration as the exported model."
             )
-    raw = {key: tensors[key] for key, entry in entries.items() if entry["encoding"] == "raw"}
+    raw = {
+        key: _dense(key, entry, tensors, torch.zeros(entry["shape"], dtype=tensors[key].dtype))
+        for key, entry in entries.items()
+        if entry["encoding"] == "raw"
+    }
     missing = set(model.load_state_dict(raw, strict=False).missing_keys) - set(entries)
     if missing:
         raise ValueError(f"{where} lacks tensors the skeleton needs, e.g. {sorted(missing)[:3]}.")

@@ -109,3 +109,22 @@ def n_m_mask(scores: Tensor, n: int, m: int, sparsity: float | None = None) -> T
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(-1, order[..., :keep_count], True)
     return keep.reshape(scores.shape)
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """Pack a boolean tensor into a flat uint8 tensor, 8 entries a byte, least significant bit first.
+
+    Example:
+        >>> unpack_bits(pack_bits(torch.tensor([True, False, True] * 3)), 9).tolist() == [True, False, True] * 3
+        True
+    """
+    flat = mask.reshape(-1).to(torch.uint8)
+    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).reshape(-1, 8)  # (bytes, 8)
+    bit_values = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.int32, device=mask.device)
+    return (flat.to(torch.int32) * bit_values).sum(dim=1).to(torch.uint8)
+
+
+def unpack_bits(packed: Tensor, numel: int) -> Tensor:
+    """Inverse of :func:`pack_bits`: a flat bool tensor of length ``numel``."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    return ((packed.unsqueeze(1) >> shifts) & 1).bool().reshape(-1)[:numel]

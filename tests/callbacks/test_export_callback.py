@@ -27,7 +27,7 @@ def test_export_at_fit_end_equals_trained_model(tmp_path: Path) -> None:
     )  # it trained
 
     manifest = json.loads((tmp_path / "a" / "lit_opt.json").read_text())
-    assert manifest["plan"] == {"quantization": "qat"}
+    assert manifest["plan"] == {"quantization": "qat", "structure": [], "notes": []}
     assert manifest["tensors"]["net.fc1.weight"]["encoding"] == "int8"
     assert manifest["architecture"]["type"] == "import"  # a LightningModule with saved hyperparameters
     assert manifest["architecture"]["init_args"] == {"net": "mlp", "lr": 0.1, "seed": 0, "momentum": 0.0}
@@ -97,7 +97,7 @@ def test_plain_model_without_quantizers_exports_raw(tmp_path: Path) -> None:
     trainer = tiny_trainer(tmp_path, max_steps=1, callbacks=[ExportCallback(str(tmp_path / "a"))])
     trainer.fit(module)
     manifest = json.loads((tmp_path / "a" / "lit_opt.json").read_text())
-    assert manifest["plan"] == {"quantization": None}
+    assert manifest["plan"] == {"quantization": None, "structure": [], "notes": []}
     assert {e["encoding"] for e in manifest["tensors"].values()} == {"raw"}
     loaded = lit_opt.load(tmp_path / "a", model=BoringClassifier(net="mlp", seed=3), kernel="reference")
     x = torch.randn(4, 16)

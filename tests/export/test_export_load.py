@@ -235,7 +235,7 @@ def test_ptq_leaves_model_untouched_and_matches_manual_prepare(tmp_path: Path) -
         assert torch.equal(run(loaded, "mlp", 64, seed), run(manual, "mlp", 64, seed))
     assert not torch.equal(run(loaded, "mlp", 64, 0), run(plain, "mlp", 64, 0))  # it really quantized
     manifest = json.loads((path / "lit_opt.json").read_text())
-    assert manifest["plan"] == {"quantization": "post-training"}
+    assert manifest["plan"] == {"quantization": "post-training", "structure": [], "notes": []}
 
 
 def test_ptq_static_needs_calibration(tmp_path: Path) -> None:
@@ -356,7 +356,7 @@ def test_manifest_contents(artifacts) -> None:
     assert manifest["format_version"] == 1
     assert manifest["lit_opt_version"] == lit_opt.__version__
     assert manifest["torch_version"] == torch.__version__
-    assert manifest["plan"] == {"quantization": "qat"}
+    assert manifest["plan"] == {"quantization": "qat", "structure": [], "notes": []}
     import hashlib
 
     weights = (path / "model.safetensors").read_bytes()

@@ -1,0 +1,162 @@
+"""Between a trained model and the bytes on disk: one :class:`Record` per tensor.
+
+:func:`collect` reads a model into records (integer codes and their scales for quantized weights,
+effective values for the rest, and pruning masks), :mod:`lit_opt.export.structure` may slice
+them, and :func:`encode` writes each record in its smallest honest encoding: int8 codes, int4
+codes packed two per byte, or raw values, each either dense or as a bit-packed mask plus the kept
+entries, whichever is smaller.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from lit_opt.functional.quantize import pack_int4, quantize_weight
+from lit_opt.functional.sparsity import pack_bits
+from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
+from lit_opt.parametrizations.mask import Mask
+from lit_opt.quantization import activation_quantizers, quantizer_input, weight_quantizers
+
+_ORIGINAL = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.original$")
+
+
+@dataclass
+class Record:
+    """One tensor as export sees it.
+
+    ``value`` is the full-shape int8 codes of a quantized weight (then ``quant``, ``scale`` and
+    ``zero_point``, shaped ``(C, G)``, describe them) or the tensor's effective value. ``keep`` is
+    its pruning mask, if any; pruned entries of ``value`` hold the encoding of zero.
+    """
+
+    value: Tensor
+    keep: Tensor | None = None
+    quant: dict[str, Any] | None = None
+    scale: Tensor | None = None
+    zero_point: Tensor | None = None
+
+
+def _mask(module: nn.Module, tensor_name: str) -> Tensor | None:
+    if not parametrize.is_parametrized(module, tensor_name):
+        return None
+    masks = [p.mask for p in cast(Any, module).parametrizations[tensor_name] if isinstance(p, Mask)]
+    return masks[0] if masks else None
+
+
+def collect(model: nn.Module, dtype: torch.dtype | None = None) -> tuple[dict[str, Record], dict[str, Any]]:
+    """Records of every tensor of ``model`` (keys as in a plain model's state dict) and per-module specs.
+
+    ``dtype`` casts the floating-point tensors that are not quantized.
+    """
+    prefix = lambda name: f"{name}." if name else ""  # noqa: E731
+    records: dict[str, Record] = {}
+    modules: dict[str, Any] = {}
+    for name, module, quantizer in weight_quantizers(model):
+        w = quantizer_input(module, quantizer).detach()
+        codes, scale, zero_point = quantizer.codes(w)
+        quant = {
+            k: v
+            for k, v in quantizer.config().items()
+            if k in ("bits", "symmetric", "granularity", "group_size")
+        }
+        records[f"{prefix(name)}weight"] = Record(codes, _mask(module, "weight"), quant, scale, zero_point)
+        modules[name] = {"type": type(module).__name__.removeprefix("Parametrized"), "activations": "none"}
+    for name, act in activation_quantizers(model):
+        modules.setdefault(name, {}).update(
+            {"activations": act.mode, "per_sample": act.per_sample, "symmetric": act.symmetric}
+        )
+    for key, value in model.state_dict().items():
+        keep = None
+        if match := _ORIGINAL.match(key):
+            owner_name, tensor_name = match.group(1) or "", match.group(2)
+            key = f"{prefix(owner_name)}{tensor_name}"
+            if key in records:
+                continue  # quantized above
+            owner = model.get_submodule(owner_name)
+            value = cast(Tensor, getattr(owner, tensor_name))  # masked: pruned entries are exactly zero
+            keep = _mask(owner, tensor_name)
+        elif ".parametrizations." in f".{key}" or f"{INPUT_QUANTIZER}." in key:
+            continue  # quantizer and mask state, encoded above
+        if not isinstance(value, Tensor):
+            continue
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        records[key] = Record(value.detach(), keep)
+    return records, modules
+
+
+def _zero_codes(record: Record) -> Tensor:
+    quant = cast(dict[str, Any], record.quant)
+    zeros = torch.zeros(record.value.shape, device=record.value.device)
+    return quantize_weight(
+        zeros,
+        cast(Tensor, record.scale),
+        cast(Tensor, record.zero_point),
+        quant["bits"],
+        quant["symmetric"],
+        quant["granularity"],
+        quant["group_size"],
+    )
+
+
+def encode(records: dict[str, Record]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors for ``model.safetensors`` and the manifest's per-tensor entries."""
+    tensors: dict[str, Tensor] = {}
+    entries: dict[str, Any] = {}
+    for key, record in records.items():
+        value, quant = record.value, record.quant
+        bits = quant["bits"] if quant else value.element_size() * 8
+        entry: dict[str, Any] = {
+            "encoding": f"int{bits}" if quant else "raw",
+            "shape": list(value.shape),
+            "dtype": "float32" if quant else str(value.dtype).removeprefix("torch."),
+        }
+        if record.keep is not None:
+            kept = int(record.keep.sum())
+            if math.ceil(value.numel() / 8) + math.ceil(kept * bits / 8) < math.ceil(
+                value.numel() * bits / 8
+            ):
+                if quant and not bool((value[~record.keep] == _zero_codes(record)[~record.keep]).all()):
+                    raise ValueError(
+                        f"export: pruned entries of {key!r} do not encode zero; mask and codes disagree."
+                    )
+                tensors[f"{key}.mask"] = pack_bits(record.keep).cpu()
+                entry.update(mask=f"{key}.mask", nnz=kept)
+                value = value[record.keep]
+        tensors[key] = (
+            (pack_int4(value) if quant and bits == 4 else value).detach().cpu().contiguous().clone()
+        )
+        if quant:
+            tensors[f"{key}.scale"] = cast(Tensor, record.scale).float().cpu().contiguous()
+            entry.update(
+                granularity=quant["granularity"],
+                group_size=quant["group_size"],
+                symmetric=quant["symmetric"],
+                scale=f"{key}.scale",
+                zero_point=None,
+            )
+            if not quant["symmetric"]:
+                tensors[f"{key}.zero_point"] = (
+                    cast(Tensor, record.zero_point).to(torch.int8).cpu().contiguous()
+                )
+                entry["zero_point"] = f"{key}.zero_point"
+        entries[key] = entry
+    return tensors, entries
+
+
+def activation_ranges(model: nn.Module) -> dict[str, Tensor]:
+    """Static input ranges, stored as ``<module>.input_quantizer.scale`` / ``.zero_point`` tensors."""
+    tensors = {}
+    for name, act in activation_quantizers(model):
+        if act.mode == "static":
+            key = f"{name}.{INPUT_QUANTIZER}" if name else INPUT_QUANTIZER
+            tensors[f"{key}.scale"] = act.scale.float().cpu().reshape(1)
+            tensors[f"{key}.zero_point"] = act.zero_point.float().cpu().reshape(1)
+    return tensors
