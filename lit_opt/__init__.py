@@ -12,6 +12,7 @@ Example::
 """
 
 from lit_opt.callbacks import ExportCallback, IterativePruningCallback, QATCallback
+from lit_opt.distillation import DistillationModule
 from lit_opt.export import export, load
 from lit_opt.quantization import QuantizationConfig
 from lit_opt.restore import restore
@@ -19,6 +20,7 @@ from lit_opt.restore import restore
 __version__ = "0.1.0"
 
 __all__ = [
+    "DistillationModule",
     "ExportCallback",
     "IterativePruningCallback",
     "QATCallback",

@@ -91,7 +91,8 @@ def export(
     their first element). The model itself is never modified.
 
     Args:
-        model: the trained model (the compressed layers may sit anywhere inside it).
+        model: the trained model (the compressed layers may sit anywhere inside it). A module with
+            an ``export_module()`` method (``DistillationModule``) exports what it returns.
         dirpath: directory to write; written under a temporary name, then renamed.
         quantization: post-training quantization settings, for a model trained without QAT.
         calibration: batches for static activation ranges (post-training only).
@@ -116,6 +117,9 @@ def export(
     """
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)} or None.")
+    export_module = getattr(model, "export_module", None)
+    if callable(export_module):  # e.g. DistillationModule: the student, with names relative to it
+        model = export_module()
     if isinstance(quantization, dict):
         quantization = QuantizationConfig(**quantization)
     source = "post-training" if quantization is not None else "qat"

@@ -1,0 +1,238 @@
+"""``DistillationModule``: train a student from a frozen teacher (Hinton et al., 2015; TinyBERT losses)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
+
+from lit_opt.functional.distillation import distillation_loss, hidden_state_loss
+
+log = logging.getLogger(__name__)
+TEACHER = "teacher."
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    """Classes a classifier predicts: a Hugging Face ``config.num_labels``, else the last Linear's width."""
+    config = getattr(model, "config", None)
+    if config is not None and isinstance(getattr(config, "num_labels", None), int):
+        return int(config.num_labels)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def _hidden_width(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "hidden_size", None)
+
+
+class DistillationModule(pl.LightningModule):
+    """Train ``student`` to match a frozen ``teacher``'s softened predictions and the labels.
+
+    .. math::
+
+        \\mathcal{L} = \\alpha T^2 \\mathrm{KL}(\\mathrm{softmax}(t/T) \\| \\mathrm{softmax}(s/T))
+                     + (1 - \\alpha) \\mathrm{CE}(s, y) + w_h \\sum_{i \\to j} \\mathrm{MSE}(P_i h^s_i, h^t_j)
+
+    The KL term is averaged over examples (``batchmean``). Batches are ``(x, y)`` tuples for
+    modules that return logits, or dicts with ``labels`` for Hugging Face models (the dict minus
+    ``labels`` is passed as keyword arguments; ``.logits`` is read). The teacher is frozen, stays
+    in eval mode, runs under ``torch.no_grad()`` and is left out of checkpoints (give it again
+    when resuming, as a LightningCLI config does). :func:`lit_opt.export` of this module writes
+    the student alone.
+
+    Args:
+        student: the model to train.
+        teacher: the trained model to imitate.
+        temperature: softmax temperature ``T`` (> 0).
+        alpha: weight of the soft (teacher) term, in [0, 1]; ``1 - alpha`` weighs cross-entropy.
+        hidden_weight: weight of the hidden-state MSE (Hugging Face models; 0 disables it).
+        layer_map: ``{student_layer: teacher_layer}`` of hidden states to match (indices into
+            ``hidden_states``, 0 being the embeddings); default: evenly spaced layers. A linear
+            projection learns the map when the widths differ.
+        lr: AdamW learning rate (a LightningCLI ``optimizer:`` section overrides the optimizer).
+        weight_decay: AdamW weight decay.
+
+    Raises:
+        ValueError: ``temperature <= 0``, ``alpha`` outside [0, 1], a negative ``hidden_weight``,
+            student and teacher predicting different numbers of classes, or a ``layer_map``
+            naming layers that don't exist.
+
+    Example::
+
+        module = DistillationModule(student=small_bert, teacher=fine_tuned_bert, temperature=4.0, alpha=0.5)
+        Trainer(max_epochs=3).fit(module, datamodule)
+        lit_opt.export(module, "artifacts/student")     # the student only
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        temperature: float = 4.0,
+        alpha: float = 0.5,
+        hidden_weight: float = 0.0,
+        layer_map: dict[int, int] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
+            raise ValueError(
+                f"temperature={temperature!r} must be > 0. HINT: 2 to 8 is usual; 1 is plain softmax."
+            )
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+            raise ValueError(f"alpha={alpha!r} must be in [0, 1]: the weight of the teacher's soft targets.")
+        if not isinstance(hidden_weight, (int, float)) or hidden_weight < 0:
+            raise ValueError(
+                f"hidden_weight={hidden_weight!r} must be >= 0 (0 disables the hidden-state loss)."
+            )
+        classes_s, classes_t = _num_classes(student), _num_classes(teacher)
+        if classes_s is not None and classes_t is not None and classes_s != classes_t:
+            raise ValueError(
+                f"the student predicts {classes_s} classes but the teacher {classes_t}. HINT: build the student "
+                f"with the teacher's number of labels (num_labels={classes_t})."
+            )
+        self.save_hyperparameters(ignore=["student", "teacher"])
+        self.student = student
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.temperature, self.alpha, self.hidden_weight = (
+            float(temperature),
+            float(alpha),
+            float(hidden_weight),
+        )
+        self.lr, self.weight_decay = lr, weight_decay
+        self.layer_map = self._layer_map(layer_map) if hidden_weight > 0 else {}
+        width_s, width_t = _hidden_width(student), _hidden_width(teacher)
+        self.projections = nn.ModuleDict(
+            {
+                str(i): nn.Linear(width_s, width_t)
+                for i in self.layer_map
+                if width_s is not None and width_t is not None and width_s != width_t
+            }
+        )
+        classes = classes_s or classes_t or 2
+        self.val_accuracy = MulticlassAccuracy(num_classes=classes)
+        self.test_accuracy = MulticlassAccuracy(num_classes=classes)
+
+    def _layer_map(self, layer_map: Mapping[int, int] | None) -> dict[int, int]:
+        layers_s = getattr(getattr(self.student, "config", None), "num_hidden_layers", None)
+        layers_t = getattr(getattr(self.teacher, "config", None), "num_hidden_layers", None)
+        if layers_s is None or layers_t is None:
+            raise ValueError(
+                "hidden_weight > 0 needs Hugging Face student and teacher (config.num_hidden_layers and "
+                "output_hidden_states). HINT: set hidden_weight=0 for other models."
+            )
+        if layer_map is None:  # evenly spaced: student layer i <- teacher layer i * (L_t / L_s)
+            return {i: round(i * layers_t / layers_s) for i in range(1, layers_s + 1)}
+        mapping = {int(k): int(v) for k, v in layer_map.items()}
+        bad = {k: v for k, v in mapping.items() if not (0 <= k <= layers_s and 0 <= v <= layers_t)}
+        if bad:
+            raise ValueError(
+                f"layer_map={layer_map!r} names layers that don't exist: {bad}. The student has hidden states "
+                f"0..{layers_s} and the teacher 0..{layers_t} (0 is the embedding output)."
+            )
+        return mapping
+
+    @override
+    def train(self, mode: bool = True) -> DistillationModule:
+        super().train(mode)
+        self.teacher.eval()  # Lightning calls .train() every epoch: the teacher stays in eval mode
+        return self
+
+    def export_module(self) -> nn.Module:
+        """What :func:`lit_opt.export` writes for this module: the student."""
+        return self.student
+
+    @staticmethod
+    def _split(batch: Any) -> tuple[Any, Tensor]:
+        if isinstance(batch, Mapping):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            return inputs, batch["labels"]
+        x, y = batch
+        return x, y
+
+    def _run(self, model: nn.Module, inputs: Any, hidden: bool) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        if isinstance(inputs, Mapping):
+            out = model(**inputs, output_hidden_states=True) if hidden else model(**inputs)
+        else:
+            out = model(inputs)
+        logits = out if isinstance(out, Tensor) else out.logits
+        return logits, (out.hidden_states if hidden else None)
+
+    @override
+    def forward(self, inputs: Any) -> Tensor:
+        return self._run(self.student, inputs, hidden=False)[0]
+
+    def losses(self, batch: Any) -> dict[str, Tensor]:
+        """Every part of the loss for ``batch`` (``loss`` is the total)."""
+        inputs, labels = self._split(batch)
+        hidden = self.hidden_weight > 0
+        with torch.no_grad():
+            teacher_logits, teacher_hidden = self._run(self.teacher, inputs, hidden)
+        student_logits, student_hidden = self._run(self.student, inputs, hidden)
+        total, soft, hard = distillation_loss(
+            student_logits, teacher_logits, labels, self.temperature, self.alpha
+        )
+        parts = {"loss": total, "soft_loss": soft, "hard_loss": hard}
+        if hidden and student_hidden is not None and teacher_hidden is not None:
+            mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+            terms = []
+            for i, j in self.layer_map.items():
+                h_s = student_hidden[i]
+                if str(i) in self.projections:
+                    h_s = self.projections[str(i)](h_s)
+                terms.append(hidden_state_loss(h_s, teacher_hidden[j], mask))
+            parts["hidden_loss"] = torch.stack(terms).mean()
+            parts["loss"] = total + self.hidden_weight * parts["hidden_loss"]
+        return parts
+
+    def _log(self, values: Mapping[str, Tensor | MulticlassAccuracy], **kwargs: Any) -> None:
+        if self._trainer is not None:  # training_step also works called directly, outside a Trainer
+            self.log_dict(dict(values), **kwargs)
+
+    @override
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        parts = self.losses(batch)
+        self._log({f"train_{k}": v for k, v in parts.items()}, prog_bar=False)
+        return parts["loss"]
+
+    def _evaluate(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> Tensor:
+        inputs, labels = self._split(batch)
+        logits = self(inputs)
+        metric.update(logits.argmax(dim=-1), labels)
+        loss = nn.functional.cross_entropy(logits.float(), labels)
+        self._log({f"{stage}_loss": loss, f"{stage}_acc": metric}, prog_bar=True)
+        return loss
+
+    @override
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val", self.val_accuracy)
+
+    @override
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "test", self.test_accuracy)
+
+    @override
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        trainable = [
+            p for name, p in self.named_parameters() if p.requires_grad and not name.startswith(TEACHER)
+        ]
+        return torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(TEACHER)
+        }
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the teacher is frozen and given again (as LightningCLI does from the config): fill its keys in
+        checkpoint["state_dict"].update({TEACHER + k: v for k, v in self.teacher.state_dict().items()})

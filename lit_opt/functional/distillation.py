@@ -1,0 +1,51 @@
+"""Distillation losses (pure torch).
+
+.. math::
+
+    \\mathcal{L} = \\alpha\\, T^2\\, \\mathrm{KL}\\big(\\mathrm{softmax}(t / T)\\,\\|\\,\\mathrm{softmax}(s / T)\\big)
+                 + (1 - \\alpha)\\, \\mathrm{CE}(s, y)
+
+with the KL divergence summed over classes and averaged over examples (``batchmean``), and the
+:math:`T^2` factor of Hinton et al. (2015) that keeps the soft term's gradients on the scale of
+the hard term's as :math:`T` grows.
+
+Example:
+    >>> import torch
+    >>> s, t = torch.tensor([[2.0, 0.0]]), torch.tensor([[2.0, 0.0]])
+    >>> soft_target_loss(s, t, temperature=4.0).item()
+    0.0
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def soft_target_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))`` summed over classes, averaged over rows.
+
+    Leading dimensions (batch, sequence) are flattened into rows.
+    """
+    classes = student_logits.shape[-1]
+    log_student = F.log_softmax(student_logits.reshape(-1, classes).float() / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits.reshape(-1, classes).float() / temperature, dim=-1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
+def distillation_loss(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, alpha: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``alpha * soft + (1 - alpha) * hard``; returns ``(total, soft, hard)``."""
+    soft = soft_target_loss(student_logits, teacher_logits, temperature)
+    hard = F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]).float(), labels.reshape(-1))
+    return alpha * soft + (1 - alpha) * hard, soft, hard
+
+
+def hidden_state_loss(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean squared error between (projected) hidden states, over the positions ``mask`` keeps."""
+    squared = (student_hidden.float() - teacher_hidden.float()).pow(2).mean(dim=-1)  # (B, L)
+    if mask is None:
+        return squared.mean()
+    weights = mask.to(squared.dtype)
+    return (squared * weights).sum() / weights.sum().clamp(min=1)

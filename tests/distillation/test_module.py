@@ -1,0 +1,111 @@
+"""DistillationModule: loss, frozen teacher, checkpoints without the teacher, HF batches, export."""
+
+import pytest
+import torch
+from torch import nn
+
+import lit_opt
+from lit_opt import DistillationModule
+from lit_opt.functional.distillation import distillation_loss
+from tests.helpers.models import TinyMLP, hf_dataloader, random_dataloader, tiny_bert
+from tests.helpers.trainer import tiny_trainer
+
+
+def _pair(seed=0):
+    torch.manual_seed(seed)
+    return TinyMLP(hidden=8), TinyMLP(hidden=64)
+
+
+def test_training_step_outside_a_trainer_returns_the_reference_loss():
+    student, teacher = _pair()
+    module = DistillationModule(student, teacher, temperature=3.0, alpha=0.7)
+    x, y = next(iter(random_dataloader("mlp")))
+    loss = module.training_step((x, y), 0)
+    with torch.no_grad():
+        expected, _, _ = distillation_loss(student(x), teacher(x), y, 3.0, 0.7)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    loss.backward()
+    assert student.fc1.weight.grad is not None and teacher.fc1.weight.grad is None
+
+
+def test_teacher_is_frozen_and_stays_in_eval_mode():
+    student, teacher = _pair()
+    teacher.train()
+    module = DistillationModule(student, teacher).train()
+    assert not module.teacher.training and module.student.training
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+    assert all(
+        not any(p is q for q in teacher.parameters())
+        for g in module.configure_optimizers().param_groups
+        for p in g["params"]
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"temperature": 0}, r"temperature=0 must be > 0"),
+        ({"alpha": 1.5}, r"alpha=1.5 must be in \[0, 1\]"),
+        ({"hidden_weight": -1}, r"hidden_weight=-1 must be >= 0"),
+        ({"hidden_weight": 1.0}, r"hidden_weight > 0 needs Hugging Face student and teacher"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DistillationModule(*_pair(), **kwargs)
+
+
+def test_class_mismatch_and_bad_layer_map():
+    with pytest.raises(
+        ValueError, match=r"the student predicts 3 classes but the teacher 4. HINT: .*num_labels=4"
+    ):
+        DistillationModule(TinyMLP(num_classes=3), TinyMLP())
+    with pytest.raises(ValueError, match=r"layer_map=\{5: 1\} names layers that don't exist: \{5: 1\}"):
+        DistillationModule(tiny_bert(), tiny_bert(), hidden_weight=1.0, layer_map={5: 1})
+
+
+def test_checkpoints_leave_the_teacher_out_and_resume_with_it_given_again(tmp_path):
+    student, teacher = _pair()
+    module = DistillationModule(student, teacher, lr=1e-2)
+    trainer = tiny_trainer(tmp_path, max_steps=3)
+    trainer.fit(module, train_dataloaders=random_dataloader("mlp"))
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    state = torch.load(tmp_path / "a.ckpt", weights_only=True)["state_dict"]
+    assert not any(k.startswith("teacher.") for k in state) and "student.fc1.weight" in state
+    resumed = DistillationModule(TinyMLP(hidden=8), teacher, lr=1e-2)
+    tiny_trainer(tmp_path, max_steps=5).fit(
+        resumed, train_dataloaders=random_dataloader("mlp"), ckpt_path=tmp_path / "a.ckpt"
+    )
+    assert torch.equal(resumed.teacher.fc1.weight, teacher.fc1.weight)
+
+
+def test_hugging_face_batches_with_hidden_state_projection(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    student = BertForSequenceClassification(config)
+    module = DistillationModule(student, tiny_bert(), hidden_weight=1.0, lr=1e-2)
+    assert module.layer_map == {1: 2} and list(module.projections) == ["1"]
+    batch = next(iter(hf_dataloader()))
+    parts = module.losses(batch)
+    assert set(parts) == {"loss", "soft_loss", "hard_loss", "hidden_loss"} and torch.isfinite(parts["loss"])
+    tiny_trainer(tmp_path, max_steps=3).fit(
+        module, train_dataloaders=hf_dataloader(), val_dataloaders=hf_dataloader(n=8)
+    )
+
+
+def test_export_writes_the_student_only(tmp_path):
+    student, teacher = _pair()
+    module = DistillationModule(student, teacher)
+    path = lit_opt.export(module, tmp_path / "student", quantization={"weight_bits": 8})
+    loaded = lit_opt.load(path, model=TinyMLP(hidden=8), kernel="reference")
+    x = torch.randn(4, 16)
+    assert loaded(x).shape == (4, 4)
+    assert isinstance(loaded.fc1, nn.Module) and loaded.fc1.in_features == 16
