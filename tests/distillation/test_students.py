@@ -1,0 +1,39 @@
+"""Student builders from local Hugging Face directories."""
+
+import pytest
+import torch
+
+from lit_opt.distillation.students import keep_layers, pretrained
+from tests.helpers.models import hf_dataloader, tiny_bert
+
+
+@pytest.fixture
+def teacher_dir(tmp_path):
+    model = tiny_bert()
+    model.save_pretrained(tmp_path / "teacher")
+    return str(tmp_path / "teacher")
+
+
+def test_keep_layers_copies_the_chosen_teacher_layers(teacher_dir):
+    teacher = pretrained(teacher_dir)
+    student = keep_layers(teacher_dir, layers=[1])
+    assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
+    assert torch.equal(
+        student.bert.encoder.layer[0].output.dense.weight, teacher.bert.encoder.layer[1].output.dense.weight
+    )
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    batch = next(iter(hf_dataloader()))
+    batch.pop("labels")
+    assert student(**batch).logits.shape == (8, 2)
+    assert len(keep_layers(teacher_dir).bert.encoder.layer) == 1  # default: every other layer of 2
+
+
+@pytest.mark.parametrize("layers", [[], [0, 0], [2], [-1]])
+def test_bad_layers(teacher_dir, layers):
+    with pytest.raises(ValueError, match=r"must be distinct indices of the teacher's 2 layers \(0..1\)"):
+        keep_layers(teacher_dir, layers=layers)
+
+
+def test_pretrained_needs_a_model_directory(tmp_path):
+    with pytest.raises(ValueError, match=r"is not a Hugging Face model directory \(no config.json\)"):
+        pretrained(str(tmp_path))
