@@ -20,6 +20,7 @@ import copy
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -82,7 +83,7 @@ def keep_layers(path: str | None = None, layers: list[int] | None = None, num_la
             f"layers={layers!r} must be distinct indices of the teacher's {count} layers (0..{count - 1}). "
             f"HINT: e.g. {list(range(0, count, 2))}."
         )
-    student = copy.deepcopy(teacher)
+    student: Any = copy.deepcopy(teacher)  # a transformers model: attributes beyond nn.Module's
     student_encoder = student.base_model.encoder
     student_encoder.layer = nn.ModuleList(copy.deepcopy(blocks[i]) for i in chosen)
     for index, block in enumerate(student_encoder.layer):  # keep per-layer indices consistent for caches

@@ -37,7 +37,10 @@ class Mask(nn.Module):
     score_count: Tensor
 
     def __init__(
-        self, shape: tuple[int, ...] | list[int] | torch.Size, score_shape: list[int] | None = None, owner: str = ""
+        self,
+        shape: tuple[int, ...] | list[int] | torch.Size,
+        score_shape: list[int] | None = None,
+        owner: str = "",
     ) -> None:
         super().__init__()
         self.shape = tuple(int(d) for d in shape)
@@ -50,7 +53,12 @@ class Mask(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """Primitives that rebuild this module (stored as its extra state)."""
-        return {"kind": type(self).__name__, "shape": list(self.shape), "score_shape": self.score_shape, "owner": self.owner}
+        return {
+            "kind": type(self).__name__,
+            "shape": list(self.shape),
+            "score_shape": self.score_shape,
+            "owner": self.owner,
+        }
 
     def get_extra_state(self) -> dict[str, Any]:
         return self.config()
