@@ -1,0 +1,338 @@
+#!/usr/bin/env python
+"""Benchmark length bucketing and the DynamicBatcher on Rotten Tomatoes with all-MiniLM-L6-v2 (CPU).
+
+Two measurements, one run:
+
+1. **Bucketing.** ``TextClassificationDataModule`` (Rotten Tomatoes critic snippets, ``max_length``
+   tokens) with and without ``bucketing=True``: padding fraction over the whole training epoch, and
+   the time of the first ``--batches`` training steps (forward + backward + AdamW, batch 32) of the
+   same fp32 ``BertForSequenceClassification`` (same initial weights, same number of batches), plus
+   the forward-only time over those batches. Padding to ``max_length`` is shown for reference.
+2. **Dynamic batching.** The model exported with ``lit_opt.export(..., quantization={"weight_bits": 8})``
+   and loaded with ``lit_opt.load``; ``--clients`` threads each send ``--requests`` Rotten Tomatoes test
+   texts in a closed loop (send, wait, send the next). Served by a ``DynamicBatcher`` and, as the
+   batch-1 baseline, by the same batcher with ``max_batch_size=1`` (one request per forward pass,
+   the same clients), and by sequential direct calls. Reports p50/p99 latency and throughput.
+
+Usage::
+
+    python scripts/bench_batching.py                  # ~5 minutes on 2 cores
+    python scripts/bench_batching.py --quick          # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import lit_opt  # noqa: E402
+from lit_opt.data import TextClassificationDataModule  # noqa: E402
+from lit_opt.data.rotten_tomatoes import rotten_tomatoes_csv  # noqa: E402
+from lit_opt.data.text_classification import default_tokenizer  # noqa: E402
+from lit_opt.inference import DynamicBatcher  # noqa: E402
+from lit_opt.inference.measure import environment, loadavg, percentile  # noqa: E402
+
+log = logging.getLogger("bench_batching")
+SEED = 0
+
+
+def build_model(num_labels: int) -> nn.Module:
+    from transformers import BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(SEED)
+    return BertForSequenceClassification.from_pretrained(default_tokenizer(), num_labels=num_labels).float()
+
+
+# --------------------------------------------------------------------------- bucketing
+
+
+def epoch_padding(dm: TextClassificationDataModule) -> float:
+    """Padding fraction over every batch of one training epoch (no model needed)."""
+    loader = dm.train_dataloader()
+    pad = real = 0
+    for batch in loader:
+        mask = batch["attention_mask"]
+        pad += mask.numel() - int(mask.sum())
+        real += int(mask.sum())
+    return pad / (pad + real)
+
+
+def timed_steps(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Seconds for one training step per batch (AdamW), then for one forward pass per batch."""
+    model = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(batches[0])  # untimed warm-up: optimizer state, allocator
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    train_s = time.perf_counter() - start
+    model.eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            model(**batch)
+    return {"train_s": train_s, "forward_s": time.perf_counter() - start}
+
+
+def bucketing_rows(args: argparse.Namespace, model: nn.Module) -> list[dict[str, Any]]:
+    rows = []
+    for bucketing in (False, True):
+        dm = TextClassificationDataModule(
+            max_length=args.max_length, batch_size=32, bucketing=bucketing, seed=SEED
+        )
+        dm.setup("fit")
+        torch.manual_seed(SEED)  # the plain loader's shuffling
+        batches = list(islice(iter(dm.train_dataloader()), args.batches))
+        masks = [b["attention_mask"] for b in batches]
+        tokens = sum(int(m.sum()) for m in masks)
+        positions = sum(m.numel() for m in masks)
+        times = timed_steps(model, batches)
+        rows.append(
+            {
+                "bucketing": bucketing,
+                "batches": len(batches),
+                "examples": sum(len(m) for m in masks),
+                "padding_fraction_measured_batches": 1 - tokens / positions,
+                "padding_fraction_epoch": epoch_padding(dm),
+                "padded_positions": positions,
+                "real_tokens": tokens,
+                **times,
+                "loadavg": loadavg(),
+            }
+        )
+        log.info("bucketing=%s: %s", bucketing, rows[-1])
+    lengths = [len(ids) for ids in dm.splits["train"]["input_ids"]]
+    rows.append(
+        {
+            "bucketing": "pad to max_length (reference)",
+            "padding_fraction_epoch": 1 - sum(lengths) / (args.max_length * len(lengths)),
+            "median_tokens": statistics.median(lengths),
+        }
+    )
+    return rows
+
+
+# --------------------------------------------------------------------------- dynamic batching
+
+
+def closed_loop(serve: Any, texts: list[str], clients: int, per_client: int) -> dict[str, Any]:
+    """``clients`` threads each send ``per_client`` texts one after another; latencies and throughput."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def client(c: int) -> None:
+        mine = [texts[(c * per_client + i) % len(texts)] for i in range(per_client)]
+        barrier.wait()
+        for text in mine:
+            start = time.perf_counter()
+            serve(text)
+            with lock:
+                latencies.append((time.perf_counter() - start) * 1e3)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return summarize(latencies, elapsed)
+
+
+def summarize(latencies: list[float], elapsed: float) -> dict[str, Any]:
+    return {
+        "requests": len(latencies),
+        "elapsed_s": elapsed,
+        "throughput_req_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "loadavg": loadavg(),
+    }
+
+
+def serving_rows(
+    args: argparse.Namespace, model: nn.Module, texts: list[str], out: Path
+) -> list[dict[str, Any]]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_tokenizer())
+    artifact = lit_opt.export(
+        model.eval(), out / "minilm-int8", quantization={"weight_bits": 8}, tokenizer=tokenizer
+    )
+    loaded = lit_opt.load(artifact)
+    total = args.clients * args.requests
+    rows = []
+
+    def sequential() -> dict[str, Any]:
+        latencies = []
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for text in (texts[i % len(texts)] for i in range(total)):
+                t0 = time.perf_counter()
+                loaded(**tokenizer(text, truncation=True, max_length=args.max_length, return_tensors="pt"))
+                latencies.append((time.perf_counter() - t0) * 1e3)
+        return summarize(latencies, time.perf_counter() - start)
+
+    # Each configuration runs twice and the second run is reported: the first creates the kernels
+    # (oneDNN primitives) for the shapes it meets, as a long-running server would have done already.
+    sequential()
+    rows.append({"server": "sequential direct calls (batch 1, no queue)", "clients": 1, **sequential()})
+    for max_batch_size in (1, args.max_batch_size):
+        with DynamicBatcher(
+            loaded,
+            tokenizer=tokenizer,
+            max_batch_size=max_batch_size,
+            max_wait_ms=args.max_wait_ms,
+            max_length=args.max_length,
+        ) as batcher:
+            closed_loop(batcher, texts, args.clients, args.requests)  # warm-up run
+            before = batcher.stats
+            result = closed_loop(batcher, texts, args.clients, args.requests)
+            after = batcher.stats
+        mean_batch = (after["requests"] - before["requests"]) / max(after["batches"] - before["batches"], 1)
+        name = "batch-1 serving" if max_batch_size == 1 else "DynamicBatcher"
+        rows.append(
+            {
+                "server": f"{name} (max_batch_size={max_batch_size}, max_wait_ms={args.max_wait_ms})",
+                "clients": args.clients,
+                "mean_batch_size": mean_batch,
+                **result,
+            }
+        )
+        log.info("%s", rows[-1])
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    a = report["settings"]
+    lines = [
+        f"## Length bucketing (Rotten Tomatoes train split, max_length {a['max_length']}, batch 32, "
+        f"first {a['batches']} batches, fp32 all-MiniLM-L6-v2 + 2-label head, {a['threads']} threads)",
+        "",
+        "| loader | padding (measured batches) | padding (whole epoch) | padded positions | train s | forward s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["bucketing"]:
+        if "train_s" not in r:
+            lines.append(f"| {r['bucketing']} | | {100 * r['padding_fraction_epoch']:.1f}% | | | |")
+            continue
+        name = "bucketing=True" if r["bucketing"] else "bucketing=False (random batches, dynamic padding)"
+        lines.append(
+            f"| {name} | {100 * r['padding_fraction_measured_batches']:.1f}% | {100 * r['padding_fraction_epoch']:.1f}% "
+            f"| {r['padded_positions']:,} | {r['train_s']:.1f} | {r['forward_s']:.2f} |"
+        )
+    s = report["serving"]
+    lines += [
+        "",
+        f"## Dynamic batching (lit_opt int8 artifact, lit_opt.load kernel auto; {a['clients']} closed-loop clients x "
+        f"{a['requests']} Rotten Tomatoes test texts; p99 budget {a['p99_budget_ms']} ms)",
+        "",
+        "| server | clients | requests | throughput req/s | p50 ms | p99 ms | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in s:
+        lines.append(
+            f"| {r['server']} | {r['clients']} | {r['requests']} | {r['throughput_req_s']:.1f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r.get('mean_batch_size', 1.0):.1f} |"
+        )
+    g = report["goal"]
+    lines += [
+        "",
+        f"Goal: DynamicBatcher throughput >= 3x batch-1 serving with p99 <= {a['p99_budget_ms']} ms: "
+        f"{g['speedup']:.2f}x, p99 {g['p99_ms']:.1f} ms -> {'PASS' if g['pass'] else 'FAIL'}. "
+        f"Load average at start {report['env']['loadavg_start']}, at end {report['env']['loadavg']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench_batching"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=12, help="training batches timed per loader")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=24, help="requests per client")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--p99-budget-ms", type=float, default=500.0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 batches, 4 clients x 4 requests")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.clients, args.requests = 3, 4, 4
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("lit_opt", "datasets", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    loadavg_start = loadavg()
+    out = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_model(num_labels=2)
+    bucketing = bucketing_rows(args, model)
+    with open(rotten_tomatoes_csv(), newline="", encoding="utf-8") as f:  # cached by the data module above
+        all_texts = [row["text"] for row in csv.DictReader(f)]
+    serve_texts = all_texts[-args.clients * args.requests :]  # a fixed slice of real snippets
+    serving = serving_rows(args, model, serve_texts, out)
+    batched = next(r for r in serving if r["server"].startswith("DynamicBatcher"))
+    batch1 = next(r for r in serving if r["server"].startswith("batch-1"))
+    speedup = batched["throughput_req_s"] / batch1["throughput_req_s"]
+    report = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "bucketing": bucketing,
+        "serving": serving,
+        "goal": {
+            "speedup": speedup,
+            "p99_ms": batched["p99_ms"],
+            "pass": speedup >= 3.0 and batched["p99_ms"] <= args.p99_budget_ms,
+        },
+        "env": {**environment(args.threads), "loadavg_start": loadavg_start},
+        "wall_s": time.perf_counter() - started,
+    }
+    text = markdown(report)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(text)
+    print(text)
+    log.info("wrote %s in %.0f s", out / "report.md", report["wall_s"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
