@@ -109,3 +109,25 @@ def test_export_writes_the_student_only(tmp_path):
     x = torch.randn(4, 16)
     assert loaded(x).shape == (4, 4)
     assert isinstance(loaded.fc1, nn.Module) and loaded.fc1.in_features == 16
+
+
+def test_composes_with_pruning_and_qat_on_the_student(tmp_path):
+    from lit_opt import ExportCallback, IterativePruningCallback, QATCallback
+
+    student, teacher = _pair()
+    module = DistillationModule(student, teacher, lr=1e-2)
+    callbacks = [
+        IterativePruningCallback(0.5, every_n_steps=2, targets=["student.*"]),
+        QATCallback(targets=["student.*"]),
+        ExportCallback(str(tmp_path / "student")),
+    ]
+    tiny_trainer(tmp_path, max_steps=6, callbacks=callbacks).fit(
+        module, train_dataloaders=random_dataloader("mlp")
+    )
+    assert not any(
+        name.startswith("teacher") for name, _ in module.named_modules() if "parametrizations" in name
+    )
+    loaded = lit_opt.load(tmp_path / "student", model=TinyMLP(hidden=8), kernel="reference")
+    x = torch.randn(8, 16)
+    student.eval()
+    torch.testing.assert_close(loaded(x), student(x), atol=1e-5, rtol=1e-5)
