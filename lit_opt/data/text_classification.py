@@ -61,7 +61,10 @@ class TextClassificationDataModule(LightningDataModule):
     the tokenizer, ``max_length`` and the columns, so later runs (and other ranks) load it.
 
     Batches are dicts ``{"input_ids", "attention_mask", ..., "labels"}`` padded to the longest example
-    in the batch. With ``bucketing=True`` the train, val and test loaders use a
+    in the batch; with ``return_index=True`` they also hold ``idx``, the examples' int64 row numbers in
+    the file (the same in every split and seed), which a teacher-output cache keys on
+    (``DistillationModule(teacher_cache=...)``, together with :attr:`fingerprint`). It is off by
+    default because a Hugging Face model called as ``model(**batch)`` rejects the extra key. With ``bucketing=True`` the train, val and test loaders use a
     :class:`~lit_opt.inference.LengthBucketBatchSampler` (similar lengths together, so far less
     padding; shuffled per epoch for training, sorted by length for evaluation); under DDP it shards the
     data itself, so the Trainer needs ``use_distributed_sampler=False``. The predict loader keeps the
@@ -85,6 +88,7 @@ class TextClassificationDataModule(LightningDataModule):
         bucketing: Batch examples of similar length together.
         num_workers: Worker processes per dataloader.
         cache_dir: Where the downloaded and tokenized data are kept (default ``~/.cache/lit_opt``).
+        return_index: Add each example's row number as ``idx`` to the examples and batches.
 
     Raises:
         ValueError: If an argument is out of range or the file is missing or of another type (here), or
@@ -112,6 +116,7 @@ class TextClassificationDataModule(LightningDataModule):
         bucketing: bool = False,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        return_index: bool = False,
     ) -> None:
         super().__init__()
         if path is not None:
@@ -137,6 +142,8 @@ class TextClassificationDataModule(LightningDataModule):
         if not isinstance(bucketing, bool):
             raise ValueError(f"bucketing={bucketing!r} is not accepted; expected true or false.")
         check_int("num_workers", num_workers, minimum=0)
+        if not isinstance(return_index, bool):
+            raise ValueError(f"return_index={return_index!r} is not accepted; expected true or false.")
         if cache_dir is not None:
             _check_str("cache_dir", cache_dir)
         self.save_hyperparameters()
@@ -145,11 +152,15 @@ class TextClassificationDataModule(LightningDataModule):
         self.tokenizer_name = tokenizer
         self.max_length, self.batch_size = max_length, batch_size
         self.val_fraction, self.test_fraction, self.seed = float(val_fraction), float(test_fraction), seed
-        self.bucketing, self.num_workers = bucketing, num_workers
+        self.bucketing, self.num_workers, self.return_index = bucketing, num_workers, return_index
         self.cache_dir = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
         self.label_names: list[str] = []
         self.pad_token_id = 0
         self.splits: dict[str, Any] = {}
+        #: SHA-256 of what the tokenized examples depend on (the file's SHA-256, the tokenizer,
+        #: ``max_length``, the columns): the data's identity, known after :meth:`prepare_data` or
+        #: :meth:`setup`. A teacher-output cache keys on it (with the ``idx`` row numbers).
+        self.fingerprint: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -173,7 +184,7 @@ class TextClassificationDataModule(LightningDataModule):
 
         data_path, tokenizer = self._data_path(), self._tokenizer()
         self.pad_token_id = tokenizer.pad_token_id or 0
-        key = hashlib.sha256(
+        self.fingerprint = hashlib.sha256(
             json.dumps(
                 [
                     sha256(data_path),
@@ -183,8 +194,8 @@ class TextClassificationDataModule(LightningDataModule):
                     self.label_column,
                 ]
             ).encode()
-        ).hexdigest()[:16]
-        cached = self.cache_dir / "tokenized" / f"{data_path.stem}-{key}"
+        ).hexdigest()
+        cached = self.cache_dir / "tokenized" / f"{data_path.stem}-{self.fingerprint[:16]}"
         if not cached.is_dir():
             self._build(data_path, tokenizer, cached)
         dataset = datasets.load_from_disk(str(cached))
@@ -257,6 +268,8 @@ class TextClassificationDataModule(LightningDataModule):
         if self.splits:
             return  # the split is the same for every stage; build it once
         dataset = self._tokenized()
+        if self.return_index:
+            dataset = dataset.add_column("idx", list(range(len(dataset))))  # int64 row numbers
         n_total, n_classes = len(dataset), self.num_classes
         sizes = {
             "val_fraction": round(self.val_fraction * n_total),

@@ -12,10 +12,12 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from lit_opt.distillation.cache import TeacherCache, state_fingerprint
 from lit_opt.functional.distillation import distillation_loss, hidden_state_loss
 
 log = logging.getLogger(__name__)
 TEACHER = "teacher."
+INDEX = "idx"
 
 
 def _num_classes(model: nn.Module) -> int | None:
@@ -40,9 +42,22 @@ class DistillationModule(pl.LightningModule):
         \\mathcal{L} = \\alpha T^2 \\mathrm{KL}(\\mathrm{softmax}(t/T) \\| \\mathrm{softmax}(s/T))
                      + (1 - \\alpha) \\mathrm{CE}(s, y) + w_h \\sum_{i \\to j} \\mathrm{MSE}(P_i h^s_i, h^t_j)
 
-    The KL term is averaged over examples (``batchmean``). Batches are ``(x, y)`` tuples for
-    modules that return logits, or dicts with ``labels`` for Hugging Face models (the dict minus
-    ``labels`` is passed as keyword arguments; ``.logits`` is read). The teacher is frozen, stays
+    The KL term is averaged over examples (``batchmean``). Batches are ``(x, y)`` or ``(x, y, idx)``
+    tuples for modules that return logits, or dicts with ``labels`` (and optionally ``idx``) for
+    Hugging Face models (the dict minus ``labels`` and ``idx`` is passed as keyword arguments;
+    ``.logits`` is read). ``idx`` holds the examples' indices in the dataset, which the teacher
+    cache needs (:class:`~lit_opt.data.TextClassificationDataModule` gives them with
+    ``return_index=True``).
+
+    With ``teacher_cache`` (a directory) the teacher's logits are computed once per example and
+    kept (see :class:`~lit_opt.distillation.cache.TeacherCache`): written to a per-rank shard at
+    the end of each training epoch and read back by every rank, so later epochs and later runs skip
+    the teacher. The cache is keyed by the teacher's weights and the data module's ``fingerprint``;
+    a cache written for another teacher, data or ``cache_top_k`` raises ``ValueError`` at ``setup``
+    instead of being used. With ``cache_top_k`` the soft term uses the teacher's top-k logits
+    (:func:`~lit_opt.functional.distillation.top_k_soft_target_loss`), in every epoch alike.
+
+    The teacher is frozen, stays
     in eval mode, runs under ``torch.no_grad()`` and is left out of checkpoints (give it again
     when resuming, as a LightningCLI config does). :func:`lit_opt.export` of this module writes
     the student alone.
@@ -58,17 +73,25 @@ class DistillationModule(pl.LightningModule):
             projection learns the map when the widths differ.
         lr: AdamW learning rate (a LightningCLI ``optimizer:`` section overrides the optimizer).
         weight_decay: AdamW weight decay.
+        teacher_cache: Directory of the teacher-output cache; None runs the teacher on every batch.
+        cache_top_k: Logits kept per example in the cache: the ``cache_top_k`` largest (float16), or
+            every logit (float32) with 0 or a value at least the number of classes.
 
     Raises:
         ValueError: ``temperature <= 0``, ``alpha`` outside [0, 1], a negative ``hidden_weight``,
             student and teacher predicting different numbers of classes, or a ``layer_map``
-            naming layers that don't exist.
+            naming layers that don't exist; a ``cache_top_k`` that is not an integer >= 0 or is set
+            without ``teacher_cache``, or ``teacher_cache`` with ``hidden_weight > 0``; (at ``setup``)
+            a data module without a ``fingerprint`` or a stale cache; (in training) a batch without
+            ``idx`` while the cache is on.
 
     Example::
 
         module = DistillationModule(student=small_bert, teacher=fine_tuned_bert, temperature=4.0, alpha=0.5)
         Trainer(max_epochs=3).fit(module, datamodule)
         lit_opt.export(module, "artifacts/student")     # the student only
+        # the teacher runs once per example; later epochs and runs read its top-5 logits from disk
+        cached = DistillationModule(student, teacher, teacher_cache="outputs/teacher_cache", cache_top_k=5)
     """
 
     def __init__(
@@ -81,6 +104,8 @@ class DistillationModule(pl.LightningModule):
         layer_map: dict[int, int] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
+        teacher_cache: str | None = None,
+        cache_top_k: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
@@ -92,6 +117,24 @@ class DistillationModule(pl.LightningModule):
         if not isinstance(hidden_weight, (int, float)) or hidden_weight < 0:
             raise ValueError(
                 f"hidden_weight={hidden_weight!r} must be >= 0 (0 disables the hidden-state loss)."
+            )
+        if isinstance(cache_top_k, bool) or not isinstance(cache_top_k, int) or cache_top_k < 0:
+            raise ValueError(
+                f"cache_top_k={cache_top_k!r} must be an integer >= 0 (0 keeps every logit of the teacher)."
+            )
+        if teacher_cache is not None and (not isinstance(teacher_cache, str) or not teacher_cache):
+            raise ValueError(
+                f"teacher_cache={teacher_cache!r} must be a directory path, or None for no cache."
+            )
+        if cache_top_k and teacher_cache is None:
+            raise ValueError(
+                f"cache_top_k={cache_top_k} only applies to the teacher cache. HINT: also set "
+                "teacher_cache='<a directory>', or leave cache_top_k=0."
+            )
+        if teacher_cache is not None and hidden_weight > 0:
+            raise ValueError(
+                f"teacher_cache={teacher_cache!r} keeps logits only, but hidden_weight={hidden_weight!r} needs the "
+                "teacher's hidden states on every batch. HINT: set hidden_weight=0 or teacher_cache=None."
             )
         classes_s, classes_t = _num_classes(student), _num_classes(teacher)
         if classes_s is not None and classes_t is not None and classes_s != classes_t:
@@ -108,6 +151,8 @@ class DistillationModule(pl.LightningModule):
             float(hidden_weight),
         )
         self.lr, self.weight_decay = lr, weight_decay
+        self.teacher_cache, self.cache_top_k = teacher_cache, cache_top_k
+        self._cache: TeacherCache | None = None
         self.layer_map = self._layer_map(layer_map) if hidden_weight > 0 else {}
         width_s, width_t = _hidden_width(student), _hidden_width(teacher)
         self.projections = nn.ModuleDict(
@@ -151,12 +196,16 @@ class DistillationModule(pl.LightningModule):
         return self.student
 
     @staticmethod
-    def _split(batch: Any) -> tuple[Any, Tensor]:
+    def _split(batch: Any) -> tuple[Any, Tensor, Tensor | None]:
+        """``(inputs, labels, example indices or None)`` of a dict or ``(x, y)``/``(x, y, idx)`` batch."""
         if isinstance(batch, Mapping):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            return inputs, batch["labels"]
+            inputs = {k: v for k, v in batch.items() if k not in ("labels", INDEX)}
+            return inputs, batch["labels"], batch.get(INDEX)
+        if len(batch) == 3:
+            x, y, index = batch
+            return x, y, index
         x, y = batch
-        return x, y
+        return x, y, None
 
     def _run(self, model: nn.Module, inputs: Any, hidden: bool) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         if isinstance(inputs, Mapping):
@@ -170,15 +219,57 @@ class DistillationModule(pl.LightningModule):
     def forward(self, inputs: Any) -> Tensor:
         return self._run(self.student, inputs, hidden=False)[0]
 
+    @override
+    def setup(self, stage: str) -> None:
+        if self.teacher_cache is None or stage != "fit":
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data = getattr(datamodule, "fingerprint", None)
+        if not isinstance(data, str):
+            raise ValueError(
+                f"teacher_cache={self.teacher_cache!r} keys the cache by the data, but the Trainer's data module "
+                f"({type(datamodule).__name__}) has no `fingerprint` string. HINT: use a data module that exposes "
+                "one (TextClassificationDataModule does), or teacher_cache=None."
+            )
+        fingerprint = {"teacher": state_fingerprint(self.teacher), "data": data}
+        self._cache = TeacherCache(self.teacher_cache, fingerprint, self.cache_top_k, rank=self.global_rank)
+        self._cache.load()
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        if self._cache is None:
+            return
+        self._cache.save()  # each rank its own shard
+        self.trainer.strategy.barrier("teacher_cache")
+        self._cache.load()  # the examples the other ranks computed
+
+    def _teacher_logits(
+        self, inputs: Any, index: Tensor | None, hidden: bool
+    ) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...] | None]:
+        """``(logits or top-k values, top-k indices or None, hidden states or None)`` of the teacher."""
+        if self._cache is None:
+            with torch.no_grad():
+                logits, teacher_hidden = self._run(self.teacher, inputs, hidden)
+            return logits, None, teacher_hidden
+        if index is None:
+            raise ValueError(
+                f"teacher_cache={self.teacher_cache!r} needs the examples' indices in every batch. HINT: batches as "
+                "dicts with 'idx' (TextClassificationDataModule(return_index=True)) or (x, y, idx) tuples."
+            )
+        cached = self._cache.get(index)
+        if cached is None:  # the same stored form (top-k, float16) in the first epoch as in later ones
+            with torch.no_grad():
+                cached = self._cache.put(index, self._run(self.teacher, inputs, hidden=False)[0])
+        return cached[0], cached[1], None
+
     def losses(self, batch: Any) -> dict[str, Tensor]:
         """Every part of the loss for ``batch`` (``loss`` is the total)."""
-        inputs, labels = self._split(batch)
+        inputs, labels, index = self._split(batch)
         hidden = self.hidden_weight > 0
-        with torch.no_grad():
-            teacher_logits, teacher_hidden = self._run(self.teacher, inputs, hidden)
+        teacher_logits, teacher_indices, teacher_hidden = self._teacher_logits(inputs, index, hidden)
         student_logits, student_hidden = self._run(self.student, inputs, hidden)
         total, soft, hard = distillation_loss(
-            student_logits, teacher_logits, labels, self.temperature, self.alpha
+            student_logits, teacher_logits, labels, self.temperature, self.alpha, teacher_indices
         )
         parts = {"loss": total, "soft_loss": soft, "hard_loss": hard}
         if hidden and student_hidden is not None and teacher_hidden is not None:
@@ -204,7 +295,7 @@ class DistillationModule(pl.LightningModule):
         return parts["loss"]
 
     def _evaluate(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> Tensor:
-        inputs, labels = self._split(batch)
+        inputs, labels, _ = self._split(batch)
         logits = self(inputs)
         metric.update(logits.argmax(dim=-1), labels)
         loss = nn.functional.cross_entropy(logits.float(), labels)

@@ -105,6 +105,22 @@ def test_tokenized_data_is_cached_by_file_tokenizer_and_max_length(tmp_path: Pat
     assert max(len(ids) for ids in dm.splits["train"]["input_ids"]) == 8
 
 
+def test_return_index_gives_row_numbers_and_the_data_has_a_fingerprint(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", rows(30))
+    dm = make(tmp_path, path, return_index=True)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["idx"].dtype == torch.int64 and batch["idx"].shape == (8,)
+    rows_ids = sorted(i for split in dm.splits.values() for i in split["idx"])
+    assert rows_ids == list(range(30))  # each row once, across the splits
+    other = make(tmp_path, path, max_length=8)
+    other.setup("fit")
+    assert "idx" not in next(iter(other.train_dataloader()))  # off by default
+    assert (
+        isinstance(dm.fingerprint, str) and len(dm.fingerprint) == 64 and other.fingerprint != dm.fingerprint
+    )
+
+
 def test_bucketing_uses_the_bucket_sampler_and_pads_less(tmp_path: Path) -> None:
     path = write(tmp_path / "d.csv", rows(200))
     plain, bucketed = make(tmp_path, path), make(tmp_path, path, bucketing=True)
@@ -184,6 +200,7 @@ def test_wheel_without_the_corpus(tmp_path: Path) -> None:
         ({"bucketing": "yes"}, r"bucketing='yes' is not accepted; expected true or false"),
         ({"num_workers": -1}, r"num_workers=-1 is not accepted"),
         ({"tokenizer": ""}, r"tokenizer='' is not accepted"),
+        ({"return_index": 1}, r"return_index=1 is not accepted; expected true or false"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
