@@ -173,16 +173,38 @@ def test_extra_subcommand_without_the_injected_parameters() -> None:
         Bad.subcommands()
 
 
-def test_qat_config_fits_exports_and_the_export_subcommand_rebuilds_from_the_checkpoint(tmp_path: Path) -> None:
+def test_qat_config_fits_exports_and_the_export_subcommand_rebuilds_from_the_checkpoint(
+    tmp_path: Path,
+) -> None:
     import lit_opt
 
     config = CONFIGS_DIR / "digits_qat.yaml"
     root = tmp_path / "qat"
     steps = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=12", "--trainer.limit_val_batches=2"]
-    main(["fit", "--config", str(config), *FAST[5:], *steps, f"--trainer.default_root_dir={root}", "--trainer.logger=false"])
-    artifact = tmp_path / "outputs" / "digits_qat" / "artifact"  # ExportCallback's dirpath, relative to the cwd
+    main(
+        [
+            "fit",
+            "--config",
+            str(config),
+            *FAST[5:],
+            *steps,
+            f"--trainer.default_root_dir={root}",
+            "--trainer.logger=false",
+        ]
+    )
+    artifact = (
+        tmp_path / "outputs" / "digits_qat" / "artifact"
+    )  # ExportCallback's dirpath, relative to the cwd
     assert (artifact / "lit_opt.json").is_file()
-    main(["export", "--config", str(config), f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}", f"--dirpath={tmp_path / 'cli'}"])
+    main(
+        [
+            "export",
+            "--config",
+            str(config),
+            f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}",
+            f"--dirpath={tmp_path / 'cli'}",
+        ]
+    )
     x = torch.rand(16, 64)
     from_callback = lit_opt.load(artifact, kernel="reference")(x)
     from_command = lit_opt.load(tmp_path / "cli", kernel="reference")(x)

@@ -26,7 +26,10 @@ def _reference(s, t, y, T, alpha):
 @pytest.mark.parametrize("T,alpha", [(1.0, 0.5), (4.0, 0.5), (2.0, 0.9), (8.0, 0.0), (3.0, 1.0)])
 def test_matches_hand_written_reference(T, alpha):
     g = torch.Generator().manual_seed(int(T * 10 + alpha * 100))
-    s, t = torch.randn(6, 5, generator=g, dtype=torch.float64) * 3, torch.randn(6, 5, generator=g, dtype=torch.float64) * 3
+    s, t = (
+        torch.randn(6, 5, generator=g, dtype=torch.float64) * 3,
+        torch.randn(6, 5, generator=g, dtype=torch.float64) * 3,
+    )
     y = torch.randint(0, 5, (6,), generator=g)
     total, _, _ = distillation_loss(s.double(), t.double(), y, T, alpha)
     assert total.item() == pytest.approx(_reference(s, t, y, T, alpha), abs=1e-6)
@@ -35,13 +38,17 @@ def test_matches_hand_written_reference(T, alpha):
 def test_batchmean_and_t_squared():
     s, t = torch.tensor([[0.0, 1.0]] * 4), torch.tensor([[1.0, 0.0]] * 4)
     one = soft_target_loss(s[:1], t[:1], 2.0)
-    assert soft_target_loss(s, t, 2.0).item() == pytest.approx(one.item())  # averaged over examples, not summed
+    assert soft_target_loss(s, t, 2.0).item() == pytest.approx(
+        one.item()
+    )  # averaged over examples, not summed
     assert one.item() > 0
 
 
 def test_sequence_logits_flatten_to_rows_and_hidden_mask():
     s, t = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
-    assert soft_target_loss(s, t, 2.0).item() == pytest.approx(soft_target_loss(s.reshape(6, 4), t.reshape(6, 4), 2.0).item())
+    assert soft_target_loss(s, t, 2.0).item() == pytest.approx(
+        soft_target_loss(s.reshape(6, 4), t.reshape(6, 4), 2.0).item()
+    )
     h_s, h_t = torch.zeros(1, 2, 3), torch.tensor([[[1.0, 1.0, 1.0], [5.0, 5.0, 5.0]]])
     assert hidden_state_loss(h_s, h_t, torch.tensor([[1, 0]])).item() == 1.0  # the padded position is ignored
     assert hidden_state_loss(h_s, h_t).item() == 13.0
