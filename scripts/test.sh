@@ -28,6 +28,12 @@ if ! .venv/bin/python -m ruff check lit_opt tests; then
     status=1
 fi
 
+echo "test.sh: ruff format --check lit_opt tests"
+if ! .venv/bin/python -m ruff format --check lit_opt tests; then
+    echo "test.sh: ruff format --check failed (run: ruff format lit_opt tests)" >&2
+    status=1
+fi
+
 echo "test.sh: mypy (the package)"
 if ! .venv/bin/python -m mypy; then
     echo "test.sh: mypy failed" >&2
