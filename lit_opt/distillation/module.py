@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lit_opt.distillation.cache import TeacherCache, state_fingerprint
-from lit_opt.functional.distillation import distillation_loss, hidden_state_loss
+from lit_opt.functional.distillation import attention_map_loss, distillation_loss, hidden_state_loss
 
 log = logging.getLogger(__name__)
 TEACHER = "teacher."
@@ -71,6 +71,10 @@ class DistillationModule(pl.LightningModule):
         layer_map: ``{student_layer: teacher_layer}`` of hidden states to match (indices into
             ``hidden_states``, 0 being the embeddings); default: evenly spaced layers. A linear
             projection learns the map when the widths differ.
+        attention_weight: weight of the attention-map MSE (TinyBERT): layer ``i`` of the student's
+            attention probabilities against layer ``j`` of the teacher's for each ``i: j`` of
+            ``layer_map`` (maps averaged over heads when the head counts differ); switches both
+            models to eager attention, which returns the maps. 0 disables it.
         lr: AdamW learning rate (a LightningCLI ``optimizer:`` section overrides the optimizer).
         weight_decay: AdamW weight decay.
         teacher_cache: Directory of the teacher-output cache; None runs the teacher on every batch.
@@ -102,6 +106,7 @@ class DistillationModule(pl.LightningModule):
         alpha: float = 0.5,
         hidden_weight: float = 0.0,
         layer_map: dict[int, int] | None = None,
+        attention_weight: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         teacher_cache: str | None = None,
@@ -114,10 +119,9 @@ class DistillationModule(pl.LightningModule):
             )
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"alpha={alpha!r} must be in [0, 1]: the weight of the teacher's soft targets.")
-        if not isinstance(hidden_weight, (int, float)) or hidden_weight < 0:
-            raise ValueError(
-                f"hidden_weight={hidden_weight!r} must be >= 0 (0 disables the hidden-state loss)."
-            )
+        for name, weight in (("hidden_weight", hidden_weight), ("attention_weight", attention_weight)):
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"{name}={weight!r} must be >= 0 (0 disables that loss).")
         if isinstance(cache_top_k, bool) or not isinstance(cache_top_k, int) or cache_top_k < 0:
             raise ValueError(
                 f"cache_top_k={cache_top_k!r} must be an integer >= 0 (0 keeps every logit of the teacher)."
@@ -131,10 +135,11 @@ class DistillationModule(pl.LightningModule):
                 f"cache_top_k={cache_top_k} only applies to the teacher cache. HINT: also set "
                 "teacher_cache='<a directory>', or leave cache_top_k=0."
             )
-        if teacher_cache is not None and hidden_weight > 0:
+        if teacher_cache is not None and hidden_weight + attention_weight > 0:
             raise ValueError(
-                f"teacher_cache={teacher_cache!r} keeps logits only, but hidden_weight={hidden_weight!r} needs the "
-                "teacher's hidden states on every batch. HINT: set hidden_weight=0 or teacher_cache=None."
+                f"teacher_cache={teacher_cache!r} keeps logits only, but hidden_weight={hidden_weight!r} / "
+                f"attention_weight={attention_weight!r} need the teacher's intermediate outputs on every batch. "
+                "HINT: set both to 0, or teacher_cache=None."
             )
         classes_s, classes_t = _num_classes(student), _num_classes(teacher)
         if classes_s is not None and classes_t is not None and classes_s != classes_t:
@@ -153,7 +158,11 @@ class DistillationModule(pl.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.teacher_cache, self.cache_top_k = teacher_cache, cache_top_k
         self._cache: TeacherCache | None = None
-        self.layer_map = self._layer_map(layer_map) if hidden_weight > 0 else {}
+        self.attention_weight = float(attention_weight)
+        self.layer_map = self._layer_map(layer_map) if hidden_weight + attention_weight > 0 else {}
+        if attention_weight > 0:  # fused attention kernels return no probabilities
+            for model in (student, teacher):
+                cast(Any, model).set_attn_implementation("eager")
         width_s, width_t = _hidden_width(student), _hidden_width(teacher)
         self.projections = nn.ModuleDict(
             {
@@ -171,8 +180,8 @@ class DistillationModule(pl.LightningModule):
         layers_t = getattr(getattr(self.teacher, "config", None), "num_hidden_layers", None)
         if layers_s is None or layers_t is None:
             raise ValueError(
-                "hidden_weight > 0 needs Hugging Face student and teacher (config.num_hidden_layers and "
-                "output_hidden_states). HINT: set hidden_weight=0 for other models."
+                "hidden_weight > 0 or attention_weight > 0 needs Hugging Face student and teacher "
+                "(config.num_hidden_layers, output_hidden_states). HINT: set both to 0 for other models."
             )
         if layer_map is None:  # evenly spaced: student layer i <- teacher layer i * (L_t / L_s)
             return {i: round(i * layers_t / layers_s) for i in range(1, layers_s + 1)}
@@ -207,13 +216,19 @@ class DistillationModule(pl.LightningModule):
         x, y = batch
         return x, y, None
 
-    def _run(self, model: nn.Module, inputs: Any, hidden: bool) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+    def _run(self, model: nn.Module, inputs: Any, hidden: bool) -> tuple[Tensor, Any]:
+        """``(logits, outputs)``; with ``hidden`` the outputs carry hidden states (and attention maps)."""
         if isinstance(inputs, Mapping):
-            out = model(**inputs, output_hidden_states=True) if hidden else model(**inputs)
+            extra = (
+                {"output_hidden_states": True, "output_attentions": self.attention_weight > 0}
+                if hidden
+                else {}
+            )
+            out = model(**inputs, **extra)
         else:
             out = model(inputs)
         logits = out if isinstance(out, Tensor) else out.logits
-        return logits, (out.hidden_states if hidden else None)
+        return logits, (out if hidden else None)
 
     @override
     def forward(self, inputs: Any) -> Tensor:
@@ -245,8 +260,8 @@ class DistillationModule(pl.LightningModule):
 
     def _teacher_logits(
         self, inputs: Any, index: Tensor | None, hidden: bool
-    ) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...] | None]:
-        """``(logits or top-k values, top-k indices or None, hidden states or None)`` of the teacher."""
+    ) -> tuple[Tensor, Tensor | None, Any]:
+        """``(logits or top-k values, top-k indices or None, intermediate outputs or None)`` of the teacher."""
         if self._cache is None:
             with torch.no_grad():
                 logits, teacher_hidden = self._run(self.teacher, inputs, hidden)
@@ -265,7 +280,7 @@ class DistillationModule(pl.LightningModule):
     def losses(self, batch: Any) -> dict[str, Tensor]:
         """Every part of the loss for ``batch`` (``loss`` is the total)."""
         inputs, labels, index = self._split(batch)
-        hidden = self.hidden_weight > 0
+        hidden = self.hidden_weight + self.attention_weight > 0
         teacher_logits, teacher_indices, teacher_hidden = self._teacher_logits(inputs, index, hidden)
         student_logits, student_hidden = self._run(self.student, inputs, hidden)
         total, soft, hard = distillation_loss(
@@ -274,14 +289,23 @@ class DistillationModule(pl.LightningModule):
         parts = {"loss": total, "soft_loss": soft, "hard_loss": hard}
         if hidden and student_hidden is not None and teacher_hidden is not None:
             mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
-            terms = []
-            for i, j in self.layer_map.items():
-                h_s = student_hidden[i]
-                if str(i) in self.projections:
-                    h_s = self.projections[str(i)](h_s)
-                terms.append(hidden_state_loss(h_s, teacher_hidden[j], mask))
-            parts["hidden_loss"] = torch.stack(terms).mean()
-            parts["loss"] = total + self.hidden_weight * parts["hidden_loss"]
+            if self.hidden_weight > 0:
+                terms = []
+                for i, j in self.layer_map.items():
+                    h_s = student_hidden.hidden_states[i]
+                    if str(i) in self.projections:
+                        h_s = self.projections[str(i)](h_s)
+                    terms.append(hidden_state_loss(h_s, teacher_hidden.hidden_states[j], mask))
+                parts["hidden_loss"] = torch.stack(terms).mean()
+                parts["loss"] = parts["loss"] + self.hidden_weight * parts["hidden_loss"]
+            if self.attention_weight > 0:  # attention maps of layer i are hidden state i's inputs' (i >= 1)
+                pairs = [(i - 1, j - 1) for i, j in self.layer_map.items() if i >= 1 and j >= 1]
+                maps = [
+                    attention_map_loss(student_hidden.attentions[i], teacher_hidden.attentions[j])
+                    for i, j in pairs
+                ]
+                parts["attention_loss"] = torch.stack(maps).mean()
+                parts["loss"] = parts["loss"] + self.attention_weight * parts["attention_loss"]
         return parts
 
     def _log(self, values: Mapping[str, Tensor | MulticlassAccuracy], **kwargs: Any) -> None:

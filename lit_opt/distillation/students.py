@@ -115,3 +115,40 @@ def minilm_l3(num_labels: int = 2, cache_dir: str | None = None) -> nn.Module:
     from lit_opt.distillation.onnx_minilm import convert_minilm_l3
 
     return pretrained(str(convert_minilm_l3(cache_dir)), num_labels)
+
+
+def narrow(
+    path: str | None = None,
+    hidden_size: int = 192,
+    num_layers: int = 3,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    num_labels: int = 2,
+) -> nn.Module:
+    """A narrower, randomly initialised student with the teacher's vocabulary (TinyBERT/MobileBERT-style).
+
+    Train it with ``DistillationModule(hidden_weight > 0)``: learned projections map its hidden
+    states to the teacher's width.
+
+    Raises:
+        ValueError: ``hidden_size`` not divisible by ``num_heads``, or a non-positive size.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    sizes = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads}
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer.")
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}. HINT: e.g. hidden_size=192, num_heads=4."
+        )
+    directory = Path(path) if path is not None else minilm_l6_dir()
+    config = AutoConfig.from_pretrained(str(directory), num_labels=num_labels)
+    config.hidden_size, config.num_hidden_layers, config.num_attention_heads = (
+        hidden_size,
+        num_layers,
+        num_heads,
+    )
+    config.intermediate_size = intermediate_size or 4 * hidden_size
+    return AutoModelForSequenceClassification.from_config(config)

@@ -98,3 +98,20 @@ def hidden_state_loss(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tens
         return squared.mean()
     weights = mask.to(squared.dtype)
     return (squared * weights).sum() / weights.sum().clamp(min=1)
+
+
+def attention_map_loss(student_attention: Tensor, teacher_attention: Tensor) -> Tensor:
+    """Mean squared error between attention probability maps ``(B, heads, L, L)`` (TinyBERT).
+
+    With different head counts the maps are averaged over heads first.
+
+    Example:
+        >>> import torch
+        >>> a = torch.full((1, 2, 3, 3), 1 / 3)
+        >>> attention_map_loss(a, a[:, :1]).item()
+        0.0
+    """
+    if student_attention.shape[1] != teacher_attention.shape[1]:
+        student_attention = student_attention.mean(dim=1, keepdim=True)
+        teacher_attention = teacher_attention.mean(dim=1, keepdim=True)
+    return (student_attention.float() - teacher_attention.float()).pow(2).mean()

@@ -141,7 +141,10 @@ def test_bad_cache_arguments(kwargs, match):
 
 
 def test_cache_needs_logits_only_indices_and_a_data_fingerprint(tmp_path):
-    with pytest.raises(ValueError, match=r"teacher_cache='c' keeps logits only, but hidden_weight=1.0 needs"):
+    with pytest.raises(
+        ValueError,
+        match=r"teacher_cache='c' keeps logits only, but hidden_weight=1.0 / attention_weight=0.0 need",
+    ):
         DistillationModule(tiny_bert(), tiny_bert(), hidden_weight=1.0, teacher_cache="c")
     module = DistillationModule(TinyMLP(), TinyMLP(), teacher_cache=str(tmp_path / "c"))
     with pytest.raises(ValueError, match=r"has no `fingerprint` string. HINT: use a data module"):

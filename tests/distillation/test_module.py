@@ -47,7 +47,10 @@ def test_teacher_is_frozen_and_stays_in_eval_mode():
         ({"temperature": 0}, r"temperature=0 must be > 0"),
         ({"alpha": 1.5}, r"alpha=1.5 must be in \[0, 1\]"),
         ({"hidden_weight": -1}, r"hidden_weight=-1 must be >= 0"),
-        ({"hidden_weight": 1.0}, r"hidden_weight > 0 needs Hugging Face student and teacher"),
+        (
+            {"hidden_weight": 1.0},
+            r"hidden_weight > 0 or attention_weight > 0 needs Hugging Face student and teacher",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -131,3 +134,32 @@ def test_composes_with_pruning_and_qat_on_the_student(tmp_path):
     x = torch.randn(8, 16)
     student.eval()
     torch.testing.assert_close(loaded(x), student(x), atol=1e-5, rtol=1e-5)
+
+
+def test_attention_map_loss_is_a_separate_logged_part(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    module = DistillationModule(
+        BertForSequenceClassification(config), tiny_bert(), hidden_weight=0.5, attention_weight=2.0, lr=1e-2
+    )
+    batch = next(iter(hf_dataloader()))
+    parts = module.losses(batch)
+    assert set(parts) == {"loss", "soft_loss", "hard_loss", "hidden_loss", "attention_loss"}
+    expected = (
+        module.alpha * parts["soft_loss"]
+        + (1 - module.alpha) * parts["hard_loss"]
+        + 0.5 * parts["hidden_loss"]
+        + 2.0 * parts["attention_loss"]
+    )
+    assert parts["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert parts["attention_loss"].item() > 0
+    with pytest.raises(ValueError, match=r"attention_weight=-1 must be >= 0"):
+        DistillationModule(tiny_bert(), tiny_bert(), attention_weight=-1)

@@ -37,3 +37,20 @@ def test_bad_layers(teacher_dir, layers):
 def test_pretrained_needs_a_model_directory(tmp_path):
     with pytest.raises(ValueError, match=r"is not a Hugging Face model directory \(no config.json\)"):
         pretrained(str(tmp_path))
+
+
+def test_narrow_student_trains_through_projections(teacher_dir):
+    from lit_opt import DistillationModule
+    from lit_opt.distillation.students import narrow
+
+    student = narrow(teacher_dir, hidden_size=8, num_layers=1, num_heads=2)
+    assert (
+        student.config.hidden_size == 8
+        and student.config.vocab_size == 100
+        and student.config.intermediate_size == 32
+    )
+    module = DistillationModule(student, pretrained(teacher_dir), hidden_weight=1.0)
+    assert module.projections["1"].in_features == 8 and module.projections["1"].out_features == 32
+    assert torch.isfinite(module.losses(next(iter(hf_dataloader())))["loss"])
+    with pytest.raises(ValueError, match=r"hidden_size=10 must be divisible by num_heads=4"):
+        narrow(teacher_dir, hidden_size=10, num_heads=4)

@@ -52,3 +52,13 @@ def test_sequence_logits_flatten_to_rows_and_hidden_mask():
     h_s, h_t = torch.zeros(1, 2, 3), torch.tensor([[[1.0, 1.0, 1.0], [5.0, 5.0, 5.0]]])
     assert hidden_state_loss(h_s, h_t, torch.tensor([[1, 0]])).item() == 1.0  # the padded position is ignored
     assert hidden_state_loss(h_s, h_t).item() == 13.0
+
+
+def test_attention_map_loss_by_hand():
+    from lit_opt.functional.distillation import attention_map_loss
+
+    s = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])  # (B=1, heads=1, 2, 2)
+    t = torch.tensor([[[[0.0, 1.0], [0.5, 0.5]]]])
+    assert attention_map_loss(s, t).item() == pytest.approx(0.5)  # (1 + 1 + 0 + 0) / 4
+    two_heads = torch.cat([s, t], dim=1)  # averaged over heads: [[0.5, 0.5], [0.5, 0.5]]
+    assert attention_map_loss(two_heads, t).item() == pytest.approx(0.125)
