@@ -281,6 +281,12 @@ class DistillationModule(pl.LightningModule):
         """Every part of the loss for ``batch`` (``loss`` is the total)."""
         inputs, labels, index = self._split(batch)
         hidden = self.hidden_weight + self.attention_weight > 0
+        if self.alpha == 0 and not hidden:  # labels only: the teacher's forward pass would be wasted
+            logits = self._run(self.student, inputs, False)[0]
+            hard = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1)
+            )
+            return {"loss": hard, "soft_loss": torch.zeros_like(hard), "hard_loss": hard}
         teacher_logits, teacher_indices, teacher_hidden = self._teacher_logits(inputs, index, hidden)
         student_logits, student_hidden = self._run(self.student, inputs, hidden)
         total, soft, hard = distillation_loss(

@@ -163,3 +163,18 @@ def test_attention_map_loss_is_a_separate_logged_part(tmp_path):
     assert parts["attention_loss"].item() > 0
     with pytest.raises(ValueError, match=r"attention_weight=-1 must be >= 0"):
         DistillationModule(tiny_bert(), tiny_bert(), attention_weight=-1)
+
+
+def test_labels_only_skips_the_teacher():
+    class CountingTeacher(TinyMLP):
+        calls = 0
+
+        def forward(self, x):
+            CountingTeacher.calls += 1
+            return super().forward(x)
+
+    module = DistillationModule(TinyMLP(), CountingTeacher(), alpha=0.0)
+    x, y = next(iter(random_dataloader("mlp")))
+    loss = module.training_step((x, y), 0)
+    assert CountingTeacher.calls == 0
+    assert loss.item() == pytest.approx(nn.functional.cross_entropy(module.student(x), y).item(), abs=1e-6)
