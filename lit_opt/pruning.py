@@ -332,8 +332,9 @@ def update_masks(groups: list[PrunableGroup], config: PruningConfig, sparsity: f
     for group in groups:
         score = _unit_scores(group, config, step).float().clone()
         alive = _unit_mask(group)
-        if config.scope == "global" and config.criterion in ("activation", "movement") and bool(alive.any()):
-            # these scores live on each layer's own scale: compare layers by relative importance
+        if config.scope == "global" and config.criterion != "random" and bool(alive.any()):
+            # scores live on each layer's own scale (a freshly initialised layer's weights are small):
+            # one threshold over raw scores would wipe such a layer out, so compare relative importance
             score /= score[alive].abs().mean().clamp(min=1e-12)
         score[~alive] = -math.inf
         scores.append(score)

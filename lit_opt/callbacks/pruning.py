@@ -49,7 +49,9 @@ class IterativePruningCallback(Callback):
         structure: ``"unstructured"``, ``"rows"`` (output units with their bias), ``"heads"``
             (BERT-style attention heads: query/key/value rows and output-projection columns), or
             ``"N:M"`` such as ``"2:4"`` (keep N of every M inputs; ``target_sparsity`` must be 1 - N/M).
-        scope: ``"global"`` (one threshold across all targets) or ``"local"`` (per tensor/layer).
+        scope: ``"global"`` (one threshold across all targets, on scores divided by each layer's mean
+            score, so a layer on a smaller scale, e.g. a freshly initialised pooler, is not wiped
+            out) or ``"local"`` (the same sparsity in every tensor/layer).
         targets: fnmatch patterns over qualified module names (Linear/Conv layers, or attention
             modules for ``heads``).
         exclude: patterns of modules to leave dense.

@@ -154,3 +154,18 @@ def test_data_dependent_criteria_reach_the_target(tmp_path, criterion):
     zeros = sum(int((w == 0).sum()) for w in weights)
     assert zeros == round(0.6 * sum(w.numel() for w in weights))
     assert all(float((w == 0).float().mean()) < 1.0 for w in weights)  # no layer wiped out
+
+
+def test_global_scope_compares_layers_relative_to_their_own_scale():
+    from lit_opt.pruning import PruningConfig, prepare_pruning, sparsity_report, update_masks
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.Linear(32, 32))
+    with torch.no_grad():
+        model[1].weight.mul_(1e-3)  # e.g. a freshly initialised head next to trained layers
+    config = PruningConfig(0.7)
+    groups = prepare_pruning(model, config)
+    update_masks(groups, config, 0.7, step=0)
+    report = sparsity_report(groups)
+    assert report["global"] == pytest.approx(0.7, abs=1 / 2048)
+    assert report["0"] < 0.95 and report["1"] < 0.95  # raw magnitudes would prune layer 1 entirely
