@@ -95,11 +95,6 @@ def _input_quantizer(
     return quantizer.eval()
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def _quantized_module(
     name: str,
     original: nn.Module,
@@ -218,7 +213,7 @@ def load(
             name, model.get_submodule(name), key, entries[key], spec, tensors, chosen
         )
         if name:
-            _set_submodule(model, name, replacement)
+            structure.replace_submodule(model, name, replacement)
         else:
             model = replacement
     if chosen == "bf16":

@@ -166,7 +166,8 @@ def remove_dead_units(model: nn.Module, records: dict[str, Record]) -> list[dict
     return plan
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+def replace_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the qualified ``name`` inside ``model`` (``name`` non-empty)."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
@@ -187,7 +188,7 @@ def shrink(model: nn.Module, plan: list[dict[str, Any]]) -> None:
                 device=weight.device,
                 dtype=weight.dtype,
             )
-            _replace(model, step["module"], new)
+            replace_submodule(model, step["module"], new)
         else:
             raise ValueError(
                 f"the artifact shrinks {step['module']!r}, which is a {type(module).__name__} in the skeleton."
