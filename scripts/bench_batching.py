@@ -14,6 +14,9 @@ Two measurements, one run:
    batch-1 baseline, by the same batcher with ``max_batch_size=1`` (one request per forward pass,
    the same clients), and by sequential direct calls. Reports p50/p99 latency and throughput.
 
+Both measurements interleave their variants (training steps batch by batch; servers round by round,
+``--rounds``), so that the load of a shared machine hits every variant alike.
+
 Usage::
 
     python scripts/bench_batching.py                  # ~5 minutes on 2 cores
@@ -76,52 +79,70 @@ def epoch_padding(dm: TextClassificationDataModule) -> float:
     return pad / (pad + real)
 
 
-def timed_steps(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Seconds for one training step per batch (AdamW), then for one forward pass per batch."""
-    model = copy.deepcopy(model).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+def timed_steps(
+    model: nn.Module, variants: dict[str, list[dict[str, torch.Tensor]]]
+) -> dict[str, dict[str, float]]:
+    """Per variant, seconds of its training steps (AdamW, one per batch), then of its forward passes.
 
-    def step(batch: dict[str, torch.Tensor]) -> None:
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    Each variant trains its own copy of ``model`` on its own batches; the variants take turns batch by
+    batch (one step of each per round), so a change in the load of a shared machine hits them alike.
+    """
+    names = list(variants)
+    models = {name: copy.deepcopy(model).train() for name in names}
+    optimizers = {name: torch.optim.AdamW(models[name].parameters(), lr=2e-5) for name in names}
 
-    step(batches[0])  # untimed warm-up: optimizer state, allocator
-    start = time.perf_counter()
-    for batch in batches:
-        step(batch)
-    train_s = time.perf_counter() - start
-    model.eval()
-    start = time.perf_counter()
+    def step(name: str, batch: dict[str, torch.Tensor]) -> None:
+        models[name](**batch).loss.backward()
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+
+    for name in names:
+        step(name, variants[name][0])  # untimed warm-up: optimizer state, allocator
+    train_s = dict.fromkeys(names, 0.0)
+    forward_s = dict.fromkeys(names, 0.0)
+    rounds = min(len(batches) for batches in variants.values())
+    for i in range(rounds):
+        for name in names:
+            start = time.perf_counter()
+            step(name, variants[name][i])
+            train_s[name] += time.perf_counter() - start
     with torch.inference_mode():
-        for batch in batches:
-            model(**batch)
-    return {"train_s": train_s, "forward_s": time.perf_counter() - start}
+        for name in names:
+            models[name].eval()
+        for i in range(rounds):
+            for name in names:
+                start = time.perf_counter()
+                models[name](**variants[name][i])
+                forward_s[name] += time.perf_counter() - start
+    return {name: {"train_s": train_s[name], "forward_s": forward_s[name]} for name in names}
 
 
 def bucketing_rows(args: argparse.Namespace, model: nn.Module) -> list[dict[str, Any]]:
-    rows = []
+    modules, batches = {}, {}
     for bucketing in (False, True):
         dm = TextClassificationDataModule(
             max_length=args.max_length, batch_size=32, bucketing=bucketing, seed=SEED
         )
         dm.setup("fit")
         torch.manual_seed(SEED)  # the plain loader's shuffling
-        batches = list(islice(iter(dm.train_dataloader()), args.batches))
-        masks = [b["attention_mask"] for b in batches]
+        modules[bucketing] = dm
+        batches[bucketing] = list(islice(iter(dm.train_dataloader()), args.batches))
+    times = timed_steps(model, {str(b): batches[b] for b in batches})
+    rows = []
+    for bucketing, dm in modules.items():
+        masks = [b["attention_mask"] for b in batches[bucketing]]
         tokens = sum(int(m.sum()) for m in masks)
         positions = sum(m.numel() for m in masks)
-        times = timed_steps(model, batches)
         rows.append(
             {
                 "bucketing": bucketing,
-                "batches": len(batches),
+                "batches": len(masks),
                 "examples": sum(len(m) for m in masks),
                 "padding_fraction_measured_batches": 1 - tokens / positions,
                 "padding_fraction_epoch": epoch_padding(dm),
                 "padded_positions": positions,
                 "real_tokens": tokens,
-                **times,
+                **times[str(bucketing)],
                 "loadavg": loadavg(),
             }
         )
@@ -140,8 +161,8 @@ def bucketing_rows(args: argparse.Namespace, model: nn.Module) -> list[dict[str,
 # --------------------------------------------------------------------------- dynamic batching
 
 
-def closed_loop(serve: Any, texts: list[str], clients: int, per_client: int) -> dict[str, Any]:
-    """``clients`` threads each send ``per_client`` texts one after another; latencies and throughput."""
+def closed_loop(serve: Any, texts: list[str], clients: int, per_client: int) -> tuple[list[float], float]:
+    """``clients`` threads each send ``per_client`` texts one after another: latencies (ms) and seconds."""
     latencies: list[float] = []
     lock = threading.Lock()
     barrier = threading.Barrier(clients + 1)
@@ -162,8 +183,7 @@ def closed_loop(serve: Any, texts: list[str], clients: int, per_client: int) -> 
     start = time.perf_counter()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - start
-    return summarize(latencies, elapsed)
+    return latencies, time.perf_counter() - start
 
 
 def summarize(latencies: list[float], elapsed: float) -> dict[str, Any]:
@@ -181,6 +201,12 @@ def summarize(latencies: list[float], elapsed: float) -> dict[str, Any]:
 def serving_rows(
     args: argparse.Namespace, model: nn.Module, texts: list[str], out: Path
 ) -> list[dict[str, Any]]:
+    """Sequential calls, batch-1 serving and the DynamicBatcher, taking turns for ``--rounds`` rounds.
+
+    Every server is warmed up first (a full untimed round creates the oneDNN kernels for the shapes it
+    meets, as a long-running server would have done already); then each round runs every server once
+    on the same texts, so a change in the load of a shared machine hits them alike.
+    """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(default_tokenizer())
@@ -188,45 +214,53 @@ def serving_rows(
         model.eval(), out / "minilm-int8", quantization={"weight_bits": 8}, tokenizer=tokenizer
     )
     loaded = lit_opt.load(artifact)
-    total = args.clients * args.requests
-    rows = []
+    per_round = max(args.requests // args.rounds, 1)
 
-    def sequential() -> dict[str, Any]:
-        latencies = []
-        start = time.perf_counter()
+    def direct(text: str) -> Any:
         with torch.inference_mode():
-            for text in (texts[i % len(texts)] for i in range(total)):
-                t0 = time.perf_counter()
-                loaded(**tokenizer(text, truncation=True, max_length=args.max_length, return_tensors="pt"))
-                latencies.append((time.perf_counter() - t0) * 1e3)
-        return summarize(latencies, time.perf_counter() - start)
+            return loaded(**tokenizer(text, truncation=True, max_length=args.max_length, return_tensors="pt"))
 
-    # Each configuration runs twice and the second run is reported: the first creates the kernels
-    # (oneDNN primitives) for the shapes it meets, as a long-running server would have done already.
-    sequential()
-    rows.append({"server": "sequential direct calls (batch 1, no queue)", "clients": 1, **sequential()})
-    for max_batch_size in (1, args.max_batch_size):
-        with DynamicBatcher(
+    def batcher(max_batch_size: int) -> DynamicBatcher:
+        return DynamicBatcher(
             loaded,
             tokenizer=tokenizer,
             max_batch_size=max_batch_size,
             max_wait_ms=args.max_wait_ms,
             max_length=args.max_length,
-        ) as batcher:
-            closed_loop(batcher, texts, args.clients, args.requests)  # warm-up run
-            before = batcher.stats
-            result = closed_loop(batcher, texts, args.clients, args.requests)
-            after = batcher.stats
-        mean_batch = (after["requests"] - before["requests"]) / max(after["batches"] - before["batches"], 1)
-        name = "batch-1 serving" if max_batch_size == 1 else "DynamicBatcher"
-        rows.append(
-            {
-                "server": f"{name} (max_batch_size={max_batch_size}, max_wait_ms={args.max_wait_ms})",
-                "clients": args.clients,
-                "mean_batch_size": mean_batch,
-                **result,
-            }
         )
+
+    wait = f"max_wait_ms={args.max_wait_ms}"
+    batchers = {
+        f"batch-1 serving (max_batch_size=1, {wait})": batcher(1),
+        f"DynamicBatcher (max_batch_size={args.max_batch_size}, {wait})": batcher(args.max_batch_size),
+    }
+    servers: dict[str, tuple[Any, int]] = {"sequential direct calls (batch 1, no queue)": (direct, 1)}
+    servers.update({name: (b, args.clients) for name, b in batchers.items()})
+    latencies: dict[str, list[float]] = {name: [] for name in servers}
+    elapsed = dict.fromkeys(servers, 0.0)
+    try:
+        for serve, clients in servers.values():
+            closed_loop(serve, texts, clients, per_round * args.clients // clients)  # warm-up
+        before = {name: b.stats for name, b in batchers.items()}
+        for r in range(args.rounds):
+            for name, (serve, clients) in servers.items():
+                got, seconds = closed_loop(serve, texts, clients, per_round * args.clients // clients)
+                latencies[name] += got
+                elapsed[name] += seconds
+            log.info("serving round %d/%d done", r + 1, args.rounds)
+        after = {name: b.stats for name, b in batchers.items()}
+    finally:
+        for b in batchers.values():
+            b.close()
+    rows = []
+    for name, (_, clients) in servers.items():
+        row: dict[str, Any] = {"server": name, "clients": clients}
+        if name in batchers:
+            served = after[name]["requests"] - before[name]["requests"]
+            row["mean_batch_size"] = served / max(after[name]["batches"] - before[name]["batches"], 1)
+        else:
+            row["mean_batch_size"] = 1.0
+        rows.append({**row, **summarize(latencies[name], elapsed[name])})
         log.info("%s", rows[-1])
     return rows
 
@@ -256,7 +290,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"## Dynamic batching (lit_opt int8 artifact, lit_opt.load kernel auto; {a['clients']} closed-loop clients x "
-        f"{a['requests']} Rotten Tomatoes test texts; p99 budget {a['p99_budget_ms']} ms)",
+        f"{a['requests']} Rotten Tomatoes test texts in {a['rounds']} interleaved rounds; p99 budget {a['p99_budget_ms']} ms)",
         "",
         "| server | clients | requests | throughput req/s | p50 ms | p99 ms | mean batch |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -283,15 +317,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batches", type=int, default=12, help="training batches timed per loader")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=24, help="requests per client")
-    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=24, help="requests per client, over all rounds")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds in which the servers take turns")
+    parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--p99-budget-ms", type=float, default=500.0)
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 batches, 4 clients x 4 requests")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batches, args.clients, args.requests = 3, 4, 4
+        args.batches, args.clients, args.requests, args.rounds = 3, 4, 4, 2
     return args
 
 
