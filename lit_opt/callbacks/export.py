@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from lit_opt.callbacks._strategy import require_whole_weights
 from lit_opt.export.exporter import DTYPES, export
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class ExportCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_whole_weights(trainer, self)
         if self.submodule is not None and not hasattr(pl_module, self.submodule):
             children = [name for name, _ in pl_module.named_children()]
             raise ValueError(

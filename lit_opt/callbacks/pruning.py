@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from lit_opt.callbacks import _spawn
+from lit_opt.callbacks._strategy import require_whole_weights
 from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
 from lit_opt.pruning import (
     PrunableGroup,
@@ -119,6 +120,7 @@ class IterativePruningCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_whole_weights(trainer, self)
         self.groups = prepare_pruning(pl_module, self.config, owner=self.state_key)
         log.info("IterativePruningCallback %s prunes %d groups", self.state_key, len(self.groups))
 

@@ -14,6 +14,7 @@ from torch import nn
 from typing_extensions import override
 
 from lit_opt.callbacks import _spawn
+from lit_opt.callbacks._strategy import require_whole_weights
 from lit_opt.quantization import (
     QuantizationConfig,
     prepare_quantization,
@@ -149,6 +150,7 @@ class QATCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_whole_weights(trainer, self)
         self.quantized_modules = prepare_quantization(pl_module, self.config, owner=self.state_key)
         self._model = pl_module
         self._batchnorms = [
