@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
-from lit_opt.data._checks import check_int, check_split_fractions
+from lit_opt._checks import check_int, check_split_fractions
 
 log = logging.getLogger(__name__)
 

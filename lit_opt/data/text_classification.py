@@ -16,7 +16,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lit_opt.data._checks import check_int, check_split_fractions
+from lit_opt._checks import check_int, check_split_fractions
 from lit_opt.data.rotten_tomatoes import DEFAULT_CACHE_DIR, rotten_tomatoes_csv
 from lit_opt.export.format import sha256
 from lit_opt.inference.bucketing import LengthBucketBatchSampler, pad_collate

@@ -1,4 +1,4 @@
-"""Argument checks shared by the data modules: each error names the argument, the value and what is accepted."""
+"""Argument checks shared across lit_opt: each error names the argument, the value and what is accepted."""
 
 from __future__ import annotations
 
