@@ -21,6 +21,7 @@ from typing import Any, cast
 from torch import nn
 from torch.nn.utils import parametrize
 
+from lit_opt._checks import check_module
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.parametrizations.ordering import register_in_order
@@ -37,7 +38,13 @@ def _build(config: Mapping[str, Any], registry: Mapping[str, type[nn.Module]], k
         raise ValueError(
             f"state_dict key {key!r} names an unknown lit_opt module kind {kind!r}; known: {sorted(registry)}."
         )
-    return registry[kind](**{k: v for k, v in config.items() if k != "kind"})
+    try:
+        return registry[kind](**{k: v for k, v in config.items() if k != "kind"})
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"state_dict key {key!r} holds a {kind} configuration that cannot be rebuilt ({err}); the checkpoint "
+            "is corrupt or was written by an incompatible lit_opt version."
+        ) from None
 
 
 def install_structure(model: nn.Module, state_dict: Mapping[str, Any]) -> int:
@@ -82,8 +89,22 @@ def restore(model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True
         strict: passed to ``load_state_dict``.
 
     Raises:
-        ValueError: a key of an unknown lit_opt module kind, or configurations that don't match.
+        TypeError: ``model`` is not a module or ``state_dict`` not a mapping (e.g. a path).
+        ValueError: a key of an unknown lit_opt module kind, a configuration that cannot be rebuilt,
+            or tensors that don't fit ``model`` (another architecture, or a corrupt checkpoint).
     """
+    check_module("model", model, "HINT: construct the model first, e.g. restore(MyModule(), state_dict).")
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"state_dict is a {type(state_dict).__name__}; expected a mapping of names to tensors. "
+            "HINT: torch.load(path, weights_only=True)['state_dict'] for a Lightning checkpoint."
+        )
     install_structure(model, state_dict)
-    model.load_state_dict(state_dict, strict=strict)
+    try:
+        model.load_state_dict(state_dict, strict=strict)
+    except RuntimeError as err:
+        raise ValueError(
+            f"state_dict does not fit {type(model).__name__}: {err} HINT: pass the model the checkpoint was "
+            "trained with (same architecture and arguments); a checkpoint that never did is corrupt."
+        ) from None
     return model

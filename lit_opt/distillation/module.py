@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from lit_opt._checks import check_module, check_number
 from lit_opt.distillation.cache import TeacherCache, state_fingerprint
 from lit_opt.functional.distillation import attention_map_loss, distillation_loss, hidden_state_loss
 
@@ -113,6 +114,14 @@ class DistillationModule(pl.LightningModule):
         cache_top_k: int = 0,
     ) -> None:
         super().__init__()
+        check_module(
+            "student",
+            student,
+            "HINT: pass the model to train, e.g. students.keep_layers(teacher, [0, 2, 4]).",
+        )
+        check_module("teacher", teacher, "HINT: pass the trained model to imitate (frozen by this module).")
+        check_number("lr", lr, 0.0, inclusive=False)
+        check_number("weight_decay", weight_decay, 0.0)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
             raise ValueError(
                 f"temperature={temperature!r} must be > 0. HINT: 2 to 8 is usual; 1 is plain softmax."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from lit_opt._checks import check_module, check_path
 from lit_opt.export import architecture, structure
 from lit_opt.export.format import FORMAT, FORMAT_VERSION, WEIGHTS, sha256, write_atomically, write_manifest
 from lit_opt.export.records import activation_ranges, collect, encode
@@ -73,6 +75,18 @@ def _post_training_quantize(
     return quantized
 
 
+def _quantization_config(options: dict[str, Any]) -> QuantizationConfig:
+    """``QuantizationConfig(**options)``, with unknown keys named in a ``ValueError``."""
+    accepted = sorted(field.name for field in dataclasses.fields(QuantizationConfig))
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"quantization={options!r} has unknown keys {unknown}; accepted: {accepted}. "
+            "HINT: e.g. quantization={'weight_bits': 8, 'activations': 'dynamic'}."
+        )
+    return QuantizationConfig(**options)
+
+
 def export(
     model: nn.Module,
     dirpath: str | Path,
@@ -115,13 +129,15 @@ def export(
         >>> sorted(p.name for p in path.iterdir())
         ['lit_opt.json', 'model.safetensors']
     """
+    check_module("model", model, "HINT: pass the trained model or LightningModule.")
+    check_path("dirpath", dirpath)
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)} or None.")
     export_module = getattr(model, "export_module", None)
     if callable(export_module):  # e.g. DistillationModule: the student, with names relative to it
         model = export_module()
     if isinstance(quantization, dict):
-        quantization = QuantizationConfig(**quantization)
+        quantization = _quantization_config(quantization)
     source = "post-training" if quantization is not None else "qat"
     if quantization is not None:
         model = _post_training_quantize(model, quantization, calibration)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lit_opt._checks import check_device, check_module, check_path
 from lit_opt.export import architecture, structure
 from lit_opt.export.format import MANIFEST, read_artifact
 from lit_opt.functional.quantize import dequantize_weight, unpack_int4, weight_blocks
@@ -166,15 +167,33 @@ def load(
     Raises:
         FileNotFoundError: ``dirpath`` does not exist.
         ValueError: a truncated, modified or foreign artifact, or a skeleton that doesn't match it.
+            Whatever the damage, the error is a ``ValueError`` naming the artifact (never a bare
+            ``KeyError`` from deep inside); the artifact is untrusted input.
 
     Example::
 
         model = lit_opt.load("artifacts/minilm-int8")           # Hugging Face: no skeleton needed
         logits = model(**tokenizer(["a fine film"], return_tensors="pt")).logits
     """
-    device = torch.device(device)
+    check_path("dirpath", dirpath)
+    if model is not None:
+        check_module("model", model, "HINT: pass a plain skeleton of the architecture, or None.")
+    device = check_device("device", device)
     if kernel not in ("auto", *KERNELS):
         raise ValueError(f"kernel={kernel!r} is not one of {('auto', *KERNELS)}.")
+    try:
+        return _load(dirpath, model, device, kernel)
+    except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, OverflowError) as err:
+        raise ValueError(
+            f"{Path(dirpath) / MANIFEST} describes a model that cannot be assembled ({type(err).__name__}: "
+            f"{err}); the artifact is corrupt or was written by an incompatible lit_opt version."
+        ) from err
+
+
+def _load(
+    dirpath: str | os.PathLike, model: nn.Module | None, device: torch.device, kernel: str
+) -> nn.Module:
+    """:func:`load` after its argument checks, without the translation of unexpected errors."""
     manifest, tensors = read_artifact(dirpath)
     chosen = best_kernel(device) if kernel == "auto" else kernel
     where = str(Path(dirpath) / MANIFEST)

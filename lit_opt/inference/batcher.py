@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lit_opt._checks import check_module
 from lit_opt.inference.bucketing import pad_collate
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class DynamicBatcher:
         max_length: int | None = None,
         pad_token_id: int | None = None,
     ) -> None:
+        check_module("model", model, "HINT: e.g. DynamicBatcher(lit_opt.load('artifacts/minilm-int8')).")
         _check_positive("max_batch_size", max_batch_size, integer=True)
         _check_positive("max_wait_ms", max_wait_ms, integer=False)
         _check_positive("max_queue_size", max_queue_size, integer=True)

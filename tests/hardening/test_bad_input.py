@@ -1,0 +1,153 @@
+"""One table over the public constructors and functions: bad input gets a typed error naming the argument.
+
+Each row is ``(call, error type, pattern)``; the pattern names the argument (and usually the value)
+so that a user sees what to change. The modules' own test files test the fixes in detail; this table
+makes sure no public entry point lets a wrong type or value through to crash deep inside torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import lit_opt
+from lit_opt import DistillationModule, ExportCallback, IterativePruningCallback, QATCallback
+from lit_opt.data import DigitsDataModule, TextClassificationDataModule
+from lit_opt.inference import DynamicBatcher, find_batch_size
+from lit_opt.models import MLPClassifier
+from tests.helpers.models import TinyMLP
+
+Row = tuple[Callable[[], Any], type[Exception], str]
+
+TABLE: dict[str, Row] = {
+    # QATCallback
+    "qat weight_bits str": (
+        lambda: QATCallback(weight_bits="8"),
+        ValueError,
+        r"weight_bits='8'.*accepted: 4 or 8",
+    ),
+    "qat weight_bits 3": (lambda: QATCallback(weight_bits=3), ValueError, r"weight_bits=3"),
+    "qat activations": (lambda: QATCallback(activations="dyn"), ValueError, r"activations='dyn'"),
+    "qat granularity": (lambda: QATCallback(granularity="channel"), ValueError, r"granularity='channel'"),
+    "qat per_group no size": (lambda: QATCallback(granularity="per_group"), ValueError, r"group_size=None"),
+    "qat symmetric": (lambda: QATCallback(symmetric="yes"), ValueError, r"symmetric='yes'"),
+    "qat targets str": (
+        lambda: QATCallback(targets="*"),
+        ValueError,
+        r"targets='\*'.*HINT: write targets=\['\*'\]",
+    ),
+    "qat targets int": (
+        lambda: QATCallback(targets=[1]),
+        ValueError,
+        r"targets=\[1\] must hold only strings",
+    ),
+    "qat start_step": (lambda: QATCallback(start_step=-1), ValueError, r"start_step=-1"),
+    "qat start_step float": (lambda: QATCallback(start_step=1.5), ValueError, r"start_step=1.5"),
+    # IterativePruningCallback
+    "prune sparsity 1": (lambda: IterativePruningCallback(1.0), ValueError, r"target_sparsity=1.0.*\[0, 1\)"),
+    "prune sparsity str": (lambda: IterativePruningCallback("0.5"), ValueError, r"target_sparsity='0.5'"),
+    "prune sparsity nan": (
+        lambda: IterativePruningCallback(float("nan")),
+        ValueError,
+        r"target_sparsity=nan",
+    ),
+    "prune every_n_steps": (
+        lambda: IterativePruningCallback(every_n_steps=0),
+        ValueError,
+        r"every_n_steps=0",
+    ),
+    "prune N:M": (lambda: IterativePruningCallback(structure="2:1"), ValueError, r"structure='2:1'.*'2:4'"),
+    "prune scope": (lambda: IterativePruningCallback(scope="all"), ValueError, r"scope='all'"),
+    "prune exclude str": (lambda: IterativePruningCallback(exclude="fc1"), ValueError, r"exclude='fc1'"),
+    "prune end before start": (
+        lambda: IterativePruningCallback(start_step=10, end_step=5),
+        ValueError,
+        r"end_step=5.*start_step=10",
+    ),
+    # DistillationModule
+    "distill student None": (
+        lambda: DistillationModule(None, TinyMLP()),
+        TypeError,
+        r"student=None.*nn.Module",
+    ),
+    "distill teacher str": (
+        lambda: DistillationModule(TinyMLP(), "bert"),
+        TypeError,
+        r"teacher='bert'.*nn.Module",
+    ),
+    "distill temperature": (
+        lambda: DistillationModule(TinyMLP(), TinyMLP(), temperature=0),
+        ValueError,
+        r"temperature=0",
+    ),
+    "distill alpha": (lambda: DistillationModule(TinyMLP(), TinyMLP(), alpha=2), ValueError, r"alpha=2"),
+    "distill lr": (lambda: DistillationModule(TinyMLP(), TinyMLP(), lr=-1), ValueError, r"lr=-1"),
+    "distill weight_decay": (
+        lambda: DistillationModule(TinyMLP(), TinyMLP(), weight_decay=-0.1),
+        ValueError,
+        r"weight_decay=-0.1",
+    ),
+    # ExportCallback, export, load, restore
+    "export callback dtype": (lambda: ExportCallback(dtype="int8"), ValueError, r"dtype='int8'"),
+    "export callback dirpath": (lambda: ExportCallback(dirpath=""), ValueError, r"dirpath=''"),
+    "export model str": (lambda: lit_opt.export("model", "unused"), TypeError, r"model='model'.*nn.Module"),
+    "export dirpath None": (lambda: lit_opt.export(TinyMLP(), None), TypeError, r"dirpath=None"),
+    "export quantization key": (
+        lambda: lit_opt.export(TinyMLP(), "unused", quantization={"bits": 8}),
+        ValueError,
+        r"unknown keys \['bits'\]; accepted: \['activations'",
+    ),
+    "export quantization value": (
+        lambda: lit_opt.export(TinyMLP(), "unused", quantization={"weight_bits": 5}),
+        ValueError,
+        r"weight_bits=5",
+    ),
+    "export dtype": (lambda: lit_opt.export(TinyMLP(), "unused", dtype="int8"), ValueError, r"dtype='int8'"),
+    "load None": (lambda: lit_opt.load(None), TypeError, r"dirpath=None.*a path"),
+    "load missing dir": (
+        lambda: lit_opt.load("/nonexistent/artifact"),
+        FileNotFoundError,
+        r"dirpath=.*not a directory",
+    ),
+    "load kernel": (lambda: lit_opt.load("unused", kernel="fast"), ValueError, r"kernel='fast'"),
+    "load device": (lambda: lit_opt.load("unused", device="tpu"), ValueError, r"device='tpu'"),
+    "load skeleton str": (lambda: lit_opt.load("unused", model="bert"), TypeError, r"model='bert'"),
+    "restore model None": (lambda: lit_opt.restore(None, {}), TypeError, r"model=None"),
+    "restore path": (
+        lambda: lit_opt.restore(TinyMLP(), "last.ckpt"),
+        TypeError,
+        r"state_dict is a str.*weights_only",
+    ),
+    "restore unknown kind": (
+        lambda: lit_opt.restore(TinyMLP(), {"fc1.parametrizations.weight.0._extra_state": {"kind": "Foo"}}),
+        ValueError,
+        r"unknown lit_opt module kind 'Foo'",
+    ),
+    "restore wrong shapes": (
+        lambda: lit_opt.restore(TinyMLP(), {"fc1.weight": torch.zeros(3, 3)}),
+        ValueError,
+        r"(?s)state_dict does not fit TinyMLP.*fc1.weight.*HINT",
+    ),
+    # data, models, inference
+    "mlp hidden": (lambda: MLPClassifier(hidden=[0]), ValueError, r"hidden=\[0\]"),
+    "digits batch_size": (lambda: DigitsDataModule(batch_size=0), ValueError, r"batch_size=0"),
+    "text batch_size": (lambda: TextClassificationDataModule(batch_size=-1), ValueError, r"batch_size=-1"),
+    "text path": (lambda: TextClassificationDataModule(path=5), ValueError, r"path=5"),
+    "text max_length": (lambda: TextClassificationDataModule(max_length=0), ValueError, r"max_length=0"),
+    "batcher model": (lambda: DynamicBatcher("model"), TypeError, r"model='model'.*nn.Module"),
+    "batcher max_wait_ms": (lambda: DynamicBatcher(TinyMLP(), max_wait_ms=0), ValueError, r"max_wait_ms=0"),
+    "find_batch_size seq_len": (lambda: find_batch_size(TinyMLP(), seq_len=0), ValueError, r"seq_len=0"),
+}
+
+
+@pytest.mark.parametrize("case", TABLE, ids=str)
+def test_bad_input_gets_a_clear_error(case: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # "unused" paths must never be created
+    call, error, pattern = TABLE[case]
+    with pytest.raises(error, match=pattern) as info:
+        call()
+    assert type(info.value) is error  # not a subclass raised from somewhere deeper
+    assert list(tmp_path.iterdir()) == []
