@@ -29,10 +29,11 @@ from lit_opt.inference.measure import (
     synthetic_batch,
     time_forward,
 )
+from lit_opt.nn.quantized import KERNELS
 
 log = logging.getLogger(__name__)
 
-KERNEL_CHOICES: tuple[str, ...] = ("auto", "reference", "int8", "bf16")
+KERNEL_CHOICES: tuple[str, ...] = ("auto", *KERNELS)
 HF_WEIGHT_PATTERNS: tuple[str, ...] = ("*.safetensors", "pytorch_model*.bin")
 
 

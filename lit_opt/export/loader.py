@@ -16,19 +16,31 @@ from lit_opt.export.format import MANIFEST, read_artifact
 from lit_opt.functional.quantize import dequantize_weight, unpack_int4, weight_blocks
 from lit_opt.functional.sparsity import unpack_bits
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
-from lit_opt.nn.quantized import KERNELS, QuantizedEmbedding, QuantizedLinear
+from lit_opt.nn.quantized import (
+    KERNELS,
+    QuantizedEmbedding,
+    QuantizedLinear,
+    kernel_problems,
+    packed_int8_available,
+)
 from lit_opt.quantization import weight_quantizers
 
 log = logging.getLogger(__name__)
 
 
 def best_kernel(device: torch.device) -> str:
-    """The fastest kernel measured for ``device``: bf16 where the hardware has it, else reference fp32."""
+    """The fastest kernel measured for ``device``: bf16 where the hardware has it (GPUs, AMX CPUs), else
+    the quantized engine's packed int8 matmuls (AVX2 CPUs), else reference fp32.
+
+    Measured on all-MiniLM-L6-v2 (2 threads, seq 128): with AMX, bf16 3.1x fp32 at batch 32; on an
+    AVX2-only CPU (AMD EPYC), bf16 is emulated (5.5x slower than fp32), ``torch._int_mm`` 28x slower,
+    and ``packed_int8`` 1.5x faster than fp32.
+    """
     if device.type == "cuda":
         return "bf16"
     if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "bf16"
-    return "reference"
+    return "packed_int8" if device.type == "cpu" and packed_int8_available() else "reference"
 
 
 def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
@@ -104,10 +116,13 @@ def _quantized_module(
     spec: dict[str, Any],
     tensors: dict[str, Tensor],
     kernel: str,
+    fallback: bool,
 ) -> nn.Module:
     codes, scale, zero_point = _weight_codes(key, entry, tensors)
     input_quantizer = _input_quantizer(name, spec, tensors)
     if isinstance(original, nn.Linear):
+        if fallback and kernel_problems(kernel, entry["granularity"], zero_point, input_quantizer):
+            kernel = "reference"  # kernel="auto": a layer the fastest kernel cannot run
         return QuantizedLinear(
             codes,
             scale,
@@ -145,7 +160,7 @@ def load(
     dirpath: str | os.PathLike,
     model: nn.Module | None = None,
     device: str | torch.device = "cpu",
-    kernel: Literal["auto", "reference", "int8", "bf16"] = "auto",
+    kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8"] = "auto",
 ) -> nn.Module:
     """Load an artifact written by :func:`lit_opt.export` into a runnable model (in eval mode).
 
@@ -154,11 +169,13 @@ def load(
         model: a plain skeleton of the architecture (modified in place); optional when the artifact
             records a Hugging Face config or an importable class.
         device: where to run.
-        kernel: ``"auto"`` (the fastest measured for ``device``: ``"bf16"`` on AMX CPUs and GPUs),
+        kernel: ``"auto"`` (the fastest measured for ``device``: ``"bf16"`` on AMX CPUs and GPUs,
+            ``"packed_int8"`` on other x86 CPUs; a layer it cannot run gets ``"reference"``),
             ``"reference"`` (fp32, reproduces the fake-quantized model bit for bit), ``"int8"``
             (integer matmuls with dynamic int8 activations) or ``"bf16"`` (int8/int4 codes
             dequantized once to bf16; the whole model runs in bf16, inputs and outputs stay fp32,
-            activations are not quantized).
+            activations are not quantized) or ``"packed_int8"`` (symmetric per-channel/per-tensor codes
+            prepacked for PyTorch's x86 quantized engine, activations quantized per tensor on the fly).
 
     Returns:
         The model, its quantized layers replaced by :class:`~lit_opt.nn.QuantizedLinear` /
@@ -181,6 +198,10 @@ def load(
     device = check_device("device", device)
     if kernel not in ("auto", *KERNELS):
         raise ValueError(f"kernel={kernel!r} is not one of {('auto', *KERNELS)}.")
+    if kernel == "packed_int8" and device.type != "cpu":
+        raise ValueError(
+            f"kernel='packed_int8' runs on the CPU only, not device={str(device)!r}. HINT: use kernel='auto'."
+        )
     try:
         return _load(dirpath, model, device, kernel)
     except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, OverflowError) as err:
@@ -229,7 +250,7 @@ def _load(
         if key not in entries or not entries[key]["encoding"].startswith("int"):
             continue
         replacement = _quantized_module(
-            name, model.get_submodule(name), key, entries[key], spec, tensors, chosen
+            name, model.get_submodule(name), key, entries[key], spec, tensors, chosen, kernel == "auto"
         )
         if name:
             structure.replace_submodule(model, name, replacement)

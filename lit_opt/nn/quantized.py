@@ -1,6 +1,6 @@
 """Inference modules that :func:`lit_opt.load` builds from int8/int4 codes.
 
-Three kernels, chosen per model at load time:
+Four kernels, chosen per model at load time:
 
 - ``"reference"``: dequantizes the codes to fp32 once and fake-quantizes activations with the
   very functions used in training, so the loaded model reproduces the QAT model bit for bit.
@@ -8,11 +8,16 @@ Three kernels, chosen per model at load time:
   activations, int32 accumulation, then one rescale (symmetric codes only).
 - ``"bf16"``: codes dequantized once to bf16 weights, activations in bf16; on CPUs with AMX (and
   on GPUs) the fastest path we measured, while the file keeps int8/int4 bytes.
+- ``"packed_int8"``: the codes prepacked for PyTorch's quantized CPU engine (fbgemm/x86:
+  ``quantized::linear_dynamic``, activations quantized per tensor on the fly); on x86 CPUs without
+  AMX (AVX2) the fastest path we measured, where bf16 is emulated and ``torch._int_mm`` has no fast
+  kernel.
 """
 
 from __future__ import annotations
 
-from typing import cast
+import warnings
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +32,32 @@ from lit_opt.functional.quantize import (
 )
 from lit_opt.nn.activation_quantizer import ActivationQuantizer
 
-KERNELS: tuple[str, ...] = ("reference", "int8", "bf16")
+KERNELS: tuple[str, ...] = ("reference", "int8", "bf16", "packed_int8")
+
+
+def packed_int8_available() -> bool:
+    """Whether this PyTorch build can run :class:`QuantizedLinear` with ``kernel="packed_int8"``."""
+    engines = getattr(torch.backends.quantized, "supported_engines", [])
+    return any(engine in engines for engine in ("x86", "fbgemm")) and hasattr(
+        torch.ops.quantized, "linear_dynamic"
+    )
+
+
+def kernel_problems(
+    kernel: str, granularity: str, zero_point: Tensor, quantizer: ActivationQuantizer | None
+) -> list[str]:
+    """Why ``kernel`` cannot run a layer quantized this way (empty when it can)."""
+    problems = []
+    if kernel in ("int8", "packed_int8"):
+        if granularity == "per_group":
+            problems.append("per_group weights (the integer product needs one scale per output channel)")
+        if bool(zero_point.any()):
+            problems.append("asymmetric weights")
+    if kernel == "int8" and (quantizer is None or not quantizer.symmetric):
+        problems.append("unquantized or asymmetric activations")
+    if kernel == "packed_int8" and not packed_int8_available():
+        problems.append("a PyTorch build without the x86/fbgemm quantized engine")
+    return problems
 
 
 class QuantizedLinear(nn.Module):
@@ -38,10 +68,11 @@ class QuantizedLinear(nn.Module):
         scale, zero_point: ``(C, G)`` block parameters (see :mod:`lit_opt.functional.quantize`).
         bias: float bias or None.
         granularity, group_size: how the blocks cover the weight.
-        kernel: ``"reference"``, ``"int8"`` or ``"bf16"``.
+        kernel: one of :data:`KERNELS`.
         input_quantizer: the activation quantizer: applied as trained by the reference and int8
-            kernels; the bf16 kernel applies static ranges (their clipping matters) and skips
-            dynamic per-row rounding (noise below bf16's own, at a cost that would double the layer).
+            kernels; the bf16 and packed_int8 kernels apply static ranges (their clipping matters) and
+            skip dynamic per-row rounding (bf16: noise below bf16's own, at a cost that would double
+            the layer; packed_int8 quantizes activations per tensor itself).
 
     Example::
 
@@ -79,36 +110,33 @@ class QuantizedLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.input_quantizer = input_quantizer
         weight = dequantize_weight(self.codes, self.scale, self.zero_point, granularity, group_size)
+        problems = kernel_problems(kernel, granularity, self.zero_point, input_quantizer)
+        if problems:
+            raise ValueError(
+                f"kernel={kernel!r} cannot run a layer with {', '.join(problems)}. "
+                "HINT: use kernel='auto', 'bf16' or 'reference' for this artifact."
+            )
         if kernel == "int8":
-            self._check_int8()
             self.register_buffer(
                 "codes_t", self.codes.t().contiguous().t(), persistent=False
             )  # (out, in), column-major
             self.register_buffer("channel_scale", self.scale.reshape(1, -1), persistent=False)  # (1, out)
         elif kernel == "bf16":
             self.register_buffer("weight", weight.to(torch.bfloat16), persistent=False)
+        elif kernel == "packed_int8":
+            self._packed = _prepack(self.codes, self.scale, None if bias is None else self.bias)
         else:
             self.register_buffer("weight", weight, persistent=False)
-
-    def _check_int8(self) -> None:
-        quantizer = self.input_quantizer
-        problems = []
-        if self.granularity == "per_group":
-            problems.append("per_group weights (the integer product needs one scale per output channel)")
-        if bool(self.zero_point.any()):
-            problems.append("asymmetric weights")
-        if quantizer is None or not quantizer.symmetric:
-            problems.append("unquantized or asymmetric activations")
-        if problems:
-            raise ValueError(
-                f"kernel='int8' cannot run a layer with {', '.join(problems)}. "
-                "HINT: use kernel='bf16' or kernel='reference' for this artifact."
-            )
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel == "int8":
             return self._int8_forward(x)
         quantizer = self.input_quantizer
+        if self.kernel == "packed_int8":
+            if quantizer is not None and quantizer.mode == "static":
+                x = quantizer(x)
+            # reduce_range: 7-bit activations, as x86 engines need to avoid saturating AVX2 products
+            return torch.ops.quantized.linear_dynamic(x.float(), self._packed, True).to(x.dtype)
         if quantizer is not None and (self.kernel == "reference" or quantizer.mode == "static"):
             x = quantizer(x)
         return F.linear(
@@ -119,7 +147,7 @@ class QuantizedLinear(nn.Module):
 
     def _int8_forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()  # (M, in)
-        quantizer = cast(ActivationQuantizer, self.input_quantizer)  # checked by _check_int8
+        quantizer = cast(ActivationQuantizer, self.input_quantizer)  # checked by kernel_problems
         if quantizer.mode == "static":  # symmetric: zero point 0, values may clip
             x_scale = quantizer.scale  # scalar
             x_codes = torch.round(rows / x_scale).clamp_(*quant_range(8, True)).to(torch.int8)
@@ -134,6 +162,19 @@ class QuantizedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
+
+
+def _prepack(codes: Tensor, scale: Tensor, bias: Tensor | None) -> Any:
+    """Symmetric int8 codes and their ``(C, 1)`` or ``(1, 1)`` scales as the quantized engine's packed weight."""
+    with warnings.catch_warnings():  # quantized tensors are deprecated; the packed result is not one
+        warnings.simplefilter("ignore", UserWarning)
+        if scale.numel() == 1:
+            weight = torch._make_per_tensor_quantized_tensor(codes, float(scale), 0)
+        else:
+            weight = torch._make_per_channel_quantized_tensor(
+                codes, scale.reshape(-1).double(), torch.zeros(len(codes), dtype=torch.long), 0
+            )
+    return torch.ops.quantized.linear_prepack(weight, None if bias is None else bias.detach().float())
 
 
 class QuantizedEmbedding(nn.Module):

@@ -26,11 +26,13 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 from torch.nn.utils import parametrize
 
 import lit_opt
+from lit_opt.export import loader as exporter_loader
 from lit_opt.nn import QuantizedEmbedding, QuantizedLinear
 from lit_opt.quantization import QuantizationConfig, activation_quantizers, prepare_quantization
 from tests.helpers.models import build_net, tiny_bert
@@ -184,7 +186,7 @@ def test_int8_kernel_rejects_unsupported_config(artifacts, config: str) -> None:
     _, path = artifacts["mlp", config]
     reason = "per_group weights" if "per_group" in config else "asymmetric weights"
     with pytest.raises(
-        ValueError, match=rf"kernel='int8' cannot run a layer with {reason}.*HINT: use kernel='bf16'"
+        ValueError, match=rf"kernel='int8' cannot run a layer with {reason}.*HINT: use kernel='auto'"
     ):
         lit_opt.load(path, model=skeleton("mlp"), kernel="int8")
 
@@ -192,9 +194,64 @@ def test_int8_kernel_rejects_unsupported_config(artifacts, config: str) -> None:
 def test_unknown_kernel_rejected(artifacts) -> None:
     _, path = artifacts["mlp", "int8-per_channel-dynamic"]
     with pytest.raises(
-        ValueError, match=r"kernel='int16' is not one of \('auto', 'reference', 'int8', 'bf16'\)"
+        ValueError,
+        match=r"kernel='int16' is not one of \('auto', 'reference', 'int8', 'bf16', 'packed_int8'\)",
     ):
         lit_opt.load(path, model=skeleton("mlp"), kernel="int16")  # type: ignore[arg-type]
+
+
+def test_packed_int8_single_layer_matches_hand_computed_reference(tmp_path: Path) -> None:
+    """packed_int8 = the exact codes times activations quantized per tensor to 7 bits (reduce_range)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 48))
+    prepare_quantization(model, QuantizationConfig(weight_bits=8, granularity="per_channel"))
+    model.eval()
+    path = lit_opt.export(model, tmp_path / "l")
+    loaded = lit_opt.load(path, model=nn.Sequential(nn.Linear(64, 48)), kernel="packed_int8")
+    layer = loaded[0]
+    x = torch.randn(4, 33, 64) * 3
+    low, high = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    step = (high - low) / 127
+    zero = round(-low / step)
+    x_hat = (torch.clamp(torch.round(x / step) + zero, 0, 127) - zero) * step
+    expected = F.linear(x_hat, layer.codes.float() * layer.scale, layer.bias)
+    with torch.no_grad():
+        got = loaded(x)
+    assert got.shape == (4, 33, 48)
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+
+
+@pytest.mark.parametrize("config", sorted(INT8_CAPABLE))
+@pytest.mark.parametrize("kind", KINDS)
+def test_packed_int8_kernel_agrees_on_top1(artifacts, kind: str, config: str) -> None:
+    model, path = artifacts[kind, config]
+    loaded = lit_opt.load(path, model=skeleton(kind), kernel="packed_int8")
+    expected, got = run(model, kind, 600, 7), run(loaded, kind, 600, 7)
+    # activations per tensor at 7 bits are coarser than training's per-row 8 bits: random tiny nets
+    # with near-ties flip a few more top-1 decisions than with the bf16 kernel
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean().item() >= 0.95
+    assert rel_err(got, expected) <= 0.05
+
+
+@pytest.mark.parametrize("config", sorted(set(CONFIGS) - INT8_CAPABLE))
+def test_packed_int8_rejects_unsupported_config_and_auto_falls_back(
+    artifacts, config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, path = artifacts["mlp", config]
+    reason = "per_group weights" if "per_group" in config else "asymmetric weights"
+    with pytest.raises(ValueError, match=rf"kernel='packed_int8' cannot run a layer with {reason}"):
+        lit_opt.load(path, model=skeleton("mlp"), kernel="packed_int8")
+    monkeypatch.setattr(exporter_loader, "best_kernel", lambda device: "packed_int8")
+    loaded = lit_opt.load(path, model=skeleton("mlp"), kernel="auto")
+    kernels = {m.kernel for m in loaded.modules() if isinstance(m, QuantizedLinear)}
+    assert kernels == {"reference"}
+    assert torch.equal(run(loaded, "mlp", 16, 0), run(model, "mlp", 16, 0))
+
+
+def test_packed_int8_refuses_non_cpu_device(artifacts) -> None:
+    _, path = artifacts["mlp", "int8-per_channel-dynamic"]
+    with pytest.raises(ValueError, match=r"kernel='packed_int8' runs on the CPU only, not device='cuda'"):
+        lit_opt.load(path, model=skeleton("mlp"), device="cuda", kernel="packed_int8")
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
