@@ -60,13 +60,11 @@ def _id_list(name: str, value: Any) -> list[int]:
             f"{name}={value!r} is not accepted; expected token ids: a tensor, a list of lists of ints, "
             "or a tokenizer's output. HINT: token_ids_in_use(tokenizer(texts))."
         )
-    return [int(i) for i in _ids(value if isinstance(value, Tensor) else list(value)) if _is_id(name, i)]
-
-
-def _is_id(name: str, value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} holds {value!r} ({type(value).__name__}); expected integer token ids.")
-    return True
+    ids = list(_ids(value if isinstance(value, Tensor) else list(value)))
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"{name} holds {i!r} ({type(i).__name__}); expected integer token ids.")
+    return ids
 
 
 def token_ids_in_use(input_ids: Any, special_ids: Iterable[int] = ()) -> list[int]:
