@@ -1,4 +1,4 @@
-"""Distillation + structured pruning + QAT + export in one Trainer run, on a Hugging Face student.
+"""Distillation + vocabulary pruning + structured pruning + QAT + export in one Trainer run, on a Hugging Face student.
 
 Under two-process DDP (gloo, ``ddp_spawn``) and under ``precision="bf16-mixed"``: every tensor of the
 model (weights, masks, quantizer scales and ranges) is identical on both ranks at every checkpoint;
@@ -35,8 +35,14 @@ class RecordCheckpointState(Callback):
 
 
 def _module() -> lit_opt.DistillationModule:
+    # the student's vocabulary pruned to the training ids before fit (a structure change), its
+    # embeddings then trained in int4 by their own QATCallback
+    keep = lit_opt.token_ids_in_use(
+        [batch["input_ids"] for batch in hf_dataloader(n=32, batch_size=4)], special_ids=[0, 1]
+    )
+    student = lit_opt.prune_vocabulary(tiny_bert(seed=1), keep, unk_token_id=1)
     return lit_opt.DistillationModule(
-        student=tiny_bert(seed=1), teacher=tiny_bert(seed=0), temperature=2.0, alpha=0.5, lr=1e-2
+        student=student, teacher=tiny_bert(seed=0), temperature=2.0, alpha=0.5, lr=1e-2
     )
 
 
@@ -68,6 +74,13 @@ def _callbacks(tmp_path: Path) -> list[Callback]:
             freeze_observers_step=9,
             targets=["student.bert.encoder.*"],
         ),
+        lit_opt.QATCallback(
+            weight_bits=4,
+            granularity="per_group",
+            group_size=16,
+            activations="none",
+            targets=["student.*word_embeddings"],
+        ),
         lit_opt.ExportCallback(dirpath=str(tmp_path / "artifact")),
     ]
 
@@ -98,6 +111,7 @@ def _assert_loaded_equals_trained(module: lit_opt.DistillationModule, artifact: 
     heads = [layer.attention.self.num_attention_heads for layer in loaded.bert.encoder.layer]
     widths = [layer.intermediate.dense.out_features for layer in loaded.bert.encoder.layer]
     assert heads == [1, 1] and widths == [32, 32]  # half of 2 heads and of 64 FFN units removed
+    assert loaded.bert.embeddings.word_embeddings.remap is not None  # int4 codes of the kept rows only
 
 
 @pytest.mark.ddp
