@@ -26,6 +26,7 @@ INITS: tuple[str, ...] = ("kmeans++", "linear")
 _BINS = 1 << 16  # float16 bit patterns
 _FP16_MAX = 65504.0
 _CHUNK = 1 << 22
+_SEED_POINTS = 2048
 
 
 def _bin_codes(flat: Tensor) -> Tensor:
@@ -46,16 +47,35 @@ def _histogram(flat: Tensor) -> tuple[Tensor, Tensor]:
     return values, counts[used][order].double()
 
 
-def _kmeans_pp_init(values: Tensor, counts: Tensor, n_clusters: int, generator: torch.Generator) -> Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007) over the weighted distinct values."""
-    values, counts = values.cpu(), counts.cpu()
-    first = int(torch.multinomial(counts, 1, generator=generator))
-    centroids = [float(values[first])]
-    distance = (values - centroids[0]) ** 2  # squared distance to the nearest chosen centroid
-    while len(centroids) < n_clusters and float((distance * counts).sum()) > 0:
-        chosen = float(values[int(torch.multinomial(distance * counts, 1, generator=generator))])
-        centroids.append(chosen)
-        distance = torch.minimum(distance, (values - chosen) ** 2)
+def _kmeans_pp_init(
+    prefix_count: Tensor, prefix_sum: Tensor, n_clusters: int, generator: torch.Generator
+) -> Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) over the values, grouped into equal-count quantiles.
+
+    Seeding draws ``n_clusters`` times, each over every point: it runs on at most
+    ``_SEED_POINTS`` quantile groups (their means, weighted by their counts) instead of the
+    distinct values, which keeps it cheap at 256 clusters; Lloyd's iterations then use every value.
+    """
+    total = float(prefix_count[-1])
+    targets = torch.linspace(0, total, _SEED_POINTS + 1, dtype=torch.float64, device=prefix_count.device)
+    edges = torch.unique(torch.searchsorted(prefix_count, targets).clamp(max=prefix_count.numel() - 1))
+    counts = (prefix_count[edges[1:]] - prefix_count[edges[:-1]]).cpu()  # (g,)
+    means = ((prefix_sum[edges[1:]] - prefix_sum[edges[:-1]]).cpu() / counts.clamp(min=1))[counts > 0]
+    counts = counts[counts > 0]
+    draws = torch.rand(n_clusters, generator=generator, dtype=torch.float64)
+    weights = counts  # the first draw is proportional to the counts alone
+    centroids: list[float] = []
+    distance = torch.full_like(means, float("inf"))  # squared distance to the nearest chosen centroid
+    for draw in draws.tolist():
+        cumulative = weights.cumsum(0)
+        if float(cumulative[-1]) <= 0:
+            break  # every value already is a centroid
+        chosen = int(
+            torch.searchsorted(cumulative, cumulative[-1] * draw, right=True).clamp(max=len(means) - 1)
+        )
+        centroids.append(float(means[chosen]))
+        distance = torch.minimum(distance, (means - centroids[-1]) ** 2)
+        weights = distance * counts
     centroids += [centroids[-1]] * (n_clusters - len(centroids))  # fewer distinct values than clusters
     return torch.tensor(sorted(centroids), dtype=torch.float64)
 
@@ -99,7 +119,8 @@ def kmeans_1d(
     if init == "linear":
         centroids = torch.linspace(float(points[0]), float(points[-1]), n_clusters, dtype=torch.float64)
     else:
-        centroids = _kmeans_pp_init(points, counts, n_clusters, generator or torch.Generator().manual_seed(0))
+        seeds = generator or torch.Generator().manual_seed(0)
+        centroids = _kmeans_pp_init(prefix_count, prefix_sum, n_clusters, seeds)
     centroids = centroids.to(points.device)
     ends = None
     for _ in range(max_iter):
