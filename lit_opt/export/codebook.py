@@ -57,7 +57,7 @@ def encode(
     return tensors, entry
 
 
-def decode(key: str, entry: dict[str, Any], tensors: dict[str, Tensor]) -> Tensor:
+def decode(key: str, entry: dict[str, Any], tensors: dict[str, Tensor], where: str = "artifact") -> Tensor:
     """The dense weight ``codebook[indices]`` in the entry's dtype (checked by :func:`check_entry` first).
 
     Raises:

@@ -215,7 +215,14 @@ def _check_entries(manifest: dict[str, Any], tensors: dict[str, Tensor], where: 
             raise ValueError(
                 f"{where}: the {encoding} entry of tensor {key!r} is inconsistent with {weights}."
             )
-        blocks = weight_blocks(torch.empty(shape, device="meta"), entry["granularity"], group_size).shape[:2]
+        try:
+            blocks = weight_blocks(torch.empty(shape, device="meta"), entry["granularity"], group_size).shape[
+                :2
+            ]
+        except ValueError as err:
+            raise ValueError(
+                f"{where}: the {encoding} entry of tensor {key!r} is inconsistent: {err}"
+            ) from None
         for ref in (entry.get("scale"), entry.get("zero_point")):
             if ref is not None and tensors[ref].shape != blocks:
                 raise ValueError(

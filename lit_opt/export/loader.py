@@ -224,7 +224,7 @@ def _load(
     }
     raw.update(
         {
-            key: codebook_encoding.decode(key, entry, tensors)
+            key: codebook_encoding.decode(key, entry, tensors, where)
             for key, entry in entries.items()
             if entry["encoding"] == codebook_encoding.ENCODING
         }
