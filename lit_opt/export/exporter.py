@@ -166,6 +166,11 @@ def export(
             "sparse tensors are stored as a packed mask plus their kept values (a smaller file) and loaded "
             "dense: unstructured and N:M sparsity give no speedup with CPU kernels; prune rows or heads for speed"
         )
+    if shared:
+        plan["notes"].append(
+            "shared weights are stored as a float16 codebook plus bit-packed indices (a smaller file) and loaded "
+            "dense as codebook[indices]: weight sharing gives no speedup"
+        )
     for note in plan["notes"]:
         log.warning("export: %s", note)
 

@@ -29,18 +29,21 @@ _CHUNK = 1 << 22
 _SEED_POINTS = 2048
 
 
-def _bin_codes(flat: Tensor) -> Tensor:
-    """The float16 bit pattern of each value as an int64 bin number in [0, 65536)."""
-    half = flat.detach().clamp(-_FP16_MAX, _FP16_MAX).to(torch.float16)
-    return half.view(torch.int16).long() & (_BINS - 1)
-
-
-def _histogram(flat: Tensor) -> tuple[Tensor, Tensor]:
-    """Sorted distinct float16 values ``(m,)`` (float64) and how often each occurs ``(m,)`` (float64)."""
-    counts = torch.zeros(_BINS, dtype=torch.long, device=flat.device)
+def _bin_codes(flat: Tensor) -> list[Tensor]:
+    """The float16 bit pattern of each value as an int32 bin number in [0, 65536), in chunks."""
+    chunks = []
     for start in range(0, flat.numel(), _CHUNK):
-        counts += torch.bincount(_bin_codes(flat[start : start + _CHUNK]), minlength=_BINS)
-    patterns = torch.arange(_BINS, dtype=torch.int32, device=flat.device).to(torch.int16)
+        half = flat[start : start + _CHUNK].detach().clamp(-_FP16_MAX, _FP16_MAX).to(torch.float16)
+        chunks.append(half.view(torch.int16).to(torch.int32) & (_BINS - 1))
+    return chunks
+
+
+def _histogram(codes: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Sorted distinct float16 values ``(m,)`` (float64) and how often each occurs ``(m,)`` (float64)."""
+    counts = torch.zeros(_BINS, dtype=torch.long, device=codes[0].device)
+    for chunk in codes:
+        counts += torch.bincount(chunk, minlength=_BINS)
+    patterns = torch.arange(_BINS, dtype=torch.int32, device=counts.device).to(torch.int16)
     values = patterns.view(torch.float16).double()  # (65536,) every float16 value, NaN/inf never counted
     used = counts > 0
     values, order = values[used].sort()
@@ -111,8 +114,8 @@ def kmeans_1d(
         raise ValueError(
             f"kmeans_1d needs n_clusters >= 1 and values, got {n_clusters} and {values.numel()}."
         )
-    flat = values.detach().reshape(-1)
-    points, counts = _histogram(flat)  # (m,), (m,)
+    codes = _bin_codes(values.reshape(-1))  # chunks of (n,) bin numbers, computed once
+    points, counts = _histogram(codes)  # (m,), (m,)
     zero = counts.new_zeros(1)
     prefix_count = torch.cat([zero, counts.cumsum(0)])  # (m+1,)
     prefix_sum = torch.cat([zero, (points * counts).cumsum(0)])
@@ -139,5 +142,5 @@ def kmeans_1d(
     table = torch.bucketize(
         patterns.view(torch.float16).double(), (centroids[1:] + centroids[:-1]) / 2, right=True
     )
-    indices = torch.cat([table[_bin_codes(flat[i : i + _CHUNK])] for i in range(0, flat.numel(), _CHUNK)])
+    indices = torch.cat([table[chunk] for chunk in codes])
     return centroids.to(values.dtype), indices.reshape(values.shape)

@@ -41,8 +41,10 @@ def art(good: Path, tmp_path: Path) -> Path:
 def test_sizes_and_exact_reload(tmp_path: Path, n_clusters: int, bits: int) -> None:
     model = _shared_mlp(n_clusters)
     path = lit_opt.export(model, tmp_path / "mlp")
-    entry = json.loads((path / MANIFEST).read_text())["tensors"]["fc1.weight"]
+    manifest = json.loads((path / MANIFEST).read_text())
+    entry = manifest["tensors"]["fc1.weight"]
     assert (entry["encoding"], entry["bits"], entry["n_clusters"]) == ("codebook", bits, n_clusters)
+    assert any("weight sharing gives no speedup" in note for note in manifest["plan"]["notes"])
     stored = load_file(path / "model.safetensors")
     assert stored["fc1.weight"].numel() == (32 * 16 * bits + 7) // 8
     assert stored["fc1.weight.codebook"].shape == (n_clusters,)
