@@ -11,7 +11,7 @@ Example::
     fast = load(path, model=MyModel())
 """
 
-from lit_opt.callbacks import ExportCallback, IterativePruningCallback, QATCallback
+from lit_opt.callbacks import ExportCallback, IterativePruningCallback, QATCallback, WeightSharingCallback
 from lit_opt.distillation import DistillationModule
 from lit_opt.export import export, load
 from lit_opt.quantization import QuantizationConfig
@@ -25,6 +25,7 @@ __all__ = [
     "ExportCallback",
     "IterativePruningCallback",
     "QATCallback",
+    "WeightSharingCallback",
     "QuantizationConfig",
     "__version__",
     "export",

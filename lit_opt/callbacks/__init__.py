@@ -3,5 +3,6 @@
 from lit_opt.callbacks.export import ExportCallback
 from lit_opt.callbacks.pruning import IterativePruningCallback
 from lit_opt.callbacks.qat import QATCallback
+from lit_opt.callbacks.weight_sharing import WeightSharingCallback
 
-__all__ = ["ExportCallback", "IterativePruningCallback", "QATCallback"]
+__all__ = ["ExportCallback", "IterativePruningCallback", "QATCallback", "WeightSharingCallback"]

@@ -156,15 +156,21 @@ def export(
             tensors.update(activation_ranges(model))
     finally:
         model.train(was_training)
-    if not modules and not plan["structure"]:
+    shared = any(entry["encoding"] == "codebook" for entry in entries.values())
+    if not modules and not plan["structure"] and not shared:
         log.warning(
-            "export: %s carries no quantizer or pruning; its tensors are written as they are.",
+            "export: %s carries no quantizer, pruning or weight sharing; its tensors are written as they are.",
             type(model).__name__,
         )
     if any(entry.get("mask") for entry in entries.values()):
         plan["notes"].append(
             "sparse tensors are stored as a packed mask plus their kept values (a smaller file) and loaded "
             "dense: unstructured and N:M sparsity give no speedup with CPU kernels; prune rows or heads for speed"
+        )
+    if shared:
+        plan["notes"].append(
+            "shared weights are stored as a float16 codebook plus bit-packed indices (a smaller file) and loaded "
+            "dense as codebook[indices]: weight sharing gives no speedup"
         )
     for note in plan["notes"]:
         log.warning("export: %s", note)

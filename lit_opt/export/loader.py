@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from lit_opt._checks import check_device, check_module, check_path
 from lit_opt.export import architecture, structure
+from lit_opt.export import codebook as codebook_encoding
 from lit_opt.export.format import MANIFEST, read_artifact
 from lit_opt.functional.quantize import dequantize_weight, unpack_int4, weight_blocks
 from lit_opt.functional.sparsity import unpack_bits
@@ -245,6 +246,13 @@ def _load(
         for key, entry in entries.items()
         if entry["encoding"] == "raw"
     }
+    raw.update(
+        {
+            key: codebook_encoding.decode(key, entry, tensors, where)
+            for key, entry in entries.items()
+            if entry["encoding"] == codebook_encoding.ENCODING
+        }
+    )
     structure.check_remaps(plan, raw, where)
     missing = set(model.load_state_dict(raw, strict=False).missing_keys) - set(entries)
     if missing:

@@ -26,6 +26,7 @@ import torch
 import lit_opt
 from lit_opt.pruning import PruningConfig, prepare_pruning, update_masks
 from lit_opt.quantization import QuantizationConfig, prepare_quantization
+from lit_opt.sharing import SharingConfig, cluster_weights, prepare_sharing
 from tests.helpers.models import build_net
 
 MANIFEST, WEIGHTS = "lit_opt.json", "model.safetensors"
@@ -37,11 +38,14 @@ ODD_VALUES: list[Any] = [None, -1, 0, 2**40, 1.5, "", "x", [], {}, [2**40, 2**40
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TinyMLP artifact with every encoding: int4 per-group codes, a packed sparse mask, static ranges."""
+    """A TinyMLP artifact with every encoding: int4 per-group codes, a packed sparse mask, static ranges,
+    and a codebook (fc2: shared after pruning)."""
     with torch.random.fork_rng(devices=[]):
         model = build_net("mlp", seed=0)
         groups = prepare_pruning(model, PruningConfig(0.5, targets=["fc2"]))
         update_masks(groups, PruningConfig(0.5, targets=["fc2"]), 0.5, step=0)
+        prepare_sharing(model, SharingConfig(n_clusters=8, targets=["fc2"]))
+        cluster_weights(model, SharingConfig(n_clusters=8, targets=["fc2"]))
         prepare_quantization(
             model,
             QuantizationConfig(
