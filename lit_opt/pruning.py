@@ -262,13 +262,19 @@ def _parametrizations(module: nn.Module, tensor_name: str) -> list[nn.Module]:
 
 
 def accumulate_movement(groups: list[PrunableGroup]) -> None:
-    """Add ``-W * dL/dW`` (Sanh et al., 2020) to every mask's movement score; call after backward."""
+    """Add ``-W * dL/dW`` (Sanh et al., 2020) to every mask's movement score; call after backward.
+
+    ``score_count`` counts the accumulated steps: until the first one, movement has no information
+    and :func:`update_masks` scores by magnitude instead (a pruning step at step 0 is a warm-up).
+    """
     with torch.no_grad():
         for group in groups:
             for module, tensor_name, _ in group.members:
                 original = cast(Any, module).parametrizations[tensor_name].original
                 if original.grad is not None:
-                    _mask_of(module, tensor_name).score.add_(-(original * original.grad))
+                    mask = _mask_of(module, tensor_name)
+                    mask.score.addcmul_(original, original.grad, value=-1.0)
+                    mask.score_count += 1
 
 
 def _effective(module: nn.Module, tensor_name: str) -> Tensor:
@@ -291,16 +297,15 @@ def _unit_scores(group: PrunableGroup, config: PruningConfig, step: int) -> Tens
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         shape = (group.units,) if group.units is not None else group.masks()[0].mask.shape
         return torch.rand(shape, generator=generator).to(group.masks()[0].mask.device)
+    # movement before any score accumulated (a pruning step at the first step): magnitude instead
+    movement = config.criterion == "movement" and any(bool(m.score_count > 0) for m in group.masks())
     per_member = []
     for module, tensor_name, dim in group.members:
-        if config.criterion == "movement":
-            values = _mask_of(module, tensor_name).score
-        else:
-            values = _effective(module, tensor_name).abs()
+        values = _mask_of(module, tensor_name).score if movement else _effective(module, tensor_name).abs()
         if group.units is None:
             return values
         per_unit = values.movedim(dim, 0).reshape(group.units, -1)  # (units, entries per unit)
-        per_member.append(per_unit.sum(dim=1) if config.criterion == "movement" else per_unit.mean(dim=1))
+        per_member.append(per_unit.sum(dim=1) if movement else per_unit.mean(dim=1))
     return torch.stack(per_member).sum(dim=0)
 
 

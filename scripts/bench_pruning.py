@@ -8,7 +8,7 @@ once per row, every row with the same optimizer steps, the same batches in the s
 same dropout seed, and measures:
 
 - unstructured rows (dense baseline first): test accuracy at 50%, 70% and 90% sparsity of the
-  encoder and pooler Linear weights (embeddings and classifier stay dense in every row) for lit_opt
+  encoder Linear weights (embeddings, pooler and classifier stay dense in every row) for lit_opt
   ``IterativePruningCallback`` with cubic-magnitude and with movement scores, and for Lightning's
   ``ModelPruning("l1_unstructured")`` with a per-epoch amount that follows the same cubic curve;
   the measured sparsity of the targeted weights; and the training-step cost of each callback against
@@ -27,13 +27,13 @@ same dropout seed, and measures:
   smaller file, no speedup expected).
 
 The training-time schedule: all rows train ``--epochs`` short epochs of ``steps / epochs`` steps
-(``ModelPruning`` prunes at epoch ends only). Pruning starts at step 0 and reaches the target at
-``--prune-end`` (default: 70% of the steps, an epoch boundary), so every pruned row fine-tunes the
-same number of steps at its final sparsity. lit_opt prunes every ``--prune-every`` steps; ModelPruning
+(``ModelPruning`` prunes at epoch ends only). Every row first fine-tunes densely for one epoch
+(``--prune-start``); pruning then reaches the target at ``--prune-end`` (default: half the steps, an
+epoch boundary), so every pruned row fine-tunes the same number of steps at its final sparsity. lit_opt prunes every ``--prune-every`` steps; ModelPruning
 at each epoch end up to ``--prune-end`` with ``amount`` = the fraction of the *remaining* weights that
 brings the cumulative sparsity onto the same cubic curve (torch.nn.utils.prune's amounts compose on
 what is left), over the same Linear weights with the same scope as lit_opt (``--scope``, default
-per layer: see its help), without lottery-ticket rewinding (its default
+one threshold for all: see its help), without lottery-ticket rewinding (its default
 would reset the surviving weights to the pre-fine-tuning values after every pruning step).
 
 It writes ``report.json``, ``report.md`` and the exported artifacts (under ``artifacts/``) into
@@ -90,7 +90,9 @@ BATCH = 32
 LATENCY_SEQ_LEN = 128
 LATENCY_BATCHES = (1, 32)
 #: Module names inside the LightningModule (the Hugging Face model is its ``model`` attribute).
-TARGETS = ["model.bert.encoder.*", "model.bert.pooler.dense"]
+#: The pooler (1.4% of the encoder's weights, the one path from [CLS] to the classifier, weights ~5x smaller
+#: than the encoder's) stays dense for every tool, like the embeddings and the classifier.
+TARGETS = ["model.bert.encoder.*"]
 EXCLUDE = ["*classifier*", "*embeddings*"]
 FFN_TARGETS = ["*.intermediate.dense"]
 HEAD_TARGETS = ["*.attention.self"]
@@ -250,7 +252,7 @@ def cubic_amounts(args: argparse.Namespace, target: float) -> list[float]:
         if step > args.prune_end:
             amounts.append(0.0)
             continue
-        current = sparsity_at(step, target, "cubic", 0, args.prune_end)
+        current = sparsity_at(step, target, "cubic", args.prune_start, args.prune_end)
         amounts.append(1.0 - (1.0 - current) / (1.0 - previous))
         previous = current
     return amounts
@@ -261,7 +263,7 @@ def make_callbacks(row: dict[str, Any], module: nn.Module, args: argparse.Namesp
 
     schedule = {
         "schedule": "cubic",
-        "start_step": 0,
+        "start_step": args.prune_start,
         "end_step": args.prune_end,
         "every_n_steps": args.prune_every,
     }
@@ -417,9 +419,9 @@ def train_row(
 
 
 def step_overhead(row: dict[str, Any], dense: dict[str, Any], args: argparse.Namespace) -> None:
-    """Step cost vs dense on the steps where no callback prunes (from the end of the first epoch on).
+    """Step cost vs dense on the steps where no callback prunes, from ``--prune-end`` on.
 
-    From the end of epoch 0 every callback holds its masks (ModelPruning installs its hooks there).
+    From then on every callback holds its final masks (ModelPruning's hooks are in place).
     ``ratio_of_medians`` compares the median step times; ``paired_median_ratio`` is the median of the
     per-step ratios (the same batch in both runs, so batch length cancels out).
     """
@@ -427,16 +429,12 @@ def step_overhead(row: dict[str, Any], dense: dict[str, Any], args: argparse.Nam
     pairs = [
         (t, d)
         for step, t, d in zip(row["step_of_batch"], row["step_ms_all"], dense["step_ms_all"], strict=True)
-        if step >= args.steps_per_epoch and step not in excluded
+        if step >= args.prune_end and step not in excluded
     ]
     cpu = [
-        c
-        for s, c in zip(row["step_of_batch"], row["step_cpu_ms_all"], strict=True)
-        if s >= args.steps_per_epoch
+        c for s, c in zip(row["step_of_batch"], row["step_cpu_ms_all"], strict=True) if s >= args.prune_end
     ]
-    wall = [
-        t for s, t in zip(row["step_of_batch"], row["step_ms_all"], strict=True) if s >= args.steps_per_epoch
-    ]
+    wall = [t for s, t in zip(row["step_of_batch"], row["step_ms_all"], strict=True) if s >= args.prune_end]
     row["timed_steps"] = len(pairs)
     row["step_median_ms"] = statistics.median(t for t, _ in pairs)
     row["step_p90_ms"] = percentile([t for t, _ in pairs], 90)
@@ -570,14 +568,20 @@ def step_cost(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -
         after_backward: Callable[[], None] | None = None
         if variant.startswith("lit_opt"):
             criterion = "movement" if "movement" in variant else "magnitude"
-            config = PruningConfig(target_sparsity=0.9, criterion=criterion, targets=TARGETS, exclude=EXCLUDE)
+            config = PruningConfig(
+                target_sparsity=0.9, criterion=criterion, scope=args.scope, targets=TARGETS, exclude=EXCLUDE
+            )
             groups = prepare_pruning(holder, config)
             update_masks(groups, config, 0.9, 0)
             if criterion == "movement":
                 after_backward = functools.partial(accumulate_movement, groups)
         elif variant.startswith("ModelPruning"):
             params = [(m, "weight") for m in targeted_linears(holder).values()]
-            prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.9)
+            if args.scope == "global":  # the same targets and scope as the lit_opt variants
+                prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.9)
+            else:
+                for m, name in params:
+                    prune.l1_unstructured(m, name, amount=0.9)
         optimizer = torch.optim.AdamW(holder.parameters(), lr=args.lr)
         counter = iter(range(1 << 30))
 
@@ -792,9 +796,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Accuracy is on {report['data']['test']} held-out test snippets (one seed: binomial standard error "
-        f"~{se:.1f} pts per row). Sparsity is the fraction of exact zeros in the effective encoder+pooler Linear "
-        "weights. Step times: Lightning training step (forward, backward, AdamW) including the callbacks' "
-        "per-batch hooks, over steps >= the end of epoch 0 that are not lit_opt pruning steps (ModelPruning "
+        f"~{se:.1f} pts per row). Sparsity is the fraction of exact zeros in the effective encoder Linear "
+        "weights (the pooler stays dense). Step times: Lightning training step (forward, backward, AdamW) including "
+        "the callbacks' per-batch hooks, over steps >= prune_end that are not lit_opt pruning steps (ModelPruning "
         "prunes between epochs, outside the timed window); cpu/wall ~ threads on an idle machine, lower when "
         "other processes took the CPU. Latency inputs are random token ids, full attention mask. "
         f"Structured export physical: {env['structured_export_physical']}. "
@@ -816,7 +820,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run with few steps and a small test set (< 3 min)"
     )
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per row (default 120)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per row (default 180)")
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs per row; steps must divide (default 6)"
     )
@@ -824,16 +828,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--prune-every", type=int, default=None, help="lit_opt steps between pruning steps (10)"
     )
     parser.add_argument(
+        "--prune-start",
+        type=int,
+        default=None,
+        help="first pruning step (default: one epoch of dense fine-tuning first)",
+    )
+    parser.add_argument(
         "--prune-end", type=int, default=None, help="step at which sparsity reaches the target"
     )
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument(
         "--scope",
         choices=["local", "global"],
-        default="local",
+        default="global",
         help="unstructured threshold per layer (local; ModelPruning use_global_unstructured=False) or one for "
-        "all targeted layers (global). Default local: the pretrained pooler's weights are ~5x smaller than the "
-        "encoder's, so a global magnitude threshold removes all of it at >= 50-70%% (a constant classifier)",
+        "all targeted layers (global, the default, ModelPruning use_global_unstructured=True; lit_opt compares "
+        "each layer's scores relative to its mean, ModelPruning raw magnitudes)",
     )
     parser.add_argument(
         "--sparsities", type=float, nargs="+", default=None, help="unstructured targets (0.5 0.7 0.9)"
@@ -866,8 +876,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     defaults = (
         {
-            "steps": 8,
-            "epochs": 2,
+            "steps": 12,
+            "epochs": 3,
             "prune_every": 2,
             "sparsities": [0.9],
             "test_size": 64,
@@ -878,7 +888,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         }
         if args.quick
         else {
-            "steps": 120,
+            "steps": 180,
             "epochs": 6,
             "prune_every": 10,
             "sparsities": [0.5, 0.7, 0.9],
@@ -899,10 +909,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--steps={args.steps} must be a multiple of --epochs={args.epochs} with >= 2 steps per epoch."
         )
     args.steps_per_epoch = args.steps // args.epochs
+    if args.prune_start is None:
+        args.prune_start = args.steps_per_epoch
     if args.prune_end is None:
-        args.prune_end = args.steps_per_epoch * max(1, round(0.7 * args.epochs))
-    if not 0 < args.prune_end < args.steps:
-        parser.error(f"--prune-end={args.prune_end} must lie in (0, steps={args.steps}).")
+        args.prune_end = args.steps_per_epoch * max(2, round(args.epochs / 2))
+    if not 0 <= args.prune_start < args.prune_end < args.steps:
+        parser.error(
+            f"--prune-start={args.prune_start} and --prune-end={args.prune_end} must satisfy "
+            f"0 <= start < end < steps={args.steps}."
+        )
     if any(not 0 < s < 1 for s in args.sparsities):
         parser.error(f"--sparsities={args.sparsities} must lie in (0, 1).")
     return args
@@ -916,6 +931,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*`training_step` returned.*")
     torch.set_num_threads(args.threads)
+    # every row alike: subnormal floats (e.g. decaying optimizer state of pruned weights) flush to zero
+    # instead of taking the CPU's slow path
+    torch.set_flush_denormal(True)
     started = time.perf_counter()
     loadavg_start = loadavg()
     out = args.output_dir
@@ -927,6 +945,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args)
     log.info("data: %s", data["sizes"])
     base = build_model()
+    log.info("interleaved training-step cost")  # first: it decides a goal, and needs no trained row
+    step_costs = step_cost(base, data, args)
+    (out / "step_cost.json").write_text(json.dumps(step_costs, indent=1))
 
     rows: list[dict[str, Any]] = [{"name": "dense", "kind": "dense", "target": None}]
     for target in args.sparsities:
@@ -953,6 +974,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         log.info("training: %s", row["name"])
         module = train_row(row, base, data, args)
+        done = [r for r in rows if "accuracy" in r]  # a slow, shared machine may not reach the end
+        (out / "rows_partial.json").write_text(
+            json.dumps([{k: v for k, v in r.items() if not k.endswith("_all")} for r in done], indent=1)
+        )
         if row["kind"] == "dense":
             exports.append(
                 {
@@ -981,8 +1006,6 @@ def main(argv: list[str] | None = None) -> int:
         if export.get("available"):
             export["physical"] = export["params"] < dense_params
     time_models(exports, args)
-    log.info("interleaved training-step cost")
-    step_costs = step_cost(base, data, args)
     for export in exports:
         export.pop("_model", None)
 

@@ -46,7 +46,9 @@ class IterativePruningCallback(Callback):
             training as the Trainer knows it).
         every_n_steps: steps between pruning steps (the model fine-tunes in between).
         criterion: ``"magnitude"``, ``"activation"`` (mean |output| of each unit over the batches
-            since the last pruning step), ``"movement"`` (accumulated ``-W * dL/dW``) or ``"random"``.
+            since the last pruning step), ``"movement"`` (accumulated ``-W * dL/dW``; a pruning step
+            before any optimizer step has accumulated it, e.g. at step 0, scores by magnitude: start
+            later to give movement a warm-up) or ``"random"``.
         structure: ``"unstructured"``, ``"rows"`` (output units with their bias), ``"heads"``
             (BERT-style attention heads: query/key/value rows and output-projection columns), or
             ``"N:M"`` such as ``"2:4"`` (keep N of every M inputs; ``target_sparsity`` must be 1 - N/M).

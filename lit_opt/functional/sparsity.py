@@ -62,11 +62,21 @@ def parse_n_m(structure: str) -> tuple[int, int] | None:
 
 
 def _keep_largest(scores: Tensor, n_pruned: int) -> Tensor:
-    """Bool mask of ``scores``' shape pruning exactly the ``n_pruned`` smallest (ties: lower index first)."""
+    """Bool mask of ``scores``' shape pruning exactly the ``n_pruned`` smallest (ties: lower index first).
+
+    The threshold is the ``n_pruned``-th smallest score (``torch.kthvalue``, linear time, no sort):
+    everything below it is pruned, and of the entries equal to it, as many as the count still needs,
+    lowest index first. So the count is exact and every process picks the same entries.
+    """
     flat = scores.reshape(-1).float()
-    order = torch.sort(flat, stable=True).indices
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    keep[order[:n_pruned]] = False
+    if n_pruned <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if n_pruned >= flat.numel():
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, n_pruned).values
+    keep = flat >= threshold
+    ties = torch.nonzero(flat == threshold).squeeze(1)  # ascending indices
+    keep[ties[: n_pruned - (flat.numel() - int(keep.sum()))]] = False
     return keep.reshape(scores.shape)
 
 

@@ -35,6 +35,7 @@ class Mask(nn.Module):
     mask: Tensor
     score: Tensor
     score_count: Tensor
+    factor: Tensor
 
     def __init__(
         self,
@@ -47,6 +48,11 @@ class Mask(nn.Module):
         self.score_shape = None if score_shape is None else [int(d) for d in score_shape]
         self.owner = owner
         self.register_buffer("mask", torch.ones(self.shape, dtype=torch.bool))
+        # ``mask`` as a multiplier in the weight's dtype, rebuilt only when ``mask`` changes (its in-place
+        # version counter moves, or it is a new tensor after ``.to()``); not part of the state_dict
+        self.register_buffer("factor", torch.ones(self.shape), persistent=False)
+        self._seen: tuple[int, int] | None = None
+        self._dense = True
         if self.score_shape is not None:
             self.register_buffer("score", torch.zeros(self.score_shape))
             self.register_buffer("score_count", torch.tensor(0.0))
@@ -75,8 +81,24 @@ class Mask(nn.Module):
         """Fraction of entries pruned."""
         return 1.0 - float(self.mask.float().mean())
 
+    def _refresh(self, dtype: torch.dtype) -> None:
+        """Rebuild ``factor`` if ``mask`` changed since the last call (or the weight's dtype did)."""
+        seen = (id(self.mask), self.mask._version)
+        if seen == self._seen and self.factor.dtype == dtype and self.factor.device == self.mask.device:
+            return
+        # a normal tensor even when the first forward after a change runs under inference_mode
+        with torch.no_grad(), torch.inference_mode(False):
+            if self.factor.dtype == dtype and self.factor.device == self.mask.device:
+                self.factor.copy_(self.mask)  # in place: DDP and others holding the buffer see it
+            else:
+                self.factor = self.mask.to(dtype)
+        self._dense = bool(self.mask.all())
+        self._seen = (id(self.mask), self.mask._version)
+
     def forward(self, w: Tensor) -> Tensor:
-        return w * self.mask
+        self._refresh(w.dtype)
+        # nothing pruned: the weight itself, no multiply (and no gradient mask needed)
+        return w if self._dense else w * self.factor
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, sparsity={self.sparsity:.3f}"

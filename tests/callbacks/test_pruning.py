@@ -169,3 +169,22 @@ def test_global_scope_compares_layers_relative_to_their_own_scale():
     report = sparsity_report(groups)
     assert report["global"] == pytest.approx(0.7, abs=1 / 2048)
     assert report["0"] < 0.95 and report["1"] < 0.95  # raw magnitudes would prune layer 1 entirely
+
+
+def test_movement_before_any_accumulated_score_falls_back_to_magnitude():
+    from lit_opt.pruning import PruningConfig, accumulate_movement, prepare_pruning, update_masks
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    config = PruningConfig(0.5, criterion="movement", scope="local")
+    groups = prepare_pruning(model, config)
+    update_masks(groups, config, 0.5, step=0)  # step 0: no gradient seen yet
+    weight = model[0].parametrizations.weight.original.detach()
+    magnitude_keep = weight.abs() > weight.abs().flatten().kthvalue(32).values  # the 32 smallest pruned
+    assert torch.equal(groups[0].masks()[0].mask, magnitude_keep)
+    # once a step has accumulated movement, the score is -W * dL/dW, not |W|
+    model(torch.randn(4, 8)).pow(2).sum().backward()
+    accumulate_movement(groups)
+    mask = groups[0].masks()[0]
+    assert int(mask.score_count) == 1
+    assert torch.equal(mask.score, -(weight * model[0].parametrizations.weight.original.grad))

@@ -58,3 +58,27 @@ def test_n_m_keeps_n_of_every_m():
 def test_parse_n_m():
     assert parse_n_m("2:4") == (2, 4)
     assert parse_n_m("rows") is None and parse_n_m("2:4:8") is None
+
+
+def _sort_reference(scores: torch.Tensor, n_pruned: int) -> torch.Tensor:
+    """Prune the ``n_pruned`` smallest by a full stable sort (ties: lower index first)."""
+    keep = torch.ones(scores.numel(), dtype=torch.bool)
+    keep[torch.sort(scores.reshape(-1), stable=True).indices[:n_pruned]] = False
+    return keep.reshape(scores.shape)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kthvalue_threshold_equals_a_stable_sort(seed):
+    generator = torch.Generator().manual_seed(seed)
+    # few distinct values (many ties), and -inf for already pruned entries
+    scores = torch.randint(0, 4, (13, 11), generator=generator).float()
+    scores[torch.rand(scores.shape, generator=generator) < 0.2] = -torch.inf
+    for sparsity in (0.0, 0.1, 0.37, 0.5, 0.9, 0.99):
+        mask = unstructured_mask(scores, sparsity)
+        assert int((~mask).sum()) == round(sparsity * scores.numel())
+        assert torch.equal(mask, _sort_reference(scores, round(sparsity * scores.numel())))
+
+
+def test_kthvalue_threshold_edge_counts():
+    assert unstructured_mask(torch.ones(4), 0.0).all()
+    assert not unstructured_mask(torch.tensor([1.0, 2.0]), 0.99).any()  # round(1.98) = 2: all pruned

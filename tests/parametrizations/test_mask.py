@@ -1,0 +1,50 @@
+"""Mask: the cached multiplier follows every change of the boolean mask; zeros stay exactly zero."""
+
+import copy
+
+import torch
+from torch.nn.utils import parametrize
+
+from lit_opt.parametrizations import Mask
+
+
+def _masked_linear() -> tuple[torch.nn.Linear, Mask]:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 4)
+    mask = Mask((4, 6))
+    parametrize.register_parametrization(layer, "weight", mask)
+    return layer, mask
+
+
+def test_nothing_pruned_returns_the_weight_itself():
+    layer, _ = _masked_linear()
+    original = layer.parametrizations.weight.original
+    assert torch.equal(layer.weight, original)
+    layer.weight.sum().backward()
+    assert torch.equal(original.grad, torch.ones_like(original))
+
+
+def test_factor_follows_in_place_changes_state_dict_loads_and_moves():
+    layer, mask = _masked_linear()
+    original = layer.parametrizations.weight.original
+    mask.mask[1, 2] = False  # in place: the version counter moves
+    assert layer.weight[1, 2].item() == 0.0 and int((layer.weight == 0).sum()) == 1
+    state = copy.deepcopy(layer.state_dict())
+    mask.mask.fill_(True)
+    assert int((layer.weight == 0).sum()) == 0
+    layer.load_state_dict(state)  # copies into the mask buffer
+    assert layer.weight[1, 2].item() == 0.0
+    assert "parametrizations.weight.0.factor" not in state  # only the bool mask is persistent
+    layer.double()
+    assert layer.weight.dtype == torch.float64 and layer.weight[1, 2].item() == 0.0
+    layer.weight.sum().backward()
+    assert original.grad is not None and original.grad[1, 2].item() == 0.0
+
+
+def test_a_change_first_seen_under_inference_mode_still_trains():
+    layer, mask = _masked_linear()
+    mask.mask[0] = False
+    with torch.inference_mode():
+        assert layer.weight[0].abs().sum().item() == 0.0
+    layer.weight.sum().backward()  # the cached factor is a normal tensor, usable for autograd
+    assert layer.parametrizations.weight.original.grad[0].abs().sum().item() == 0.0
