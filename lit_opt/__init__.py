@@ -16,6 +16,7 @@ from lit_opt.distillation import DistillationModule
 from lit_opt.export import export, load
 from lit_opt.quantization import QuantizationConfig
 from lit_opt.restore import restore
+from lit_opt.vocabulary import prune_vocabulary, token_ids_in_use
 
 __version__ = "0.1.0"
 
@@ -28,5 +29,7 @@ __all__ = [
     "__version__",
     "export",
     "load",
+    "prune_vocabulary",
     "restore",
+    "token_ids_in_use",
 ]

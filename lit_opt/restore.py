@@ -1,7 +1,8 @@
 """Rebuild lit_opt's structure on a plain model from a state dict, then load it.
 
 Compression modules store their configuration as extra state (``..._extra_state`` keys), so a
-checkpoint alone says which parametrizations and input quantizers to install. This is how a
+checkpoint alone says which parametrizations and input quantizers to install; a ``<name>.remap``
+key marks a pruned vocabulary (:func:`lit_opt.prune_vocabulary`), rebuilt from the tensors' shapes. This is how a
 QAT checkpoint is loaded outside the Trainer, and how the launching process of a ``ddp_spawn``
 run receives the compressed model.
 
@@ -18,11 +19,13 @@ import re
 from collections.abc import Mapping
 from typing import Any, cast
 
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from lit_opt._checks import check_module
+from lit_opt.export.structure import replace_submodule
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
+from lit_opt.nn.remapped_embedding import RemappedEmbedding, check_remap
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
@@ -30,6 +33,7 @@ from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
 PARAMETRIZATIONS: dict[str, type[nn.Module]] = {"Mask": Mask, "WeightFakeQuant": WeightFakeQuant}
 _PARAMETRIZATION_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(\d+)\._extra_state$")
 _INPUT_QUANTIZER_KEY = re.compile(rf"^(?:(.*)\.)?{INPUT_QUANTIZER}\._extra_state$")
+_REMAP_KEY = re.compile(r"^(.+)\.remap$")
 
 
 def _build(config: Mapping[str, Any], registry: Mapping[str, type[nn.Module]], key: str) -> nn.Module:
@@ -47,12 +51,34 @@ def _build(config: Mapping[str, Any], registry: Mapping[str, type[nn.Module]], k
         ) from None
 
 
+def _install_remapped_embeddings(model: nn.Module, state_dict: Mapping[str, Any]) -> int:
+    """Swap each plain ``nn.Embedding`` whose ``<name>.remap`` is in ``state_dict`` for a RemappedEmbedding."""
+    installed = 0
+    modules = dict(model.named_modules())
+    for key, remap in state_dict.items():
+        match = _REMAP_KEY.match(key)
+        name = match.group(1) if match else ""
+        module = modules.get(name)
+        if not isinstance(module, nn.Embedding) or isinstance(module, RemappedEmbedding):
+            continue
+        weight = state_dict.get(f"{name}.weight", state_dict.get(f"{name}.parametrizations.weight.original"))
+        if not isinstance(weight, Tensor) or not isinstance(remap, Tensor) or weight.dim() != 2:
+            raise ValueError(
+                f"state_dict key {key!r} is a vocabulary remap, but {name!r} has no 2-D weight beside it."
+            )
+        check_remap(remap, module.num_embeddings, weight.shape[0], f"state_dict key {key!r}")
+        pad = None if module.padding_idx is None else int(remap[module.padding_idx])
+        replace_submodule(model, name, RemappedEmbedding.like(module, weight.shape[0], pad))
+        installed += 1
+    return installed
+
+
 def install_structure(model: nn.Module, state_dict: Mapping[str, Any]) -> int:
     """Install the parametrizations and input quantizers ``state_dict`` describes but ``model`` lacks.
 
     Returns how many modules were installed. Tensors are not loaded; see :func:`restore`.
     """
-    installed = 0
+    installed = _install_remapped_embeddings(model, state_dict)
     parametrizations = sorted(
         (m.group(1) or "", m.group(2), int(m.group(3)), key)
         for key in state_dict

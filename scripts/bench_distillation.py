@@ -149,8 +149,11 @@ def make_data(args: argparse.Namespace) -> SubsetDataModule:
     )
 
 
-def fit(args: argparse.Namespace, module: L.LightningModule, root: Path) -> dict[str, Any]:
-    """Train ``module`` for ``args.epochs`` epochs on a fresh data module; its steps and epoch times."""
+def fit(
+    args: argparse.Namespace, module: L.LightningModule, root: Path, callbacks: list[L.Callback] | None = None
+) -> dict[str, Any]:
+    """Train ``module`` for ``args.epochs`` epochs on a fresh data module (with ``callbacks`` too);
+    its steps and epoch times."""
     L.seed_everything(args.seed, verbose=False)
     dm = make_data(args)
     clock = EpochClock()
@@ -164,7 +167,7 @@ def fit(args: argparse.Namespace, module: L.LightningModule, root: Path) -> dict
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[clock],
+        callbacks=[clock, *(callbacks or [])],
         default_root_dir=str(root),
     )
     started = time.perf_counter()

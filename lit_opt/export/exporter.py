@@ -148,7 +148,8 @@ def export(
             records, modules = collect(model, DTYPES[dtype] if dtype else None)
             pruned = any(isinstance(m, Mask) for m in model.modules())
             plan: dict[str, Any] = {
-                "structure": structure.remove_dead_units(model, records) if pruned else [],
+                "structure": structure.remapped_embeddings(model, records)
+                + (structure.remove_dead_units(model, records) if pruned else []),
                 "notes": [],
             }
             tensors, entries = encode(records)

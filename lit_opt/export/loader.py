@@ -17,6 +17,7 @@ from lit_opt.functional.quantize import dequantize_weight, unpack_int4, weight_b
 from lit_opt.functional.sparsity import unpack_bits
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
 from lit_opt.nn.quantized import KERNELS, QuantizedEmbedding, QuantizedLinear
+from lit_opt.nn.remapped_embedding import RemappedEmbedding
 from lit_opt.quantization import weight_quantizers
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def _quantized_module(
             entry["group_size"],
             original.padding_idx,
             out_dtype,
+            original.remap if isinstance(original, RemappedEmbedding) else None,
         )
     if isinstance(original, (nn.Conv1d, nn.Conv2d)):
         # no integer convolution kernel: dequantized weights, activations quantized as in training
@@ -203,7 +205,8 @@ def _load(
         raise ValueError(
             "model=... already carries lit_opt quantizers. HINT: pass a plain skeleton (the model as constructed)."
         )
-    structure.shrink(model, manifest.get("plan", {}).get("structure", []))
+    plan = manifest.get("plan", {}).get("structure", [])
+    structure.shrink(model, plan)
     own = model.state_dict()
     entries: dict[str, Any] = manifest["tensors"]
     for key, entry in entries.items():
@@ -221,6 +224,7 @@ def _load(
         for key, entry in entries.items()
         if entry["encoding"] == "raw"
     }
+    structure.check_remaps(plan, raw, where)
     missing = set(model.load_state_dict(raw, strict=False).missing_keys) - set(entries)
     if missing:
         raise ValueError(f"{where} lacks tensors the skeleton needs, e.g. {sorted(missing)[:3]}.")

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_opt.export.records import Record
+from lit_opt.nn.remapped_embedding import RemappedEmbedding, check_remap
 
 log = logging.getLogger(__name__)
 ZERO_PRESERVING: tuple[type[nn.Module], ...] = (
@@ -166,6 +167,81 @@ def remove_dead_units(model: nn.Module, records: dict[str, Record]) -> list[dict
     return plan
 
 
+def remapped_embeddings(model: nn.Module, records: dict[str, Record]) -> list[dict[str, Any]]:
+    """Plan steps that rebuild each :class:`RemappedEmbedding` of ``model`` at load.
+
+    Each ``remap`` record is narrowed to int16 where the compact rows fit (half the bytes).
+
+    Example::
+
+        >>> from lit_opt.export.records import collect
+        >>> model = nn.Sequential(RemappedEmbedding(3, 4, vocab_size=10))
+        >>> records, _ = collect(model)
+        >>> remapped_embeddings(model, records), records["0.remap"].value.dtype
+        ([{'module': '0', 'remap': {'num_embeddings': 3, 'embedding_dim': 4, 'vocab_size': 10, 'padding_idx': None}}], torch.int16)
+    """
+    plan: list[dict[str, Any]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, RemappedEmbedding):
+            continue
+        key = f"{name}.remap"
+        if module.num_embeddings <= torch.iinfo(torch.int16).max + 1:  # row indices < 32768
+            records[key] = Record(records[key].value.to(torch.int16))
+        sizes = {
+            "num_embeddings": module.num_embeddings,
+            "embedding_dim": module.embedding_dim,
+            "vocab_size": module.vocab_size,
+            "padding_idx": module.padding_idx,
+        }
+        plan.append({"module": name, "remap": sizes})
+    return plan
+
+
+def check_remaps(plan: list[dict[str, Any]], tensors: dict[str, Tensor], where: str) -> None:
+    """Raise ``ValueError`` unless every remap the plan rebuilds is stored, integer and in range."""
+    for step in plan:
+        if "remap" in step:
+            key = f"{step['module']}.remap"
+            if key not in tensors:
+                raise ValueError(
+                    f"{where} rebuilds {step['module']!r} with a remap, but holds no tensor {key!r}."
+                )
+            sizes = step["remap"]
+            check_remap(
+                tensors[key], sizes["vocab_size"], sizes["num_embeddings"], f"{where}: tensor {key!r}"
+            )
+
+
+def _remapped(module: nn.Module, name: str, sizes: dict[str, Any]) -> RemappedEmbedding:
+    """A :class:`RemappedEmbedding` standing in for the skeleton's embedding ``module``."""
+    rows, dim, vocab, pad = (
+        sizes.get(k) for k in ("num_embeddings", "embedding_dim", "vocab_size", "padding_idx")
+    )
+    if not isinstance(module, nn.Embedding):
+        raise ValueError(
+            f"the artifact prunes the vocabulary of {name!r}, but the skeleton's module is a "
+            f"{type(module).__name__}, not an Embedding."
+        )
+    own_vocab = module.vocab_size if isinstance(module, RemappedEmbedding) else module.num_embeddings
+    if (own_vocab, module.embedding_dim) != (vocab, dim):
+        raise ValueError(
+            f"the artifact prunes the vocabulary of {name!r} ({vocab} tokens x {dim}), but the skeleton's "
+            f"module is {module}. HINT: build the skeleton with the exported model's configuration."
+        )
+    if (
+        isinstance(rows, bool)
+        or not isinstance(rows, int)
+        or not 0 < rows <= own_vocab
+        or not (pad is None or (isinstance(pad, int) and 0 <= pad < rows))
+    ):
+        raise ValueError(
+            f"the artifact keeps {rows!r} rows (padding row {pad!r}) of {name!r}'s {vocab}: out of range."
+        )
+    if isinstance(module, RemappedEmbedding) and module.num_embeddings == rows:
+        return module
+    return RemappedEmbedding.like(module, rows, pad)
+
+
 def replace_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     """Put ``module`` at the qualified ``name`` inside ``model`` (``name`` non-empty)."""
     parent, _, child = name.rpartition(".")
@@ -176,7 +252,9 @@ def shrink(model: nn.Module, plan: list[dict[str, Any]]) -> None:
     """Give a freshly built skeleton the shapes :func:`remove_dead_units` produced (weights come later)."""
     for step in plan:
         module = model.get_submodule(step["module"])
-        if "num_attention_heads" in step:
+        if "remap" in step:
+            replace_submodule(model, step["module"], _remapped(module, step["module"], step["remap"]))
+        elif "num_attention_heads" in step:
             setattr(module, "num_attention_heads", int(step["num_attention_heads"]))  # noqa: B010
             setattr(module, "all_head_size", int(step["num_attention_heads"]) * int(step["head_size"]))  # noqa: B010
         elif isinstance(module, nn.Linear):

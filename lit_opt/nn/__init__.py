@@ -2,11 +2,13 @@
 
 from lit_opt.nn.activation_quantizer import ActivationQuantizer, attach_input_quantizer
 from lit_opt.nn.quantized import KERNELS, QuantizedEmbedding, QuantizedLinear
+from lit_opt.nn.remapped_embedding import RemappedEmbedding
 
 __all__ = [
     "KERNELS",
     "ActivationQuantizer",
     "QuantizedEmbedding",
     "QuantizedLinear",
+    "RemappedEmbedding",
     "attach_input_quantizer",
 ]

@@ -139,6 +139,9 @@ class QuantizedLinear(nn.Module):
 class QuantizedEmbedding(nn.Module):
     """An Embedding holding int8 codes; looked-up rows are dequantized on the fly.
 
+    With ``remap`` (a pruned vocabulary, see :class:`~lit_opt.nn.RemappedEmbedding`) token ids
+    are first mapped to the compact rows.
+
     The dequantization is elementwise, so each row equals the fake-quantized table's row exactly.
 
     Example::
@@ -152,6 +155,7 @@ class QuantizedEmbedding(nn.Module):
     codes: Tensor
     scale: Tensor
     zero_point: Tensor
+    remap: Tensor | None
 
     def __init__(
         self,
@@ -162,6 +166,7 @@ class QuantizedEmbedding(nn.Module):
         group_size: int | None = None,
         padding_idx: int | None = None,
         out_dtype: torch.dtype = torch.float32,
+        remap: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = codes.shape
@@ -170,6 +175,7 @@ class QuantizedEmbedding(nn.Module):
         self.register_buffer("codes", codes.to(torch.int8))
         self.register_buffer("scale", scale.float())
         self.register_buffer("zero_point", zero_point.float())
+        self.register_buffer("remap", None if remap is None else remap.to(torch.int32))
 
     @property
     def weight(self) -> Tensor:
@@ -178,6 +184,8 @@ class QuantizedEmbedding(nn.Module):
         return table.to(self.out_dtype)
 
     def forward(self, ids: Tensor) -> Tensor:
+        if self.remap is not None:  # a pruned vocabulary: original ids -> compact rows
+            ids = self.remap[ids]
         groups = weight_blocks(self.codes, self.granularity, self.group_size).shape[1]
         rows = F.embedding(ids, self.codes).reshape(*ids.shape, groups, -1)  # (..., G, g)
         if self.granularity == "per_tensor":

@@ -18,7 +18,7 @@ from lit_opt import DistillationModule, ExportCallback, IterativePruningCallback
 from lit_opt.data import DigitsDataModule, TextClassificationDataModule
 from lit_opt.inference import DynamicBatcher, find_batch_size
 from lit_opt.models import MLPClassifier
-from tests.helpers.models import TinyMLP
+from tests.helpers.models import TinyMLP, tiny_bert
 
 Row = tuple[Callable[[], Any], type[Exception], str]
 
@@ -130,6 +130,42 @@ TABLE: dict[str, Row] = {
         lambda: lit_opt.restore(TinyMLP(), {"fc1.weight": torch.zeros(3, 3)}),
         ValueError,
         r"(?s)state_dict does not fit TinyMLP.*fc1.weight.*HINT",
+    ),
+    # prune_vocabulary, token_ids_in_use
+    "vocab keep empty": (
+        lambda: lit_opt.prune_vocabulary(tiny_bert(), [], unk_token_id=1),
+        ValueError,
+        r"keep_token_ids=\[\] keeps no token",
+    ),
+    "vocab keep out of range": (
+        lambda: lit_opt.prune_vocabulary(tiny_bert(), [3, 1000], unk_token_id=1),
+        ValueError,
+        r"keep_token_ids holds ids \[1000\] outside",
+    ),
+    "vocab unk out of range": (
+        lambda: lit_opt.prune_vocabulary(tiny_bert(), [3], unk_token_id=-1),
+        ValueError,
+        r"unk_token_id=-1 is not a token id",
+    ),
+    "vocab module no match": (
+        lambda: lit_opt.prune_vocabulary(tiny_bert(), [3], unk_token_id=1, module="*tokens"),
+        ValueError,
+        r"module=\['\*tokens'\] matched no Embedding module",
+    ),
+    "vocab module not embedding": (
+        lambda: lit_opt.prune_vocabulary(tiny_bert(), [3], unk_token_id=1, module="classifier"),
+        ValueError,
+        r"module=\['classifier'\] matched 1 module\(s\) but no Embedding module; it matched Linear",
+    ),
+    "vocab model str": (
+        lambda: lit_opt.prune_vocabulary("bert", [3], unk_token_id=1),
+        TypeError,
+        r"model='bert'.*nn.Module",
+    ),
+    "vocab ids text": (
+        lambda: lit_opt.token_ids_in_use("a fine film"),
+        ValueError,
+        r"input_ids='a fine film' is not accepted",
     ),
     # data, models, inference
     "mlp hidden": (lambda: MLPClassifier(hidden=[0]), ValueError, r"hidden=\[0\]"),
