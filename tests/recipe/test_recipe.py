@@ -58,7 +58,6 @@ def tiny(tmp_path: Path, data: Path) -> list[str]:
         "--latency.repeats=2",
         "--latency.warmup=0",
         "--progress=false",
-        "--compress.prune_vocabulary=false",
     ]
 
 
