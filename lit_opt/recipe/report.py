@@ -132,7 +132,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> None:
-    """Accuracy against ``x_key``, one labelled point per row (Agg, no pyplot state)."""
+    """Accuracy against ``x_key``, one point per row, named in the legend (Agg, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -149,6 +149,7 @@ def plot(rows: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> No
     axes.set_xlabel(x_label)
     axes.set_ylabel("test accuracy (%)")
     axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

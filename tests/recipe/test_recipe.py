@@ -173,3 +173,11 @@ def test_goals_in_words() -> None:
         {"name": "lit-opt-compressed", **ours},
     ]
     assert [g["met"] for g in goals(rows)] == [True, True, False, True, True, True]
+
+
+def test_help_lists_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["recipe", "--help"])
+    assert "usage: lit-opt recipe CONFIG" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["recipe"])
+    assert "data.path" in capsys.readouterr().out
