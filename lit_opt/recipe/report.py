@@ -18,7 +18,7 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         >>> row = {"accuracy": 0.8, "size_bytes": 10, "latency_ms_b1": 1.0, "latency_ms_b32": 1.0}
         >>> rows = [{"name": n, **row} for n in ("teacher-fp32", "teacher-bf16", "ptq-int8-torch-ao")]
         >>> [g["met"] for g in goals(rows + [{"name": "lit-opt-compressed", **row}])]
-        [True, False, False, False, False, True]
+        [True, False, False, False, False, False]
     """
     by = {r["name"]: r for r in rows}
     base, ours, bf16, peer = by[BASELINE], by[COMPRESSED], by[BF16], by[PEER]
