@@ -50,6 +50,7 @@ from typing_extensions import override
 
 from lit_opt.commands.bench import bench_main
 from lit_opt.commands.export import export_command
+from lit_opt.commands.recipe import recipe_main
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ INJECTED_ARGUMENTS: tuple[str, ...] = ("model", "datamodule", "trainer")
 EXTRA_SUBCOMMANDS: dict[str, Callable[..., Any]] = {"export": export_command}
 
 #: Subcommands that take no config and parse their own arguments, by name: ``fn(argv_after_name)``.
-STANDALONE_SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"bench": bench_main}
+STANDALONE_SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"bench": bench_main, "recipe": recipe_main}
 
 
 def _short_description(fn: Callable[..., Any]) -> str:

@@ -15,7 +15,12 @@ from lit_opt.data import DigitsDataModule
 from lit_opt.models import MLPClassifier
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = sorted([*CONFIGS_DIR.rglob("*.yaml"), *CONFIGS_DIR.rglob("*.yml")])
+#: LightningCLI configs; configs/recipes/ holds `lit-opt recipe` configs (tests/recipe runs them).
+CONFIGS = sorted(
+    p
+    for p in [*CONFIGS_DIR.rglob("*.yaml"), *CONFIGS_DIR.rglob("*.yml")]
+    if "recipes" not in p.relative_to(CONFIGS_DIR).parts
+)
 DIGITS_MLP = CONFIGS_DIR / "digits_mlp.yaml"
 FAST = [
     "--trainer.max_epochs=1",

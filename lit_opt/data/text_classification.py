@@ -206,9 +206,20 @@ class TextClassificationDataModule(LightningDataModule):
         import datasets
 
         builder = BUILDERS[data_path.suffix.lower()]
-        raw = datasets.load_dataset(
-            builder, data_files=str(data_path), split="train", cache_dir=str(self.cache_dir / "datasets")
-        )
+        expected = f"expected {builder} rows with a {self.text_column!r} and a {self.label_column!r} column"
+        if data_path.stat().st_size == 0:
+            raise ValueError(f"path={str(data_path)!r} is an empty file; {expected}.")
+        try:
+            raw = datasets.load_dataset(
+                builder, data_files=str(data_path), split="train", cache_dir=str(self.cache_dir / "datasets")
+            )
+        except (datasets.exceptions.DatasetGenerationError, ValueError) as err:
+            raise ValueError(
+                f"path={str(data_path)!r} holds no rows or could not be read as {builder} "
+                f"({err.__cause__ or err}); {expected}."
+            ) from None
+        if len(raw) == 0:
+            raise ValueError(f"path={str(data_path)!r} holds no rows; {expected}.")
         for name, column in (("text_column", self.text_column), ("label_column", self.label_column)):
             if column not in raw.column_names:
                 raise ValueError(

@@ -237,6 +237,29 @@ def test_bad_data(tmp_path: Path, data: list[dict[str, Any]], kwargs: dict[str, 
         dm.setup("fit")
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        (
+            "empty.csv",
+            "",
+            r"path='.*empty.csv' is an empty file; expected csv rows with a 'text' and a 'label'",
+        ),
+        (
+            "header.csv",
+            "text,label\n",
+            r"path='.*header.csv' holds no rows or could not be read as csv .*; expected csv rows",
+        ),
+        ("broken.jsonl", "{not json\n", r"path='.*broken.jsonl' holds no rows or could not be read as json"),
+    ],
+)
+def test_empty_or_unreadable_file(tmp_path: Path, name: str, text: str, match: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        make(tmp_path, str(path)).setup("fit")
+
+
 def test_mixed_label_types(tmp_path: Path) -> None:
     data = [{"text": "a b", "label": 1}, {"text": "c", "label": "x"}] * 10
     dm = make(

@@ -1,0 +1,167 @@
+"""The recipe's report: ``report.json`` (rows, goals, stage times, machine), ``report.md`` and two PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+#: The row the goals compare with, and the row they are about.
+BASELINE, BF16, COMPRESSED, PEER = "teacher-fp32", "teacher-bf16", "lit-opt-compressed", "ptq-int8-torch-ao"
+
+
+def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's goals for ``lit-opt-compressed``, each with what was measured and whether it was met.
+
+    Example::
+
+        >>> row = {"accuracy": 0.8, "size_bytes": 10, "latency_ms_b1": 1.0, "latency_ms_b32": 1.0}
+        >>> rows = [{"name": n, **row} for n in ("teacher-fp32", "teacher-bf16", "ptq-int8-torch-ao")]
+        >>> [g["met"] for g in goals(rows + [{"name": "lit-opt-compressed", **row}])]
+        [True, False, False, False, False, False]
+    """
+    by = {r["name"]: r for r in rows}
+    base, ours, bf16, peer = by[BASELINE], by[COMPRESSED], by[BF16], by[PEER]
+    relative = ours["accuracy"] / base["accuracy"]
+    smaller = base["size_bytes"] / ours["size_bytes"]
+    b1 = base["latency_ms_b1"] / ours["latency_ms_b1"]
+    b32 = base["latency_ms_b32"] / ours["latency_ms_b32"]
+    vs_bf16 = bf16["latency_ms_b32"] / ours["latency_ms_b32"]
+    return [
+        {
+            "goal": "accuracy >= 97% of teacher-fp32's",
+            "measured": f"{100 * relative:.1f}%",
+            "met": relative >= 0.97,
+        },
+        {
+            "goal": "file >= 10x smaller than teacher-fp32's",
+            "measured": f"{smaller:.1f}x",
+            "met": smaller >= 10,
+        },
+        {
+            "goal": "latency >= 5x lower than teacher-fp32 at batch 1",
+            "measured": f"{b1:.2f}x",
+            "met": b1 >= 5,
+        },
+        {
+            "goal": "latency >= 5x lower than teacher-fp32 at batch 32",
+            "measured": f"{b32:.2f}x",
+            "met": b32 >= 5,
+        },
+        {
+            "goal": ">= 2x faster than teacher-bf16 at batch 32",
+            "measured": f"{vs_bf16:.2f}x",
+            "met": vs_bf16 >= 2,
+        },
+        {
+            "goal": f"accuracy above the PTQ peer's ({PEER})",
+            "measured": f"{100 * ours['accuracy']:.2f}% vs {100 * peer['accuracy']:.2f}%",
+            "met": ours["accuracy"] > peer["accuracy"],
+        },
+    ]
+
+
+def summary(goal_rows: list[dict[str, Any]]) -> str:
+    """The goals in words: which were met and which were not."""
+    met = [g["goal"] for g in goal_rows if g["met"]]
+    missed = [f"{g['goal']} (measured {g['measured']})" for g in goal_rows if not g["met"]]
+    words = f"{COMPRESSED} met {len(met)} of {len(goal_rows)} goals"
+    words += f": {'; '.join(met)}." if met else "."
+    if missed:
+        words += f" Missed: {'; '.join(missed)}."
+    return words
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table, sizes and latencies with their ratio to ``teacher-fp32``."""
+    base = next(r for r in rows if r["name"] == BASELINE)
+    lines = [
+        "| model | accuracy | size MB | smaller | params | b1 ms | b1 speedup | b32 ms | b32 speedup | seq/s b32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {100 * r['accuracy']:.2f}% | {r['size_bytes'] / 1e6:.2f} | "
+            f"{base['size_bytes'] / r['size_bytes']:.1f}x | {r['params'] / 1e6:.2f}M | {r['latency_ms_b1']:.1f} | "
+            f"{base['latency_ms_b1'] / r['latency_ms_b1']:.2f}x | {r['latency_ms_b32']:.1f} | "
+            f"{base['latency_ms_b32'] / r['latency_ms_b32']:.2f}x | {r['throughput_b32']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """``report.md``: the table, the goals in words, how each row was made, the stage times, the machine."""
+    s = report["config"]
+    env = report["env"]
+    lines = [
+        "# lit-opt recipe report",
+        "",
+        f"Data: {report['data']['source']} ({report['data']['train']} train / {report['data']['val']} val / "
+        f"{report['data']['test']} test examples, {report['data']['classes']} classes). Accuracy on the test split; "
+        f"size = bytes of {', '.join(report['size_files'])} (tokenizer excluded); latency = median of "
+        f"{s['latency']['repeats']} calls, seq {s['latency']['seq_len']}, {s['latency']['threads']} threads, all rows "
+        "interleaved in one loop.",
+        "",
+        table(report["rows"]),
+        "",
+        "## Goals",
+        "",
+        report["goals_summary"],
+        "",
+        "| goal | measured | met |",
+        "|---|---|---|",
+        *(f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else 'no'} |" for g in report["goals"]),
+        "",
+        "## Rows",
+        "",
+        *(f"- **{r['name']}**: {r['how']}" for r in report["rows"]),
+        "",
+        "## Stage times",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+        *(f"| {k} | {v:.0f} |" for k, v in report["stage_seconds"].items()),
+        "",
+        f"Machine: {env['cpu']} ({env['cpu_count']} CPUs, {env['cpu_capability']}, bf16 kernels "
+        f"{'yes' if env['mkldnn_bf16_supported'] else 'no'}); load average at start {env['loadavg_start']}, "
+        f"at the end {env['loadavg_end']}. On a shared machine latencies vary; the ratios come from one interleaved loop.",
+        "",
+        "Plots: `accuracy_vs_size.png`, `accuracy_vs_latency.png`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> None:
+    """Accuracy against ``x_key``, one point per row, named in the legend (Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for r in rows:
+        x = r[x_key] / 1e6 if x_key == "size_bytes" else r[x_key]
+        axes.scatter([x], [100 * r["accuracy"]], s=40)
+        axes.annotate(
+            r["name"], (x, 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("test accuracy (%)")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def write(report: dict[str, Any], directory: Path) -> None:
+    """Write ``report.json``, ``report.md`` and the two plots into ``directory``."""
+    (directory / "report.json").write_text(json.dumps(report, indent=2))
+    (directory / "report.md").write_text(markdown(report))
+    plot(report["rows"], "size_bytes", "file size (MB, log)", directory / "accuracy_vs_size.png")
+    plot(
+        report["rows"],
+        "latency_ms_b32",
+        "latency at batch 32 (ms, log)",
+        directory / "accuracy_vs_latency.png",
+    )
