@@ -11,7 +11,7 @@ Example::
     fast = load(path, model=MyModel())
 """
 
-from lit_opt.callbacks import ExportCallback, IterativePruningCallback, QATCallback
+from lit_opt.callbacks import ExportCallback, IterativePruningCallback, LowRankCallback, QATCallback
 from lit_opt.distillation import DistillationModule
 from lit_opt.export import export, load
 from lit_opt.quantization import QuantizationConfig
@@ -23,6 +23,7 @@ __all__ = [
     "DistillationModule",
     "ExportCallback",
     "IterativePruningCallback",
+    "LowRankCallback",
     "QATCallback",
     "QuantizationConfig",
     "__version__",

@@ -18,6 +18,7 @@ from lit_opt.functional.sparsity import unpack_bits
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
 from lit_opt.nn.quantized import KERNELS, QuantizedEmbedding, QuantizedLinear
 from lit_opt.quantization import weight_quantizers
+from lit_opt.restore import install_low_rank
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,8 @@ def _load(
         raise ValueError(
             "model=... already carries lit_opt quantizers. HINT: pass a plain skeleton (the model as constructed)."
         )
+    low_rank = manifest.get("plan", {}).get("low_rank", {})
+    install_low_rank(model, low_rank)
     structure.shrink(model, manifest.get("plan", {}).get("structure", []))
     own = model.state_dict()
     entries: dict[str, Any] = manifest["tensors"]
@@ -221,6 +224,9 @@ def _load(
         for key, entry in entries.items()
         if entry["encoding"] == "raw"
     }
+    raw.update(
+        {f"{name}._extra_state" if name else "_extra_state": config for name, config in low_rank.items()}
+    )
     missing = set(model.load_state_dict(raw, strict=False).missing_keys) - set(entries)
     if missing:
         raise ValueError(f"{where} lacks tensors the skeleton needs, e.g. {sorted(missing)[:3]}.")
