@@ -9,7 +9,7 @@ from typing import Any, cast
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from typing_extensions import override
 
@@ -17,7 +17,7 @@ from lit_opt._checks import check_int, check_number
 from lit_opt.callbacks import _spawn
 from lit_opt.callbacks._strategy import require_whole_weights
 from lit_opt.export.structure import replace_submodule
-from lit_opt.functional.low_rank import energy_rank, parameter_saving, singular_values, svd_factors
+from lit_opt.functional.low_rank import parameter_saving, svd_factors
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
 from lit_opt.nn.low_rank import LowRankLinear
 from lit_opt.restore import install_low_rank, low_rank_layers
@@ -134,38 +134,35 @@ class LowRankCallback(Callback):
                     "factors), or exclude the layer."
                 )
 
-    def _choose_ranks(self, layers: dict[str, nn.Linear]) -> dict[str, int]:
-        ranks = {}
+    def _check_rank(self, layers: dict[str, nn.Linear]) -> None:
         for name, module in layers.items():
-            out_f, in_f = module.out_features, module.in_features
-            if self.rank is not None and self.rank > min(out_f, in_f):
+            if self.rank is not None and self.rank > min(module.out_features, module.in_features):
                 raise ValueError(
-                    f"rank={self.rank} exceeds min(out_features, in_features) = {min(out_f, in_f)} of layer "
-                    f"{name!r} ({out_f}x{in_f}). HINT: lower rank, use energy=... instead, or exclude the layer."
+                    f"rank={self.rank} exceeds min(out_features, in_features) = "
+                    f"{min(module.out_features, module.in_features)} of layer {name!r} "
+                    f"({module.out_features}x{module.in_features}). HINT: lower rank, use energy=... instead, "
+                    "or exclude the layer."
                 )
-            rank = (
-                self.rank
-                if self.rank is not None
-                else energy_rank(singular_values(module.weight), self.energy)
-            )
-            if parameter_saving(out_f, in_f, rank) >= self.min_saving:
-                ranks[name] = rank
+
+    def _factors(self, layers: dict[str, nn.Linear]) -> dict[str, tuple[Tensor, Tensor]]:
+        """The factors (on CPU) of the layers that save at least ``min_saving``, one SVD per layer."""
+        factors = {}
+        for name, module in layers.items():
+            first, second = svd_factors(module.weight, self.rank, self.energy)
+            rank = first.shape[0]
+            if parameter_saving(module.out_features, module.in_features, rank) >= self.min_saving:
+                factors[name] = (first.cpu(), second.cpu())
             else:
                 log.info(
                     "LowRankCallback: %s stays dense (rank %d saves < %.2f)", name, rank, self.min_saving
                 )
-        return ranks
+        return factors
 
     def _factorize(self, trainer: pl.Trainer, model: nn.Module) -> None:
         """Swap the targeted layers for their factors, computed on rank 0 and broadcast."""
         layers = self._select(model)
         self._check_plain(layers)
-        factors: dict[str, Any] | None = None
-        if trainer.is_global_zero:
-            factors = {}
-            for name, rank in self._choose_ranks(layers).items():
-                first, second = svd_factors(layers[name].weight, rank)
-                factors[name] = (first.cpu(), second.cpu())
+        factors = self._factors(layers) if trainer.is_global_zero else None
         factors = cast(dict[str, Any], trainer.strategy.broadcast(factors, src=0))
         for name, (first, second) in factors.items():
             linear = layers[name]
@@ -246,8 +243,7 @@ class LowRankCallback(Callback):
         if self.done:
             return
         layers = self._select(pl_module)  # targets errors surface here, before training
-        if self.rank is not None:
-            self._choose_ranks(layers)  # a rank too large for a layer fails now
+        self._check_rank(layers)  # a rank too large for a layer fails now
         if stage == "fit" and self.at_step == 0:
             self._factorize(trainer, pl_module)
 

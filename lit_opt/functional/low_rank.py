@@ -45,13 +45,15 @@ def parameter_saving(out_features: int, in_features: int, rank: int) -> float:
     return 1.0 - rank * (out_features + in_features) / (out_features * in_features)
 
 
-def svd_factors(weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+def svd_factors(weight: Tensor, rank: int | None = None, energy: float = 1.0) -> tuple[Tensor, Tensor]:
     """Factors ``(first (r x in), second (out x r))`` with ``second @ first`` the best rank-``r`` fit.
 
-    Computed in float64 (so a full-rank factorization reproduces ``weight`` to float32 precision)
-    and returned in ``weight``'s dtype.
+    ``r`` is ``rank``, or (``rank=None``) :func:`energy_rank` of ``weight``'s singular values, from the
+    same decomposition. Computed in float64 (so a full-rank factorization reproduces ``weight`` to
+    float32 precision) and returned in ``weight``'s dtype.
     """
     u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)  # (o,k) (k,) (k,i)
+    rank = energy_rank(s, energy) if rank is None else rank
     root = s[:rank].sqrt()
     first = root.unsqueeze(1) * vh[:rank]  # (r, in)
     second = u[:, :rank] * root.unsqueeze(0)  # (out, r)
