@@ -27,11 +27,16 @@ from lit_opt.export.structure import replace_submodule
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
 from lit_opt.nn.low_rank import KIND as LOW_RANK_KIND
 from lit_opt.nn.low_rank import LowRankLinear
+from lit_opt.parametrizations.codebook import Codebook
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
 
-PARAMETRIZATIONS: dict[str, type[nn.Module]] = {"Mask": Mask, "WeightFakeQuant": WeightFakeQuant}
+PARAMETRIZATIONS: dict[str, type[nn.Module]] = {
+    "Mask": Mask,
+    "Codebook": Codebook,
+    "WeightFakeQuant": WeightFakeQuant,
+}
 _PARAMETRIZATION_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.(\d+)\._extra_state$")
 _INPUT_QUANTIZER_KEY = re.compile(rf"^(?:(.*)\.)?{INPUT_QUANTIZER}\._extra_state$")
 

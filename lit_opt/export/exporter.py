@@ -159,9 +159,10 @@ def export(
             tensors.update(activation_ranges(model))
     finally:
         model.train(was_training)
-    if not modules and not plan["structure"] and not low_rank:
+    shared = any(entry["encoding"] == "codebook" for entry in entries.values())
+    if not modules and not plan["structure"] and not shared and not low_rank:
         log.warning(
-            "export: %s carries no quantizer, pruning or factorization; its tensors are written as they are.",
+            "export: %s carries no quantizer, pruning, weight sharing or factorization; its tensors are written as they are.",
             type(model).__name__,
         )
     if any(entry.get("mask") for entry in entries.values()):

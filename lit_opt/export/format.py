@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
+from lit_opt.export import codebook as codebook_encoding
 from lit_opt.functional.quantize import GRANULARITIES, weight_blocks
 
 FORMAT = "lit_opt"
@@ -30,7 +31,7 @@ FORMAT_VERSION = 1
 MANIFEST = "lit_opt.json"
 WEIGHTS = "model.safetensors"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
-ENCODINGS: tuple[str, ...] = ("raw", "int8", "int4")
+ENCODINGS: tuple[str, ...] = ("raw", "int8", "int4", codebook_encoding.ENCODING)
 
 
 def sha256(path: Path) -> str:
@@ -174,7 +175,13 @@ def _check_entries(manifest: dict[str, Any], tensors: dict[str, Tensor], where: 
     referenced = [
         ref
         for key, entry in entries.items()
-        for ref in (key, entry.get("scale"), entry.get("zero_point"), entry.get("mask"))
+        for ref in (
+            key,
+            entry.get("scale"),
+            entry.get("zero_point"),
+            entry.get("mask"),
+            entry.get("codebook"),
+        )
         if ref is not None
     ]
     missing = [key for key in referenced if not isinstance(key, str) or key not in tensors]
@@ -187,6 +194,9 @@ def _check_entries(manifest: dict[str, Any], tensors: dict[str, Tensor], where: 
             raise ValueError(f"{where}: tensor {key!r} has encoding {encoding!r}, not one of {ENCODINGS}.")
         if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
             raise ValueError(f"{where}: tensor {key!r} has shape {shape!r}, not a list of sizes.")
+        if encoding == codebook_encoding.ENCODING:
+            codebook_encoding.check_entry(key, entry, tensors, where)
+            continue
         numel = math.prod(shape)
         count = _check_sparse(key, entry, tensors, numel, where)  # entries stored: all, or the kept ones
         if encoding == "raw":

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from lit_opt._checks import check_device, check_module, check_path
 from lit_opt.export import architecture, structure
+from lit_opt.export import codebook as codebook_encoding
 from lit_opt.export.format import MANIFEST, read_artifact
 from lit_opt.functional.quantize import dequantize_weight, unpack_int4, weight_blocks
 from lit_opt.functional.sparsity import unpack_bits
@@ -224,6 +225,13 @@ def _load(
         for key, entry in entries.items()
         if entry["encoding"] == "raw"
     }
+    raw.update(
+        {
+            key: codebook_encoding.decode(key, entry, tensors)
+            for key, entry in entries.items()
+            if entry["encoding"] == codebook_encoding.ENCODING
+        }
+    )
     raw.update(
         {f"{name}._extra_state" if name else "_extra_state": config for name, config in low_rank.items()}
     )

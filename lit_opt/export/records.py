@@ -4,7 +4,8 @@
 effective values for the rest, and pruning masks), :mod:`lit_opt.export.structure` may slice
 them, and :func:`encode` writes each record in its smallest honest encoding: int8 codes, int4
 codes packed two per byte, or raw values, each either dense or as a bit-packed mask plus the kept
-entries, whichever is smaller.
+entries, whichever is smaller; a shared weight (weight sharing) as a float16 codebook plus
+bit-packed indices (:mod:`lit_opt.export.codebook`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from lit_opt.export import codebook as codebook_encoding
 from lit_opt.functional.quantize import pack_int4, quantize_weight
 from lit_opt.functional.sparsity import pack_bits
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
+from lit_opt.parametrizations.codebook import Codebook
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.quantization import activation_quantizers, quantizer_input, weight_quantizers
 
@@ -33,7 +36,8 @@ class Record:
 
     ``value`` is the full-shape int8 codes of a quantized weight (then ``quant``, ``scale`` and
     ``zero_point``, shaped ``(C, G)``, describe them) or the tensor's effective value. ``keep`` is
-    its pruning mask, if any; pruned entries of ``value`` hold the encoding of zero.
+    its pruning mask, if any; pruned entries of ``value`` hold the encoding of zero. For a shared
+    weight ``value`` holds the uint8 indices into ``codebook`` (the shared values, in the weight's dtype).
     """
 
     value: Tensor
@@ -41,6 +45,7 @@ class Record:
     quant: dict[str, Any] | None = None
     scale: Tensor | None = None
     zero_point: Tensor | None = None
+    codebook: Tensor | None = None
 
 
 def _mask(module: nn.Module, tensor_name: str) -> Tensor | None:
@@ -48,6 +53,16 @@ def _mask(module: nn.Module, tensor_name: str) -> Tensor | None:
         return None
     masks = [p.mask for p in cast(Any, module).parametrizations[tensor_name] if isinstance(p, Mask)]
     return masks[0] if masks else None
+
+
+def _shared(module: nn.Module, tensor_name: str) -> Record | None:
+    """The indices and codebook of a clustered :class:`Codebook` on ``tensor_name``, if any."""
+    books = [p for p in cast(Any, module).parametrizations[tensor_name] if isinstance(p, Codebook)]
+    if not books or not bool(books[0].clustered):
+        return None
+    codebook, indices = books[0].encoded(quantizer_input(module, books[0], tensor_name))
+    weight = cast(Tensor, getattr(module, tensor_name))
+    return Record(indices, _mask(module, tensor_name), codebook=codebook.to(weight.dtype))
 
 
 def collect(model: nn.Module, dtype: torch.dtype | None = None) -> tuple[dict[str, Record], dict[str, Any]]:
@@ -82,6 +97,12 @@ def collect(model: nn.Module, dtype: torch.dtype | None = None) -> tuple[dict[st
             owner = model.get_submodule(owner_name)
             value = cast(Tensor, getattr(owner, tensor_name))  # masked: pruned entries are exactly zero
             keep = _mask(owner, tensor_name)
+            shared = _shared(owner, tensor_name)
+            if shared is not None:
+                if dtype is not None:
+                    shared.codebook = cast(Tensor, shared.codebook).to(dtype)
+                records[key] = shared
+                continue
         elif ".parametrizations." in f".{key}" or f"{INPUT_QUANTIZER}." in key:
             continue  # quantizer and mask state, encoded above
         if not isinstance(value, Tensor):
@@ -111,6 +132,12 @@ def encode(records: dict[str, Record]) -> tuple[dict[str, Tensor], dict[str, Any
     tensors: dict[str, Tensor] = {}
     entries: dict[str, Any] = {}
     for key, record in records.items():
+        if record.codebook is not None:
+            book_tensors, entries[key] = codebook_encoding.encode(
+                key, record.codebook, record.value, record.codebook.dtype
+            )
+            tensors.update(book_tensors)
+            continue
         value, quant = record.value, record.quant
         bits = quant["bits"] if quant else value.element_size() * 8
         entry: dict[str, Any] = {

@@ -109,7 +109,7 @@ def _slice(record: Record, keep: Tensor, dim: int) -> Record | None:
     value = record.value.index_select(dim, keep)
     mask = None if record.keep is None else record.keep.index_select(dim, keep)
     if record.quant is None:
-        return Record(value, mask)
+        return Record(value, mask, codebook=record.codebook)
     scale, zero_point = cast(Tensor, record.scale), cast(Tensor, record.zero_point)  # (C, G)
     granularity, group_size = record.quant["granularity"], record.quant["group_size"]
     if dim == 0 and granularity != "per_tensor":

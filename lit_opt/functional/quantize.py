@@ -29,6 +29,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lit_opt.functional.packing import pack_codes, unpack_codes
+
 Granularity = Literal["per_tensor", "per_channel", "per_group"]
 GRANULARITIES: tuple[str, ...] = ("per_tensor", "per_channel", "per_group")
 EPS = torch.finfo(torch.float32).eps
@@ -226,15 +228,9 @@ def pack_int4(codes: Tensor) -> Tensor:
         >>> unpack_int4(pack_int4(torch.tensor([-8, 7, 3], dtype=torch.int8)), 3).tolist()
         [-8, 7, 3]
     """
-    nibbles = (codes.reshape(-1).to(torch.int16) + 8).to(torch.uint8)
-    if nibbles.numel() % 2:
-        nibbles = torch.cat([nibbles, nibbles.new_zeros(1)])
-    pairs = nibbles.reshape(-1, 2)
-    return pairs[:, 0] | (pairs[:, 1] << 4)
+    return pack_codes((codes.reshape(-1).to(torch.int16) + 8).to(torch.uint8), 4)
 
 
 def unpack_int4(packed: Tensor, numel: int) -> Tensor:
     """Inverse of :func:`pack_int4`: flat int8 codes of length ``numel``."""
-    low = (packed & 0x0F).to(torch.int16) - 8
-    high = (packed >> 4).to(torch.int16) - 8
-    return torch.stack([low, high], dim=1).reshape(-1)[:numel].to(torch.int8)
+    return (unpack_codes(packed, 4, numel).to(torch.int16) - 8).to(torch.int8)

@@ -24,6 +24,8 @@ import re
 import torch
 from torch import Tensor
 
+from lit_opt.functional.packing import pack_codes, unpack_codes
+
 SCHEDULES: tuple[str, ...] = ("cubic", "linear", "constant")
 _NM = re.compile(r"^(\d+):(\d+)$")
 
@@ -118,13 +120,9 @@ def pack_bits(mask: Tensor) -> Tensor:
         >>> unpack_bits(pack_bits(torch.tensor([True, False, True] * 3)), 9).tolist() == [True, False, True] * 3
         True
     """
-    flat = mask.reshape(-1).to(torch.uint8)
-    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).reshape(-1, 8)  # (bytes, 8)
-    bit_values = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.int32, device=mask.device)
-    return (flat.to(torch.int32) * bit_values).sum(dim=1).to(torch.uint8)
+    return pack_codes(mask, 1)
 
 
 def unpack_bits(packed: Tensor, numel: int) -> Tensor:
     """Inverse of :func:`pack_bits`: a flat bool tensor of length ``numel``."""
-    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
-    return ((packed.unsqueeze(1) >> shifts) & 1).bool().reshape(-1)[:numel]
+    return unpack_codes(packed, 1, numel).bool()

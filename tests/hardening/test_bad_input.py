@@ -14,7 +14,14 @@ import pytest
 import torch
 
 import lit_opt
-from lit_opt import DistillationModule, ExportCallback, IterativePruningCallback, QATCallback
+import lit_opt.sharing
+from lit_opt import (
+    DistillationModule,
+    ExportCallback,
+    IterativePruningCallback,
+    QATCallback,
+    WeightSharingCallback,
+)
 from lit_opt.data import DigitsDataModule, TextClassificationDataModule
 from lit_opt.inference import DynamicBatcher, find_batch_size
 from lit_opt.models import MLPClassifier
@@ -66,6 +73,27 @@ TABLE: dict[str, Row] = {
         lambda: IterativePruningCallback(start_step=10, end_step=5),
         ValueError,
         r"end_step=5.*start_step=10",
+    ),
+    # WeightSharingCallback
+    "share n_clusters 1": (
+        lambda: WeightSharingCallback(n_clusters=1),
+        ValueError,
+        r"n_clusters=1 must be an integer from 2 to 256",
+    ),
+    "share n_clusters 257": (lambda: WeightSharingCallback(n_clusters=257), ValueError, r"n_clusters=257"),
+    "share n_clusters str": (lambda: WeightSharingCallback(n_clusters="16"), ValueError, r"n_clusters='16'"),
+    "share init": (lambda: WeightSharingCallback(init="random"), ValueError, r"init='random'.*'linear'"),
+    "share start_step": (lambda: WeightSharingCallback(start_step=-2), ValueError, r"start_step=-2"),
+    "share targets str": (lambda: WeightSharingCallback(targets="*"), ValueError, r"targets='\*'.*HINT"),
+    "share targets nothing": (
+        lambda: lit_opt.sharing.prepare_sharing(TinyMLP(), lit_opt.sharing.SharingConfig(targets=["fc9"])),
+        ValueError,
+        r"targets=\['fc9'\] matched no Linear/Conv1d/Conv2d/Embedding module",
+    ),
+    "share non-weight module": (
+        lambda: lit_opt.sharing.prepare_sharing(TinyMLP(), lit_opt.sharing.SharingConfig(targets=["relu"])),
+        ValueError,
+        r"targets=\['relu'\] matched 1 module\(s\) but no Linear.*ReLU",
     ),
     # DistillationModule
     "distill student None": (
