@@ -258,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("dense start: accuracy %.4f after %d steps", report["start_accuracy"], args.base_steps)
     rows = rows_to_run()
     for row in rows:
-        run_row(row, start, data, args)
+        try:
+            run_row(row, start, data, args)
+        except Exception as err:  # report what a row does, whatever it is; the others still run
+            log.exception("%s failed", row["name"])
+            row.update(available=False, reason=f"{type(err).__name__}: {err}")
     time_latency(rows, args)
     report.update(
         base_steps=args.base_steps,
