@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from typing_extensions import override
 
-from lit_opt._checks import check_int, check_number
+from lit_opt._checks import check_int
 from lit_opt.callbacks import _spawn
 from lit_opt.callbacks._strategy import require_whole_weights
 from lit_opt.export.structure import replace_submodule
@@ -25,6 +25,10 @@ from lit_opt.targets import select_modules, validate_patterns
 
 log = logging.getLogger(__name__)
 _HOOKED = "_lit_opt_low_rank_hook"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class LowRankCallback(Callback):
@@ -76,17 +80,18 @@ class LowRankCallback(Callback):
         min_saving: float = 0.1,
     ) -> None:
         super().__init__()
-        if rank is not None:
-            check_int("rank", rank, 1)
-        check_number("energy", energy, 0.0, inclusive=False)
-        if energy > 1:
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(
+                f"rank={rank!r} is not accepted; expected an integer >= 1 or None. "
+                "HINT: rank=None chooses each layer's rank from energy=..."
+            )
+        if not _is_number(energy) or not 0 < energy <= 1:
             raise ValueError(
                 f"energy={energy!r} is not accepted; expected a share of the squared singular values in (0, 1]. "
                 "HINT: 0.9 keeps 90%; 1.0 keeps every non-negligible singular value."
             )
         check_int("at_step", at_step, 0)
-        check_number("min_saving", min_saving, 0.0)
-        if min_saving >= 1:
+        if not _is_number(min_saving) or not 0 <= min_saving < 1:
             raise ValueError(
                 f"min_saving={min_saving!r} is not accepted; expected a share of parameters in [0, 1). "
                 "HINT: 0.1 factorizes a layer only if it saves at least 10% of its weight."

@@ -160,9 +160,10 @@ def test_float_export_stores_the_factors_and_is_smaller(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"energy": 0.0}, r"energy=0.0 is not accepted"),
+        ({"energy": 0.0}, r"energy=0.0 is not accepted; expected .* \(0, 1\]. HINT"),
+        ({"energy": float("nan")}, r"energy=nan is not accepted"),
         ({"energy": 1.5}, r"energy=1.5 is not accepted; expected .* \(0, 1\]. HINT"),
-        ({"rank": 0}, r"rank=0 is not accepted; expected an integer >= 1"),
+        ({"rank": 0}, r"rank=0 is not accepted; expected an integer >= 1 or None. HINT: rank=None"),
         ({"min_saving": 1.0}, r"min_saving=1.0 is not accepted; expected .* \[0, 1\). HINT"),
         ({"min_saving": -0.1}, r"min_saving=-0.1 is not accepted"),
         ({"at_step": -1}, r"at_step=-1 is not accepted"),
@@ -204,4 +205,20 @@ def test_mid_run_swap_of_a_quantized_layer_is_refused_before_training(tmp_path):
         ValueError,
         match=r"would factorize 'net.fc1', which already carries quantizers .* HINT: use at_step=0",
     ):
+        tiny_trainer(tmp_path, callbacks=callbacks).fit(BoringClassifier("mlp"))
+
+
+def test_low_rank_then_weight_sharing_clusters_the_factors_and_loads_equal(tmp_path):
+    model = BoringClassifier("mlp", lr=0.05)
+    callbacks = [LowRankCallback(rank=3, targets=["net.fc1"]), lit_opt.WeightSharingCallback(n_clusters=16)]
+    tiny_trainer(tmp_path, callbacks=callbacks).fit(model)
+    loaded = lit_opt.load(lit_opt.export(model, tmp_path / "artifact"), kernel="reference")
+    assert isinstance(loaded.net.fc1, LowRankLinear)
+    x, _ = next(iter(random_dataloader("mlp", n=16)))
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_factorizing_a_layer_quantized_before_the_swap_is_refused(tmp_path):
+    callbacks = [QATCallback(), LowRankCallback(rank=2)]  # QAT first: its quantizers would be lost
+    with pytest.raises(ValueError, match=r"list LowRankCallback before QATCallback"):
         tiny_trainer(tmp_path, callbacks=callbacks).fit(BoringClassifier("mlp"))
