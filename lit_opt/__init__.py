@@ -11,7 +11,13 @@ Example::
     fast = load(path, model=MyModel())
 """
 
-from lit_opt.callbacks import ExportCallback, IterativePruningCallback, QATCallback, WeightSharingCallback
+from lit_opt.callbacks import (
+    ExportCallback,
+    IterativePruningCallback,
+    LowRankCallback,
+    QATCallback,
+    WeightSharingCallback,
+)
 from lit_opt.distillation import DistillationModule
 from lit_opt.export import export, load
 from lit_opt.quantization import QuantizationConfig
@@ -24,6 +30,7 @@ __all__ = [
     "DistillationModule",
     "ExportCallback",
     "IterativePruningCallback",
+    "LowRankCallback",
     "QATCallback",
     "WeightSharingCallback",
     "QuantizationConfig",

@@ -1,8 +1,10 @@
 """Rebuild lit_opt's structure on a plain model from a state dict, then load it.
 
 Compression modules store their configuration as extra state (``..._extra_state`` keys), so a
-checkpoint alone says which parametrizations and input quantizers to install; a ``<name>.remap``
-key marks a pruned vocabulary (:func:`lit_opt.prune_vocabulary`), rebuilt from the tensors' shapes. This is how a
+checkpoint alone says which parametrizations and input quantizers to install and which linear
+layers were factorized into a :class:`~lit_opt.nn.LowRankLinear` (and at what rank); a
+``<name>.remap`` key marks a pruned vocabulary (:func:`lit_opt.prune_vocabulary`), rebuilt from
+the tensors' shapes. This is how a
 QAT checkpoint is loaded outside the Trainer, and how the launching process of a ``ddp_spawn``
 run receives the compressed model.
 
@@ -25,6 +27,8 @@ from torch.nn.utils import parametrize
 from lit_opt._checks import check_module
 from lit_opt.export.structure import replace_submodule
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
+from lit_opt.nn.low_rank import KIND as LOW_RANK_KIND
+from lit_opt.nn.low_rank import LowRankLinear
 from lit_opt.nn.remapped_embedding import RemappedEmbedding, check_remap
 from lit_opt.parametrizations.codebook import Codebook
 from lit_opt.parametrizations.mask import Mask
@@ -78,12 +82,59 @@ def _install_remapped_embeddings(model: nn.Module, state_dict: Mapping[str, Any]
     return installed
 
 
+def low_rank_layers(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """The :class:`~lit_opt.nn.LowRankLinear` configurations ``state_dict`` holds under ``prefix``, by module name."""
+    layers = {}
+    for key, value in state_dict.items():
+        framed = key.startswith(prefix) and key.endswith("._extra_state")
+        if framed and isinstance(value, Mapping) and value.get("kind") == LOW_RANK_KIND:
+            layers[key[len(prefix) : -len("._extra_state")]] = dict(value)
+    return layers
+
+
+def install_low_rank(model: nn.Module, layers: Mapping[str, Mapping[str, Any]]) -> int:
+    """Make each module named in ``layers`` a :class:`~lit_opt.nn.LowRankLinear` of the given shape.
+
+    A plain ``nn.Linear`` (or a ``LowRankLinear`` of another rank) of the same width is replaced by a
+    fresh one on its device and dtype; its weights are left to ``load_state_dict``. Returns how many
+    modules were replaced.
+
+    Raises:
+        ValueError: a named module that is neither, or whose width differs.
+    """
+    replaced = 0
+    for name, config in layers.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(
+                f"a factorized layer {name!r} is recorded, but the model has no such module."
+            ) from None
+        shape = {k: config.get(k) for k in ("in_features", "out_features")}
+        if not isinstance(module, (nn.Linear, LowRankLinear)) or shape != {
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+        }:
+            raise ValueError(
+                f"a factorized layer {name!r} {dict(config)} is recorded, but the model's is {module!r}. "
+                "HINT: use the model the checkpoint or artifact was trained with."
+            )
+        if isinstance(module, LowRankLinear) and module.config() == {**config, "kind": LOW_RANK_KIND}:
+            continue
+        weight = module.second.weight if isinstance(module, LowRankLinear) else module.weight
+        built = _build(config, {LOW_RANK_KIND: LowRankLinear}, f"{name}._extra_state")
+        replace_submodule(model, name, built.to(device=weight.device, dtype=weight.dtype))
+        replaced += 1
+    return replaced
+
+
 def install_structure(model: nn.Module, state_dict: Mapping[str, Any]) -> int:
     """Install the parametrizations and input quantizers ``state_dict`` describes but ``model`` lacks.
 
     Returns how many modules were installed. Tensors are not loaded; see :func:`restore`.
     """
-    installed = _install_remapped_embeddings(model, state_dict)
+    installed = install_low_rank(model, low_rank_layers(state_dict))
+    installed += _install_remapped_embeddings(model, state_dict)
     parametrizations = sorted(
         (m.group(1) or "", m.group(2), int(m.group(3)), key)
         for key in state_dict

@@ -18,6 +18,7 @@ from lit_opt._checks import check_module, check_path
 from lit_opt.export import architecture, structure
 from lit_opt.export.format import FORMAT, FORMAT_VERSION, WEIGHTS, sha256, write_atomically, write_manifest
 from lit_opt.export.records import activation_ranges, collect, encode
+from lit_opt.nn.low_rank import LowRankLinear
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.quantization import (
     QuantizationConfig,
@@ -152,14 +153,17 @@ def export(
                 + (structure.remove_dead_units(model, records) if pruned else []),
                 "notes": [],
             }
+            low_rank = {n: m.config() for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+            if low_rank:  # the factorized layers load() rebuilds before the tensors go in
+                plan["low_rank"] = low_rank
             tensors, entries = encode(records)
             tensors.update(activation_ranges(model))
     finally:
         model.train(was_training)
     shared = any(entry["encoding"] == "codebook" for entry in entries.values())
-    if not modules and not plan["structure"] and not shared:
+    if not modules and not plan["structure"] and not shared and not low_rank:
         log.warning(
-            "export: %s carries no quantizer, pruning or weight sharing; its tensors are written as they are.",
+            "export: %s carries no quantizer, pruning, weight sharing or factorization; its tensors are written as they are.",
             type(model).__name__,
         )
     if any(entry.get("mask") for entry in entries.values()):

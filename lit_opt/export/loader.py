@@ -26,6 +26,7 @@ from lit_opt.nn.quantized import (
 )
 from lit_opt.nn.remapped_embedding import RemappedEmbedding
 from lit_opt.quantization import weight_quantizers
+from lit_opt.restore import install_low_rank
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ def _load(
         raise ValueError(
             "model=... already carries lit_opt quantizers. HINT: pass a plain skeleton (the model as constructed)."
         )
+    low_rank = manifest.get("plan", {}).get("low_rank", {})
+    install_low_rank(model, low_rank)
     plan = manifest.get("plan", {}).get("structure", [])
     structure.shrink(model, plan)
     own = model.state_dict()
@@ -254,6 +257,9 @@ def _load(
         }
     )
     structure.check_remaps(plan, raw, where)
+    raw.update(
+        {f"{name}._extra_state" if name else "_extra_state": config for name, config in low_rank.items()}
+    )
     missing = set(model.load_state_dict(raw, strict=False).missing_keys) - set(entries)
     if missing:
         raise ValueError(f"{where} lacks tensors the skeleton needs, e.g. {sorted(missing)[:3]}.")

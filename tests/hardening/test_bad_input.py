@@ -8,6 +8,7 @@ makes sure no public entry point lets a wrong type or value through to crash dee
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from lit_opt import (
     DistillationModule,
     ExportCallback,
     IterativePruningCallback,
+    LowRankCallback,
     QATCallback,
     WeightSharingCallback,
 )
@@ -94,6 +96,34 @@ TABLE: dict[str, Row] = {
         lambda: lit_opt.sharing.prepare_sharing(TinyMLP(), lit_opt.sharing.SharingConfig(targets=["relu"])),
         ValueError,
         r"targets=\['relu'\] matched 1 module\(s\) but no Linear.*ReLU",
+    ),
+    # LowRankCallback (setup-time rows: a trainer without a sharding strategy, a plain TinyMLP)
+    "low rank energy 0": (lambda: LowRankCallback(energy=0), ValueError, r"energy=0 is not accepted"),
+    "low rank energy 1.5": (lambda: LowRankCallback(energy=1.5), ValueError, r"energy=1.5.*\(0, 1\]. HINT"),
+    "low rank energy str": (lambda: LowRankCallback(energy="0.9"), ValueError, r"energy='0.9'"),
+    "low rank rank 0": (lambda: LowRankCallback(rank=0), ValueError, r"rank=0.*integer >= 1"),
+    "low rank rank float": (lambda: LowRankCallback(rank=2.5), ValueError, r"rank=2.5"),
+    "low rank min_saving 1": (
+        lambda: LowRankCallback(min_saving=1),
+        ValueError,
+        r"min_saving=1.*\[0, 1\). HINT",
+    ),
+    "low rank at_step": (lambda: LowRankCallback(at_step=-1), ValueError, r"at_step=-1"),
+    "low rank targets str": (lambda: LowRankCallback(targets="fc1"), ValueError, r"targets='fc1'.*HINT"),
+    "low rank targets nothing": (
+        lambda: LowRankCallback(targets=["fc9"]).setup(SimpleNamespace(), TinyMLP(), "fit"),
+        ValueError,
+        r"targets=\['fc9'\] matched no Linear module",
+    ),
+    "low rank non-Linear": (
+        lambda: LowRankCallback(targets=["relu"]).setup(SimpleNamespace(), TinyMLP(), "fit"),
+        ValueError,
+        r"targets=\['relu'\] matched 1 module\(s\) but no Linear module; it matched ReLU",
+    ),
+    "low rank rank too large": (
+        lambda: LowRankCallback(rank=5, targets=["fc2"]).setup(SimpleNamespace(), TinyMLP(), "fit"),
+        ValueError,
+        r"rank=5 exceeds min\(out_features, in_features\) = 4 of layer 'fc2'.*HINT",
     ),
     # DistillationModule
     "distill student None": (
