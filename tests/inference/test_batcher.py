@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_opt.inference import BatcherClosedError, DynamicBatcher, QueueFullError
+from lit_opt.inference.batcher import length_groups
 from tests.helpers.models import tiny_bert
 
 
@@ -59,6 +60,46 @@ def test_concurrent_threads_each_get_their_own_result() -> None:
     for i, request in enumerate(requests):  # padded and batched == alone
         torch.testing.assert_close(results[i].logits, alone(model, request), atol=1e-5, rtol=1e-5)
     assert stats["requests"] == 16 and stats["batches"] < 16  # requests were really batched
+
+
+class ShapeRecorder(nn.Module):
+    """Sums the unmasked ids per row and records each forward pass's input shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        self.shapes.append(tuple(input_ids.shape))
+        return (input_ids * attention_mask).sum(-1, keepdim=True)  # (B, 1)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "groups"),
+    [
+        ([30, 4, 5, 6], [[1, 2, 3], [0]]),  # 120 padded tokens -> 3*6 + 30 = 48
+        ([5, 6, 6], [[0, 1, 2]]),  # a cut would save 1 of 18 tokens: one pass
+        ([7], [[0]]),
+        ([10, 10, 40, 40], [[0, 1], [2, 3]]),  # 160 -> 20 + 80
+        ([30, 40], [[0, 1]]),  # 80 -> 70: less than 20% saved
+    ],
+)
+def test_length_groups_cut_where_padding_drops_by_a_fifth(
+    lengths: list[int], groups: list[list[int]]
+) -> None:
+    assert length_groups(lengths) == groups
+
+
+def test_a_batch_of_short_and_long_requests_runs_as_two_passes() -> None:
+    model = ShapeRecorder()
+    lengths = [3, 40, 2, 4]
+    with DynamicBatcher(model, max_batch_size=4, max_wait_ms=5000) as batcher:
+        futures = [batcher.submit({"input_ids": ids(i, n)}) for i, n in enumerate(lengths)]
+        results = [f.result(timeout=30) for f in futures]
+        stats = batcher.stats
+    assert model.shapes == [(3, 4), (1, 40)]
+    assert [int(r) for r in results] == [sum(ids(i, n)) for i, n in enumerate(lengths)]
+    assert stats == {"requests": 4, "batches": 2, "mean_batch_size": 2.0}
 
 
 def test_token_level_outputs_are_cut_to_the_request() -> None:
