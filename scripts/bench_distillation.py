@@ -46,7 +46,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,10 @@ from lit_opt.data import TextClassificationDataModule  # noqa: E402
 from lit_opt.data.text_classification import default_tokenizer  # noqa: E402
 from lit_opt.distillation import students  # noqa: E402
 from lit_opt.inference.measure import environment, loadavg  # noqa: E402
+from lit_opt.recipe.training import Classifier, model_inputs  # noqa: E402
 
 log = logging.getLogger("bench_distillation")
 KEEP_LAYERS = [0, 2, 4]
-INPUT_KEYS_DROPPED = ("labels", "idx")
 
 
 # --------------------------------------------------------------------------- data and models
@@ -96,25 +96,6 @@ class SubsetDataModule(TextClassificationDataModule):
                 self.splits["test"] = self.splits["test"].select(
                     range(min(self.test_rows, len(self.splits["test"])))
                 )
-
-
-class Classifier(L.LightningModule):
-    """A Hugging Face sequence classifier trained on cross-entropy alone (the teacher's fine-tune)."""
-
-    def __init__(self, model: nn.Module, lr: float, weight_decay: float = 0.01) -> None:
-        super().__init__()
-        self.model, self.lr, self.weight_decay = model, lr, weight_decay
-
-    @override
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k not in INPUT_KEYS_DROPPED}
-        loss = self.model(**inputs, labels=batch["labels"]).loss
-        self.log("train_loss", loss)
-        return loss
-
-    @override
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 
 class EpochClock(L.Callback):
@@ -190,7 +171,7 @@ def predictions(model: nn.Module, loader: Any) -> tuple[list[int], list[int], li
     predicted: list[int] = []
     with torch.inference_mode():
         for batch in loader:
-            inputs = {k: v for k, v in batch.items() if k not in INPUT_KEYS_DROPPED}
+            inputs = model_inputs(batch)
             predicted += model(**inputs).logits.argmax(dim=-1).tolist()
             labels += batch["labels"].tolist()
             index += batch["idx"].tolist()
