@@ -154,7 +154,10 @@ class QuantizedLinear(nn.Module):
         else:  # the row's own range: nothing clips
             x_scale = dynamic_qparams(rows, (-1,), symmetric=True)[0]  # (M, 1)
             x_codes = torch.round(rows / x_scale).to(torch.int8)
-        acc = torch._int_mm(x_codes, self.codes_t.t())  # (M, out) int32, exact
+        if x_codes.is_cuda:
+            acc = _cuda_int_mm(x_codes, self.codes)
+        else:
+            acc = torch._int_mm(x_codes, self.codes_t.t())  # (M, out) int32, exact
         out = torch.mul(acc, x_scale).mul_(self.channel_scale)  # (M, out) float
         if self.bias is not None:
             out += self.bias
@@ -162,6 +165,26 @@ class QuantizedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
+
+
+def _cuda_int_mm(x_codes: Tensor, codes: Tensor) -> Tensor:
+    """``x_codes @ codes.T`` in int32 through cuBLASLt, which takes more than 16 rows, both inner and output
+    sizes a multiple of 8, and the weight column-major: zero rows and columns pad the operands, then are cut.
+
+    Example (on a GPU)::
+
+        >>> _cuda_int_mm(torch.ones(1, 3, dtype=torch.int8, device="cuda"),
+        ...              torch.ones(2, 3, dtype=torch.int8, device="cuda")).tolist()  # doctest: +SKIP
+        [[3, 3]]
+    """
+    rows, inner = x_codes.shape
+    outputs = codes.shape[0]
+    pad_inner, pad_out = -inner % 8, -outputs % 8
+    if pad_inner or rows <= 16:
+        x_codes = F.pad(x_codes, (0, pad_inner, 0, max(17 - rows, 0)))  # (max(M, 17), in + pad)
+    if pad_inner or pad_out:
+        codes = F.pad(codes, (0, pad_inner, 0, pad_out))  # (out + pad, in + pad), row-major
+    return torch._int_mm(x_codes, codes.t())[:rows, :outputs]
 
 
 def _prepack(codes: Tensor, scale: Tensor, bias: Tensor | None) -> Any:

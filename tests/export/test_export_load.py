@@ -34,6 +34,7 @@ from torch.nn.utils import parametrize
 import lit_opt
 from lit_opt.export import loader as exporter_loader
 from lit_opt.nn import QuantizedEmbedding, QuantizedLinear
+from lit_opt.nn.quantized import _cuda_int_mm
 from lit_opt.quantization import QuantizationConfig, activation_quantizers, prepare_quantization
 from tests.helpers.models import build_net, tiny_bert
 
@@ -456,3 +457,64 @@ def test_artifact_holds_no_pickle(artifacts, tmp_path: Path) -> None:
         assert not p.read_bytes().startswith(b"PK")  # no torch.save zip archive
     assert all(p.suffix in {".json", ".safetensors"} for p in path.iterdir())
     assert not list(tmp_path.glob(".*"))  # no temporary directory left beside it
+
+
+# --- the same artifacts on a GPU (skipped without CUDA; run on a lent GPU machine) ----------------
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def run_on(model: nn.Module, kind: str, n: int, seed: int, device: str) -> torch.Tensor:
+    args, kwargs = make_inputs(kind, n, seed)
+    args = tuple(a.to(device) for a in args)
+    kwargs = {k: v.to(device) for k, v in kwargs.items()}
+    with torch.no_grad():
+        out = model(*args, **kwargs)
+    return (out.logits if kind == "bert" else out).float().cpu()
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_kernels_match_the_cpu_fake_quantized_model(artifacts, kind: str, config: str) -> None:
+    model, path = artifacts[kind, config]
+    expected = run(model, kind, 600, 11)
+    reference = lit_opt.load(path, model=skeleton(kind), device="cuda", kernel="reference")
+    assert next(reference.buffers()).device.type == "cuda"
+    # fp32 on the GPU: the same codes and scales, only the matmul's summation order differs
+    assert rel_err(run_on(reference, kind, 600, 11, "cuda"), expected) <= 1e-4
+    auto = lit_opt.load(path, model=skeleton(kind), device="cuda", kernel="auto")
+    assert {m.kernel for m in auto.modules() if isinstance(m, QuantizedLinear)} <= {"bf16"}
+    got = run_on(auto, kind, 600, 11, "cuda")
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean().item() >= 0.98
+    assert rel_err(got, expected) <= 0.05
+    if config in INT8_CAPABLE and kind != "conv":
+        int8 = lit_opt.load(path, model=skeleton(kind), device="cuda", kernel="int8")
+        got = run_on(int8, kind, 600, 11, "cuda")
+        # the integer products are exact, but the GPU's fp32 elsewhere can move a static activation code
+        # across a rounding boundary (BERT, static: 5.5e-3 measured on an H200), as TinyMLP does on the CPU
+        assert rel_err(got, expected) <= 1e-2
+        assert (got.argmax(-1) == expected.argmax(-1)).float().mean().item() >= 0.98
+
+
+@pytest.mark.parametrize("rows,inner,outputs", [(1, 3, 2), (16, 8, 8), (17, 64, 48), (5, 30, 7)])
+def test_cuda_int_mm_padding_gives_the_exact_product(rows: int, inner: int, outputs: int) -> None:
+    # the padding and cutting that cuBLASLt's shape rules need, checked on the CPU's own _int_mm
+    g = torch.Generator().manual_seed(rows + inner + outputs)
+    x = torch.randint(-128, 128, (rows, inner), generator=g, dtype=torch.int8)
+    w = torch.randint(-128, 128, (outputs, inner), generator=g, dtype=torch.int8)
+    expected = x.long() @ w.long().t()
+    assert torch.equal(_cuda_int_mm(x, w).long(), expected)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_cuda_int8_kernel_runs_a_single_short_row(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(30, 7))  # neither size a multiple of 8, and one row of input
+    prepare_quantization(model, QuantizationConfig(weight_bits=8, activations="dynamic"))
+    path = lit_opt.export(model.eval(), tmp_path / "odd")
+    loaded = lit_opt.load(path, model=nn.Sequential(nn.Linear(30, 7)), device="cuda", kernel="int8")
+    x = torch.randn(1, 30, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert rel_err(loaded(x.cuda()).cpu(), model(x)) <= 2e-6
