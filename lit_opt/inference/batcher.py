@@ -61,31 +61,35 @@ def _select(output: Any, row: int, length: int, padded: int) -> Any:
     return output
 
 
-def length_groups(lengths: Sequence[int], min_saving: float = 0.2) -> list[list[int]]:
-    """Indices of a batch in one or two forward passes, split by length where that pads much less.
+def length_groups(lengths: Sequence[int], pass_cost: int = 64) -> list[list[int]]:
+    """Indices of a batch split into forward passes of similar lengths, at the least estimated cost.
 
-    Sorted by length, the batch is cut at the point that minimises the padded tokens
-    (``size * longest`` summed over the parts); the cut is taken only if it saves at least
-    ``min_saving`` of the single pass's padded tokens, as a second pass has its own overhead.
+    A pass costs its padded tokens (``size * longest``) plus ``pass_cost`` tokens for its fixed
+    overhead. The default is measured: on all-MiniLM-L6-v2 with int8 kernels (2 AVX2 cores), a pass at
+    batch 1 of 30 tokens took 12.7 ms where a token cost 0.147 ms in a batch of 16, so about 8.3 ms
+    (56 tokens) of each pass is fixed. Sorted by length, the batch is cut where the total cost is
+    least (an exact dynamic program over the cut points); parts come shortest first.
 
     Example::
 
-        >>> length_groups([30, 4, 5, 6])
+        >>> length_groups([30, 4, 5, 6])  # 64 + 4*30 = 184 in one pass; 64 + 3*6 + 64 + 30 = 176 in two
         [[1, 2, 3], [0]]
         >>> length_groups([5, 6, 6])
         [[0, 1, 2]]
     """
+    if pass_cost < 0:
+        raise ValueError(f"pass_cost={pass_cost!r} is not accepted; expected an integer >= 0.")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     ranked = [lengths[i] for i in order]
-    whole = len(ranked) * ranked[-1]
-    best, cut = whole, len(ranked)
-    for k in range(1, len(ranked)):
-        cost = k * ranked[k - 1] + (len(ranked) - k) * ranked[-1]
-        if cost < best:
-            best, cut = cost, k
-    if best > (1 - min_saving) * whole:
-        return [order]
-    return [order[:cut], order[cut:]]
+    # best[j]: least cost of the j shortest requests; start[j]: where their last pass begins
+    best, start = [0] + [0] * len(ranked), [0] * (len(ranked) + 1)
+    for j in range(1, len(ranked) + 1):
+        best[j], start[j] = min((best[i] + pass_cost + (j - i) * ranked[j - 1], i) for i in range(j))
+    groups, end = [], len(ranked)
+    while end > 0:
+        groups.append(order[start[end] : end])
+        end = start[end]
+    return groups[::-1]
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -108,8 +112,9 @@ class DynamicBatcher:
     :class:`~concurrent.futures.Future`; in asyncio, ``await batcher.submit_async(request)``; or block on
     ``batcher(request)``. One worker thread takes up to ``max_batch_size`` waiting requests as soon as
     that many wait or the oldest has waited ``max_wait_ms``, pads them to the longest one, runs the model
-    once (``model(input_ids=..., attention_mask=...)``, under ``torch.inference_mode``; or twice, short and
-    long requests apart, where that pads at least 20% fewer tokens: :func:`length_groups`) and gives each
+    once (``model(input_ids=..., attention_mask=...)``, under ``torch.inference_mode``; or in a few passes,
+    short and long requests apart, where the padding saved outweighs a pass's fixed cost:
+    :func:`length_groups`) and gives each
     caller its own row of the output (a ``ModelOutput`` keeps its type; token-level outputs
     ``(B, T, ...)`` are cut to the request's own tokens).
 

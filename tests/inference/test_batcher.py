@@ -75,19 +75,43 @@ class ShapeRecorder(nn.Module):
 
 
 @pytest.mark.parametrize(
-    ("lengths", "groups"),
+    ("lengths", "pass_cost", "groups"),
     [
-        ([30, 4, 5, 6], [[1, 2, 3], [0]]),  # 120 padded tokens -> 3*6 + 30 = 48
-        ([5, 6, 6], [[0, 1, 2]]),  # a cut would save 1 of 18 tokens: one pass
-        ([7], [[0]]),
-        ([10, 10, 40, 40], [[0, 1], [2, 3]]),  # 160 -> 20 + 80
-        ([30, 40], [[0, 1]]),  # 80 -> 70: less than 20% saved
+        ([30, 4, 5, 6], 64, [[1, 2, 3], [0]]),  # one pass 64 + 4*30 = 184; two 64 + 3*6 + 64 + 30 = 176
+        ([5, 6, 6], 64, [[0, 1, 2]]),  # 82 in one pass; a cut only adds a pass
+        ([7], 64, [[0]]),
+        ([], 64, []),
+        ([10, 10, 40, 40], 64, [[0, 1, 2, 3]]),  # 64 + 160 = 224 beats 64 + 20 + 64 + 80 = 228
+        ([10, 10, 40, 40], 30, [[0, 1], [2, 3]]),  # 30 + 20 + 30 + 80 = 160 beats 190
+        ([10, 10, 40, 40], 0, [[0, 1], [2, 3]]),  # padding alone: equal lengths stay together
+        ([2, 50, 20, 3, 21, 51], 20, [[0, 3], [2, 4], [1, 5]]),  # 3 passes: 3*20 + 6 + 42 + 102 = 210
     ],
 )
-def test_length_groups_cut_where_padding_drops_by_a_fifth(
-    lengths: list[int], groups: list[list[int]]
+def test_length_groups_minimise_padding_plus_pass_cost(
+    lengths: list[int], pass_cost: int, groups: list[list[int]]
 ) -> None:
-    assert length_groups(lengths) == groups
+    assert length_groups(lengths, pass_cost) == groups
+
+
+def test_length_groups_match_brute_force_over_all_cuts() -> None:
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        lengths = torch.randint(1, 60, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+        ranked = sorted(lengths)
+        n = len(ranked)
+        best = min(  # every subset of the n - 1 cut points of the sorted lengths
+            sum(32 + (b - a) * ranked[b - 1] for a, b in zip([0, *cuts], [*cuts, n], strict=True))
+            for mask in range(2 ** (n - 1))
+            for cuts in [[k + 1 for k in range(n - 1) if mask >> k & 1]]
+        )
+        got = length_groups(lengths, 32)
+        assert sorted(i for group in got for i in group) == list(range(n))
+        assert sum(32 + len(grp) * max(lengths[i] for i in grp) for grp in got) == best
+
+
+def test_length_groups_rejects_negative_pass_cost() -> None:
+    with pytest.raises(ValueError, match=r"pass_cost=-1 is not accepted; expected an integer >= 0"):
+        length_groups([3, 4], -1)
 
 
 def test_a_batch_of_short_and_long_requests_runs_as_two_passes() -> None:
