@@ -706,6 +706,23 @@ def sparsest(row: dict[str, Any]) -> str:
     return f"{name} {layers[name]:.1%}"
 
 
+def step_cost_lines(step_costs: list[dict[str, Any]]) -> list[str]:
+    """The markdown table of :func:`step_cost`'s rows."""
+    lines = [
+        f"## Training-step cost with 90% masks in place (batch {BATCH}, interleaved: {step_costs[0]['rounds']} "
+        "rounds of one step per variant, the same batches)",
+        "",
+        "| variant | step median ms | step p90 ms | vs dense (ratio of medians) | vs dense (paired median) | cpu/wall |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in step_costs:
+        lines.append(
+            f"| {r['name']} | {r['step_median_ms']:.0f} | {r['step_p90_ms']:.0f} | {r['ratio_of_medians']:.3f}x "
+            f"| {r['paired_median_ratio']:.3f}x | {r['cpu_per_wall']:.2f} |"
+        )
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     env, s = report["env"], report["settings"]
     dense = report["unstructured"][0]
@@ -728,19 +745,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {prune} | {r['fit_s']:.0f} | {r['cpu_per_wall']:.2f} | {sparsest(r)} "
             f"| {fmt(r.get('layer_sparsity', {}).get('pooler.dense'), '.1%')} |"
         )
-    lines += [
-        "",
-        f"## Training-step cost with 90% masks in place (batch {BATCH}, interleaved: {report['step_cost'][0]['rounds']} "
-        "rounds of one step per variant, the same batches)",
-        "",
-        "| variant | step median ms | step p90 ms | vs dense (ratio of medians) | vs dense (paired median) | cpu/wall |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in report["step_cost"]:
-        lines.append(
-            f"| {r['name']} | {r['step_median_ms']:.0f} | {r['step_p90_ms']:.0f} | {r['ratio_of_medians']:.3f}x "
-            f"| {r['paired_median_ratio']:.3f}x | {r['cpu_per_wall']:.2f} |"
-        )
+    lines += ["", *step_cost_lines(report["step_cost"])]
     lines += [
         "",
         f"## Structured pruning, exported and loaded (latency: seq {LATENCY_SEQ_LEN}, {env['threads']} threads, "
@@ -873,6 +878,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=int, default=None, help="untimed calls per model and batch (default 2)"
     )
+    parser.add_argument(
+        "--step-cost-only",
+        action="store_true",
+        help="measure the interleaved training-step cost alone (with --step-rounds), write step_cost.json, stop",
+    )
     args = parser.parse_args(argv)
     defaults = (
         {
@@ -948,6 +958,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("interleaved training-step cost")  # first: it decides a goal, and needs no trained row
     step_costs = step_cost(base, data, args)
     (out / "step_cost.json").write_text(json.dumps(step_costs, indent=1))
+    if args.step_cost_only:
+        print("\n".join(step_cost_lines(step_costs)))
+        return 0
 
     rows: list[dict[str, Any]] = [{"name": "dense", "kind": "dense", "target": None}]
     for target in args.sparsities:
