@@ -116,12 +116,12 @@ def test_length_groups_rejects_negative_pass_cost() -> None:
 
 def test_a_batch_of_short_and_long_requests_runs_as_two_passes() -> None:
     model = ShapeRecorder()
-    lengths = [3, 40, 2, 4]
+    lengths = [3, 90, 2, 4]  # one pass: 128 + 4*90 = 488 tokens; two: 128 + 3*4 + 128 + 90 = 358
     with DynamicBatcher(model, max_batch_size=4, max_wait_ms=5000) as batcher:
         futures = [batcher.submit({"input_ids": ids(i, n)}) for i, n in enumerate(lengths)]
         results = [f.result(timeout=30) for f in futures]
         stats = batcher.stats
-    assert model.shapes == [(3, 4), (1, 40)]
+    assert model.shapes == [(3, 4), (1, 90)]
     assert [int(r) for r in results] == [sum(ids(i, n)) for i, n in enumerate(lengths)]
     assert stats == {"requests": 4, "batches": 2, "mean_batch_size": 2.0}
 
