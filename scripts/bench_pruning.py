@@ -516,13 +516,17 @@ def export_rows(
 
 def time_round_robin(calls: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, Timing]:
     """Latency of each call, timed in rounds (one call of each per round) so that a change in the load of
-    the shared machine hits every candidate alike."""
+    the shared machine hits every candidate alike; each round starts one candidate later than the last,
+    so that no candidate always runs first in a round."""
     for fn in calls.values():
         time_calls(fn, warmup=warmup, repeats=1)
     times: dict[str, list[float]] = {name: [] for name in calls}
     cpu = dict.fromkeys(calls, 0.0)
-    for _ in range(repeats):
-        for name, fn in calls.items():
+    names = list(calls)
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = calls[name]
             c0 = time.process_time()
             times[name] += time_calls(fn, warmup=0, repeats=1).times_ms
             cpu[name] += time.process_time() - c0
