@@ -53,6 +53,7 @@ class Mask(nn.Module):
         self.register_buffer("factor", torch.ones(self.shape), persistent=False)
         self._seen: tuple[int, int] | None = None
         self._dense = True
+        self._held: Tensor | None = None
         if self.score_shape is not None:
             self.register_buffer("score", torch.zeros(self.score_shape))
             self.register_buffer("score_count", torch.tensor(0.0))
@@ -97,8 +98,15 @@ class Mask(nn.Module):
 
     def forward(self, w: Tensor) -> Tensor:
         self._refresh(w.dtype)
-        # nothing pruned: the weight itself, no multiply (and no gradient mask needed)
-        return w if self._dense else w * self.factor
+        if self._dense:  # nothing pruned: the weight itself, no multiply (and no gradient mask needed)
+            return w
+        masked = w * self.factor
+        # While training, hold the product's memory until the next forward replaces it, as
+        # torch.nn.utils.prune's hooks do: freed after each backward, glibc hands it back to the OS and
+        # the next step page-faults it in again (MiniLM-shaped BERT, 90% masks, 2 threads: 1.07-1.09x a dense
+        # step without this, 1.02-1.03x with it). Detached, so deepcopy and pickling still work.
+        self._held = masked.detach() if torch.is_grad_enabled() else None
+        return masked
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, sparsity={self.sparsity:.3f}"

@@ -48,3 +48,18 @@ def test_a_change_first_seen_under_inference_mode_still_trains():
         assert layer.weight[0].abs().sum().item() == 0.0
     layer.weight.sum().backward()  # the cached factor is a normal tensor, usable for autograd
     assert layer.parametrizations.weight.original.grad[0].abs().sum().item() == 0.0
+
+
+def test_training_holds_the_last_product_detached_so_copies_still_work():
+    layer, mask = _masked_linear()
+    mask.mask[0] = False
+    loss = layer(torch.ones(2, 6)).sum()
+    held = mask._held
+    assert held is not None and held.grad_fn is None and torch.equal(held, layer.weight.detach())
+    loss.backward()
+    copied = copy.deepcopy(layer)  # a held tensor with a grad_fn would refuse deepcopy
+    assert torch.equal(copied.weight, layer.weight)
+    assert not any("held" in key for key in layer.state_dict())
+    with torch.no_grad():
+        layer(torch.ones(2, 6))
+    assert mask._held is None  # inference holds nothing
