@@ -55,7 +55,14 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import lit_opt  # noqa: E402
-from lit_opt.inference.measure import call_model, environment, file_bytes, loadavg, synthetic_batch  # noqa: E402
+from lit_opt.inference.measure import (  # noqa: E402
+    call_model,
+    environment,
+    file_bytes,
+    loadavg,
+    synthetic_batch,
+    time_round_robin,
+)
 
 log = logging.getLogger("bench_compression")
 SEED = bench_pruning.SEED
@@ -169,7 +176,7 @@ def time_latency(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     inputs = synthetic_batch(LATENCY_BATCH, LATENCY_SEQ_LEN, timed[0]["_loaded"].config.vocab_size, seed=SEED)
     calls = {r["name"]: functools.partial(call_model, r["_loaded"], inputs) for r in timed}
     with torch.inference_mode():
-        timings = bench_pruning.time_round_robin(calls, args.warmup, args.repeats)
+        timings = time_round_robin(calls, args.warmup, args.repeats)
     dense = timings["dense"].median_ms
     for r in timed:
         r["b32_median_ms"] = timings[r["name"]].median_ms

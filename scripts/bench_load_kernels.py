@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
+import functools
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import lit_opt
-from lit_opt.inference.measure import call_model, environment, synthetic_batch
+from lit_opt.inference.measure import call_model, environment, synthetic_batch, time_round_robin
 
 MINILM = {
     "vocab_size": 30522,
@@ -38,15 +37,11 @@ MINILM = {
 }
 
 
-def timed_ms(model: torch.nn.Module, inputs: dict, device: torch.device) -> float:
-    """Wall milliseconds of one forward pass, the device's queue drained before and after."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
+def synced_call(model: torch.nn.Module, inputs: dict, device: torch.device) -> None:
+    """One forward pass that returns only once the device's queue is drained (so a GPU's time counts)."""
     call_model(model, inputs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1e3
 
 
 def main() -> None:
@@ -77,18 +72,16 @@ def main() -> None:
     rows = []
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         inputs = {k: v.to(device) for k, v in synthetic_batch(batch_size, args.seq_len, 30522).items()}
-        times: dict[str, list[float]] = {name: [] for name in models}
-        with torch.inference_mode():
-            for model in models.values():  # warm-up (kernel selection, caches)
-                for _ in range(3):
-                    timed_ms(model, inputs, device)
-            for _ in range(args.repeats):
-                for name, model in models.items():
-                    times[name].append(timed_ms(model, inputs, device))
-        base = statistics.median(times["eager fp32"])
-        for name, values in times.items():
-            median = statistics.median(values)
-            rows.append(f"| {name} | {batch_size} | {median:.2f} | {base / median:.2f}x |")
+        calls = {
+            name: functools.partial(synced_call, model, inputs, device) for name, model in models.items()
+        }
+        with torch.inference_mode():  # 3 untimed calls each first (kernel selection, caches)
+            timings = time_round_robin(calls, warmup=3, repeats=args.repeats)
+        base = timings["eager fp32"].median_ms
+        for name, timing in timings.items():
+            rows.append(
+                f"| {name} | {batch_size} | {timing.median_ms:.2f} | {base / timing.median_ms:.2f}x |"
+            )
     print(f"\n| model | batch | median ms (seq {args.seq_len}) | vs eager fp32 |\n|---|---:|---:|---:|")
     print("\n".join(rows))
 

@@ -71,7 +71,6 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Sampler  # noqa: E402
 
 from lit_opt.inference.measure import (  # noqa: E402
-    Timing,
     call_model,
     dir_bytes,
     environment,
@@ -79,7 +78,7 @@ from lit_opt.inference.measure import (  # noqa: E402
     loadavg,
     percentile,
     synthetic_batch,
-    time_calls,
+    time_round_robin,
 )
 
 log = logging.getLogger("bench_pruning")
@@ -512,25 +511,6 @@ def export_rows(
         row["_model"] = loaded
         rows.append(row)
     return rows
-
-
-def time_round_robin(calls: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, Timing]:
-    """Latency of each call, timed in rounds (one call of each per round) so that a change in the load of
-    the shared machine hits every candidate alike; each round starts one candidate later than the last,
-    so that no candidate always runs first in a round."""
-    for fn in calls.values():
-        time_calls(fn, warmup=warmup, repeats=1)
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    cpu = dict.fromkeys(calls, 0.0)
-    names = list(calls)
-    for round_index in range(repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = calls[name]
-            c0 = time.process_time()
-            times[name] += time_calls(fn, warmup=0, repeats=1).times_ms
-            cpu[name] += time.process_time() - c0
-    return {name: Timing(t, cpu[name] / (sum(t) / 1e3)) for name, t in times.items()}
 
 
 def time_models(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:

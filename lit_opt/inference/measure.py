@@ -110,6 +110,31 @@ def time_calls(fn: Callable[[], Any], warmup: int = 2, repeats: int = 10) -> Tim
     return Timing(times, cpu_per_wall)
 
 
+def time_round_robin(calls: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, Timing]:
+    """Latency of each call, timed in rounds (one call of each per round) so that a change in the load of
+    the shared machine hits every candidate alike; each round starts one candidate later than the last,
+    so that no candidate always runs first in a round.
+
+    Example::
+
+        >>> timings = time_round_robin({"a": lambda: sum(range(100)), "b": lambda: None}, warmup=1, repeats=3)
+        >>> sorted(timings), len(timings["a"].times_ms)
+        (['a', 'b'], 3)
+    """
+    for fn in calls.values():
+        time_calls(fn, warmup=warmup, repeats=1)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu = dict.fromkeys(calls, 0.0)
+    names = list(calls)
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            c0 = time.process_time()
+            times[name] += time_calls(calls[name], warmup=0, repeats=1).times_ms
+            cpu[name] += time.process_time() - c0
+    return {name: Timing(t, cpu[name] / (sum(t) / 1e3)) for name, t in times.items()}
+
+
 def time_forward(model: nn.Module, inputs: Any, warmup: int = 2, repeats: int = 10) -> Timing:
     """Latency of ``model``'s forward on ``inputs`` (see :func:`call_model`) under ``inference_mode``.
 

@@ -18,6 +18,7 @@ from lit_opt.inference.measure import (
     synthetic_batch,
     time_calls,
     time_forward,
+    time_round_robin,
 )
 
 
@@ -77,3 +78,12 @@ def test_sizes_and_environment(tmp_path: Path) -> None:
     assert file_bytes(tmp_path / "a") == 10 and dir_bytes(tmp_path) == 15
     env = environment(threads=2)
     assert env["threads"] == 2 and "loadavg" in env
+
+
+def test_round_robin_rotates_which_candidate_goes_first() -> None:
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    timings = time_round_robin(calls, warmup=1, repeats=3)
+    assert order[:6] == list("aabbcc")  # per candidate: the warm-up, then one discarded timed call
+    assert order[6:] == list("abcbcacab")
+    assert {name: len(t.times_ms) for name, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
