@@ -84,7 +84,7 @@ def length_groups(lengths: Sequence[int], pass_cost: int = 128) -> list[list[int
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     ranked = [lengths[i] for i in order]
     # best[j]: least cost of the j shortest requests; start[j]: where their last pass begins
-    best, start = [0] + [0] * len(ranked), [0] * (len(ranked) + 1)
+    best, start = [0] * (len(ranked) + 1), [0] * (len(ranked) + 1)
     for j in range(1, len(ranked) + 1):
         best[j], start[j] = min((best[i] + pass_cost + (j - i) * ranked[j - 1], i) for i in range(j))
     groups, end = [], len(ranked)

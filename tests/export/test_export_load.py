@@ -80,11 +80,14 @@ def skeleton(kind: str, seed: int = 123) -> nn.Module:
     return tiny_bert(seed=seed) if kind == "bert" else build_net(kind, seed=seed)
 
 
-def run(model: nn.Module, kind: str, n: int, seed: int) -> torch.Tensor:
+def run(model: nn.Module, kind: str, n: int, seed: int, device: str = "cpu") -> torch.Tensor:
+    """The model's outputs (logits for BERT) on ``make_inputs``, run on ``device``, returned on the CPU."""
     args, kwargs = make_inputs(kind, n, seed)
+    args = tuple(a.to(device) for a in args)
+    kwargs = {k: v.to(device) for k, v in kwargs.items()}
     with torch.no_grad():
         out = model(*args, **kwargs)
-    return out.logits if kind == "bert" else out
+    return (out.logits if kind == "bert" else out).cpu()
 
 
 def quantized_model(kind: str, config: dict[str, Any]) -> nn.Module:
@@ -464,15 +467,6 @@ def test_artifact_holds_no_pickle(artifacts, tmp_path: Path) -> None:
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def run_on(model: nn.Module, kind: str, n: int, seed: int, device: str) -> torch.Tensor:
-    args, kwargs = make_inputs(kind, n, seed)
-    args = tuple(a.to(device) for a in args)
-    kwargs = {k: v.to(device) for k, v in kwargs.items()}
-    with torch.no_grad():
-        out = model(*args, **kwargs)
-    return (out.logits if kind == "bert" else out).float().cpu()
-
-
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -483,15 +477,15 @@ def test_cuda_kernels_match_the_cpu_fake_quantized_model(artifacts, kind: str, c
     reference = lit_opt.load(path, model=skeleton(kind), device="cuda", kernel="reference")
     assert next(reference.buffers()).device.type == "cuda"
     # fp32 on the GPU: the same codes and scales, only the matmul's summation order differs
-    assert rel_err(run_on(reference, kind, 600, 11, "cuda"), expected) <= 1e-4
+    assert rel_err(run(reference, kind, 600, 11, "cuda"), expected) <= 1e-4
     auto = lit_opt.load(path, model=skeleton(kind), device="cuda", kernel="auto")
     assert {m.kernel for m in auto.modules() if isinstance(m, QuantizedLinear)} <= {"bf16"}
-    got = run_on(auto, kind, 600, 11, "cuda")
+    got = run(auto, kind, 600, 11, "cuda")
     assert (got.argmax(-1) == expected.argmax(-1)).float().mean().item() >= 0.98
     assert rel_err(got, expected) <= 0.05
     if config in INT8_CAPABLE and kind != "conv":
         int8 = lit_opt.load(path, model=skeleton(kind), device="cuda", kernel="int8")
-        got = run_on(int8, kind, 600, 11, "cuda")
+        got = run(int8, kind, 600, 11, "cuda")
         # the integer products are exact, but the GPU's fp32 elsewhere can move a static activation code
         # across a rounding boundary (BERT, static: 5.5e-3 measured on an H200), as TinyMLP does on the CPU
         assert rel_err(got, expected) <= 1e-2
