@@ -21,6 +21,8 @@ Usage::
 
     python scripts/bench_batching.py                  # ~5 minutes on 2 cores
     python scripts/bench_batching.py --quick          # smoke run
+    python scripts/bench_batching.py --skip-bucketing --artifact outputs/bench_batching/minilm-int8 \
+        --device cuda                                 # serving only, an existing artifact, on a GPU
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 import lit_opt  # noqa: E402
 from lit_opt.data import TextClassificationDataModule  # noqa: E402
@@ -198,27 +201,26 @@ def summarize(latencies: list[float], elapsed: float) -> dict[str, Any]:
     }
 
 
-def serving_rows(
-    args: argparse.Namespace, model: nn.Module, texts: list[str], out: Path
-) -> list[dict[str, Any]]:
+def serving_rows(args: argparse.Namespace, artifact: Path, texts: list[str]) -> list[dict[str, Any]]:
     """Sequential calls, batch-1 serving and the DynamicBatcher, taking turns for ``--rounds`` rounds.
 
-    Every server is warmed up first (a full untimed round creates the oneDNN kernels for the shapes it
-    meets, as a long-running server would have done already); then each round runs every server once
-    on the same texts, so a change in the load of a shared machine hits them alike.
+    ``artifact`` (with its tokenizer) is loaded on ``--device``; every client takes its logits to the
+    host, so a GPU's asynchronous work is inside the measured latency. Every server is warmed up
+    first (a full untimed round creates the oneDNN kernels for the shapes it meets, as a long-running
+    server would have done already); then each round runs every server once on the same texts, so a
+    change in the load of a shared machine hits them alike.
     """
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(default_tokenizer())
-    artifact = lit_opt.export(
-        model.eval(), out / "minilm-int8", quantization={"weight_bits": 8}, tokenizer=tokenizer
-    )
-    loaded = lit_opt.load(artifact)
+    tokenizer = AutoTokenizer.from_pretrained(artifact)
+    loaded = lit_opt.load(artifact, device=args.device)
     per_round = max(args.requests // args.rounds, 1)
 
     def direct(text: str) -> Any:
+        inputs = tokenizer(text, truncation=True, max_length=args.max_length, return_tensors="pt")
         with torch.inference_mode():
-            return loaded(**tokenizer(text, truncation=True, max_length=args.max_length, return_tensors="pt"))
+            return loaded(**inputs.to(args.device))
+
+    def to_host(serve: Any) -> Any:
+        return lambda text: serve(text).logits.cpu()
 
     def batcher(max_batch_size: int) -> DynamicBatcher:
         return DynamicBatcher(
@@ -227,6 +229,8 @@ def serving_rows(
             max_batch_size=max_batch_size,
             max_wait_ms=args.max_wait_ms,
             max_length=args.max_length,
+            pad_to_multiple_of=args.pad_to_multiple_of,
+            pass_cost=args.pass_cost,
         )
 
     wait = f"max_wait_ms={args.max_wait_ms}"
@@ -234,8 +238,10 @@ def serving_rows(
         f"batch-1 serving (max_batch_size=1, {wait})": batcher(1),
         f"DynamicBatcher (max_batch_size={args.max_batch_size}, {wait})": batcher(args.max_batch_size),
     }
-    servers: dict[str, tuple[Any, int]] = {"sequential direct calls (batch 1, no queue)": (direct, 1)}
-    servers.update({name: (b, args.clients) for name, b in batchers.items()})
+    servers: dict[str, tuple[Any, int]] = {
+        "sequential direct calls (batch 1, no queue)": (to_host(direct), 1)
+    }
+    servers.update({name: (to_host(b), args.clients) for name, b in batchers.items()})
     latencies: dict[str, list[float]] = {name: [] for name in servers}
     elapsed = dict.fromkeys(servers, 0.0)
     try:
@@ -270,13 +276,17 @@ def serving_rows(
 
 def markdown(report: dict[str, Any]) -> str:
     a = report["settings"]
-    lines = [
-        f"## Length bucketing (Rotten Tomatoes train split, max_length {a['max_length']}, batch 32, "
-        f"first {a['batches']} batches, fp32 all-MiniLM-L6-v2 + 2-label head, {a['threads']} threads)",
-        "",
-        "| loader | padding (measured batches) | padding (whole epoch) | padded positions | train s | forward s |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    lines = (
+        []
+        if not report["bucketing"]
+        else [
+            f"## Length bucketing (Rotten Tomatoes train split, max_length {a['max_length']}, batch 32, "
+            f"first {a['batches']} batches, fp32 all-MiniLM-L6-v2 + 2-label head, {a['threads']} threads)",
+            "",
+            "| loader | padding (measured batches) | padding (whole epoch) | padded positions | train s | forward s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+    )
     for r in report["bucketing"]:
         if "train_s" not in r:
             lines.append(f"| {r['bucketing']} | | {100 * r['padding_fraction_epoch']:.1f}% | | | |")
@@ -289,7 +299,8 @@ def markdown(report: dict[str, Any]) -> str:
     s = report["serving"]
     lines += [
         "",
-        f"## Dynamic batching (lit_opt int8 artifact, lit_opt.load kernel auto; {a['clients']} closed-loop clients x "
+        f"## Dynamic batching ({a['artifact'] or 'lit_opt int8 artifact'}, lit_opt.load kernel auto on {a['device']}, "
+        f"{a['threads']} CPU threads; {a['clients']} closed-loop clients x "
         f"{a['requests']} Rotten Tomatoes test texts in {a['rounds']} interleaved rounds; p99 budget {a['p99_budget_ms']} ms)",
         "",
         "| server | clients | requests | throughput req/s | p50 ms | p99 ms | mean batch |",
@@ -323,6 +334,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--p99-budget-ms", type=float, default=500.0)
+    parser.add_argument("--pad-to-multiple-of", type=int, default=1)
+    parser.add_argument("--pass-cost", type=int, help="DynamicBatcher(pass_cost=...); default: its own")
+    parser.add_argument(
+        "--no-cudnn-attention",
+        action="store_true",
+        help="turn off torch's cuDNN attention, which builds a plan for every new (batch, length) shape",
+    )
+    parser.add_argument("--device", default="cpu", help="where the served model runs, e.g. cuda")
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        help="serve this lit_opt artifact (with its tokenizer) instead of exporting one",
+    )
+    parser.add_argument("--skip-bucketing", action="store_true", help="measure dynamic batching only")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 batches, 4 clients x 4 requests")
     args = parser.parse_args(argv)
     if args.quick:
@@ -336,16 +361,26 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("lit_opt", "datasets", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     started = time.perf_counter()
     loadavg_start = loadavg()
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(num_labels=2)
-    bucketing = bucketing_rows(args, model)
-    with open(rotten_tomatoes_csv(), newline="", encoding="utf-8") as f:  # cached by the data module above
+    bucketing: list[dict[str, Any]] = []
+    artifact = args.artifact
+    if not args.skip_bucketing or artifact is None:
+        model = build_model(num_labels=2)
+        bucketing = [] if args.skip_bucketing else bucketing_rows(args, model)
+        if artifact is None:
+            tokenizer = AutoTokenizer.from_pretrained(default_tokenizer())
+            artifact = lit_opt.export(
+                model.eval(), out / "minilm-int8", quantization={"weight_bits": 8}, tokenizer=tokenizer
+            )
+    with open(rotten_tomatoes_csv(), newline="", encoding="utf-8") as f:  # cached by the data module
         all_texts = [row["text"] for row in csv.DictReader(f)]
     serve_texts = all_texts[-args.clients * args.requests :]  # a fixed slice of real snippets
-    serving = serving_rows(args, model, serve_texts, out)
+    serving = serving_rows(args, Path(artifact), serve_texts)
     batched = next(r for r in serving if r["server"].startswith("DynamicBatcher"))
     batch1 = next(r for r in serving if r["server"].startswith("batch-1"))
     speedup = batched["throughput_req_s"] / batch1["throughput_req_s"]

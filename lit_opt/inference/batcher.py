@@ -7,7 +7,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_opt._checks import check_module
+from lit_opt._checks import check_device, check_int, check_module
 from lit_opt.inference.bucketing import pad_collate
 
 log = logging.getLogger(__name__)
+
+#: A CPU forward pass's fixed cost in padded tokens (measured; see :func:`length_groups`).
+CPU_PASS_COST = 128
 
 #: Keys a pre-tokenized request may hold.
 REQUEST_KEYS: tuple[str, ...] = ("input_ids", "attention_mask")
@@ -43,25 +46,35 @@ class _Request:
         return len(self.inputs["input_ids"])
 
 
-def _select(output: Any, row: int, length: int, padded: int) -> Any:
-    """Row ``row`` of a batched model output; token-level tensors ``(B, T, ...)`` trimmed to ``length``."""
+def _map_tensors(output: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """``output`` with ``fn`` applied to every tensor in it; mappings (a ``ModelOutput`` keeps its type),
+    tuples and lists are rebuilt, anything else is returned as is."""
     if isinstance(output, Tensor):
-        value = output[row]
-        if output.dim() >= 3 and output.shape[1] == padded:
-            value = value[:length]  # (T, ...) -> this request's tokens
-        return value.clone()
+        return fn(output)
     if isinstance(output, Mapping):  # includes transformers' ModelOutput
-        selected = {key: _select(value, row, length, padded) for key, value in output.items()}
+        mapped = {key: _map_tensors(value, fn) for key, value in output.items()}
         try:
-            return type(output)(**selected)
+            return type(output)(**mapped)
         except TypeError:
-            return selected
+            return mapped
     if isinstance(output, (tuple, list)):
-        return type(output)(_select(value, row, length, padded) for value in output)
+        return type(output)(_map_tensors(value, fn) for value in output)
     return output
 
 
-def length_groups(lengths: Sequence[int], pass_cost: int = 128) -> list[list[int]]:
+def _select(output: Any, row: int, length: int, padded: int) -> Any:
+    """Row ``row`` of a batched model output; token-level tensors ``(B, T, ...)`` trimmed to ``length``."""
+
+    def row_of(tensor: Tensor) -> Tensor:
+        value = tensor[row]
+        if tensor.dim() >= 3 and tensor.shape[1] == padded:
+            value = value[:length]  # (T, ...) -> this request's tokens
+        return value.clone()
+
+    return _map_tensors(output, row_of)
+
+
+def length_groups(lengths: Sequence[int], pass_cost: int = CPU_PASS_COST) -> list[list[int]]:
     """Indices of a batch split into forward passes of similar lengths, at the least estimated cost.
 
     A pass costs its padded tokens (``size * longest``) plus ``pass_cost`` tokens for its fixed
@@ -136,6 +149,13 @@ class DynamicBatcher:
         max_length: The most tokens in a request: texts are truncated, longer token ids rejected
             (default: the model config's ``max_position_embeddings``, else no limit).
         pad_token_id: The padding id (default: the tokenizer's, else the model config's, else 0).
+        pad_to_multiple_of: Pad each pass's length up to a multiple of this, so that kernels built or
+            tuned per shape (oneDNN's, CUDA's) meet fewer shapes.
+        pass_cost: The fixed cost of a forward pass, in padded tokens, with which :func:`length_groups`
+            decides whether to split a batch by length (default: 128 on a CPU; on a GPU, which is
+            launch-bound at these sizes, a batch is never split).
+        output_device: Where callers get their outputs: the host by default (one copy per pass from a
+            GPU, then the rows are cut there); ``None`` keeps them on the model's device.
 
     Raises:
         ValueError: If a size or wait is not positive.
@@ -157,11 +177,17 @@ class DynamicBatcher:
         max_queue_size: int = 1024,
         max_length: int | None = None,
         pad_token_id: int | None = None,
+        pad_to_multiple_of: int = 1,
+        pass_cost: int | None = None,
+        output_device: str | torch.device | None = "cpu",
     ) -> None:
         check_module("model", model, "HINT: e.g. DynamicBatcher(lit_opt.load('artifacts/minilm-int8')).")
         _check_positive("max_batch_size", max_batch_size, integer=True)
         _check_positive("max_wait_ms", max_wait_ms, integer=False)
         _check_positive("max_queue_size", max_queue_size, integer=True)
+        _check_positive("pad_to_multiple_of", pad_to_multiple_of, integer=True)
+        if pass_cost is not None:
+            check_int("pass_cost", pass_cost, 0)
         if max_length is not None:
             _check_positive("max_length", max_length, integer=True)
         if isinstance(tokenizer, str):
@@ -179,7 +205,12 @@ class DynamicBatcher:
         if default_pad is None:
             default_pad = getattr(config, "pad_token_id", None)
         self.pad_token_id = pad_token_id if pad_token_id is not None else (default_pad or 0)
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.output_device = None if output_device is None else check_device("output_device", output_device)
         self._device = _model_device(model)
+        if pass_cost is None and self._device.type == "cpu":
+            pass_cost = CPU_PASS_COST
+        self.pass_cost = pass_cost  # None: one pass per batch
         self._pending: collections.deque[_Request] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -351,8 +382,14 @@ class DynamicBatcher:
                 size = min(len(self._pending), self.max_batch_size)
                 batch = [self._pending.popleft() for _ in range(size)]
             running = [r for r in batch if r.future.set_running_or_notify_cancel()]
-            for group in length_groups([r.length for r in running]) if running else []:
+            for group in self._passes([r.length for r in running]):
                 self._serve([running[i] for i in group])
+
+    def _passes(self, lengths: list[int]) -> list[list[int]]:
+        """The forward passes (indices into ``lengths``) that serve one batch."""
+        if self.pass_cost is None:
+            return [list(range(len(lengths)))] if lengths else []
+        return length_groups(lengths, self.pass_cost)
 
     def _fail_pending(self, message: str) -> None:
         """Fail every waiting request (call with the lock held)."""
@@ -364,10 +401,13 @@ class DynamicBatcher:
     def _serve(self, requests: list[_Request]) -> None:
         """Run ``requests`` as one batch; if that raises, run them one by one so only the bad one fails."""
         try:
-            batch = pad_collate([r.inputs for r in requests], self.pad_token_id)  # (B, T) each
+            inputs = [r.inputs for r in requests]
+            batch = pad_collate(inputs, self.pad_token_id, self.pad_to_multiple_of)  # (B, T) each
             padded = batch["input_ids"].shape[1]
             with torch.inference_mode():
                 output = self.model(**{key: value.to(self._device) for key, value in batch.items()})
+                if self.output_device is not None:
+                    output = _map_tensors(output, lambda tensor: tensor.to(self.output_device))
             results = [_select(output, i, r.length, padded) for i, r in enumerate(requests)]
         except Exception as err:  # the error belongs to a request, not to the worker
             if len(requests) == 1:

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from lit_opt._checks import check_int
+
 log = logging.getLogger(__name__)
 
 #: Padding value of each known key; any other key pads with 0.
@@ -181,7 +183,9 @@ def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -
     return 1.0 - real / padded if padded else 0.0
 
 
-def pad_collate(examples: Sequence[Mapping[str, Any]], pad_token_id: int = 0) -> dict[str, Tensor]:
+def pad_collate(
+    examples: Sequence[Mapping[str, Any]], pad_token_id: int = 0, pad_to_multiple_of: int = 1
+) -> dict[str, Tensor]:
     """Stack tokenized examples into tensors, padding sequences to the longest in the batch (on the right).
 
     Sequence values (lists or 1-D tensors) are padded with :data:`PAD_VALUES` (``input_ids`` with
@@ -190,6 +194,8 @@ def pad_collate(examples: Sequence[Mapping[str, Any]], pad_token_id: int = 0) ->
     Args:
         examples: Dicts such as ``{"input_ids": [...], "attention_mask": [...], "labels": 1}``.
         pad_token_id: The tokenizer's padding id.
+        pad_to_multiple_of: ``T`` is rounded up to a multiple of this (fewer distinct shapes, for
+            kernels that are built or tuned per shape).
 
     Returns:
         A dict of ``(B, T)`` tensors for sequences and ``(B,)`` tensors for scalars.
@@ -202,9 +208,12 @@ def pad_collate(examples: Sequence[Mapping[str, Any]], pad_token_id: int = 0) ->
         >>> batch = pad_collate([{"input_ids": [5, 6, 7], "labels": 1}, {"input_ids": [8], "labels": 0}])
         >>> batch["input_ids"].tolist(), batch["labels"].tolist()
         ([[5, 6, 7], [8, 0, 0]], [1, 0])
+        >>> pad_collate([{"input_ids": [5, 6, 7]}], pad_to_multiple_of=4)["input_ids"].tolist()
+        [[5, 6, 7, 0]]
     """
     if not examples:
         raise ValueError("examples=[] is not accepted; expected at least one example to collate.")
+    check_int("pad_to_multiple_of", pad_to_multiple_of, 1)
     keys = list(examples[0].keys())
     for example in examples:
         if list(example.keys()) != keys:
@@ -219,7 +228,7 @@ def pad_collate(examples: Sequence[Mapping[str, Any]], pad_token_id: int = 0) ->
             batch[key] = torch.stack(values)  # (B,)
             continue
         pad = pad_token_id if key == "input_ids" else PAD_VALUES.get(key, 0)
-        longest = max(len(v) for v in values)
+        longest = -(-max(len(v) for v in values) // pad_to_multiple_of) * pad_to_multiple_of
         out = torch.full((len(values), longest), pad, dtype=values[0].dtype)  # (B, T)
         for row, value in enumerate(values):
             out[row, : len(value)] = value

@@ -126,6 +126,53 @@ def test_a_batch_of_short_and_long_requests_runs_as_two_passes() -> None:
     assert stats == {"requests": 4, "batches": 2, "mean_batch_size": 2.0}
 
 
+def test_a_large_pass_cost_keeps_the_batch_in_one_pass() -> None:
+    model = ShapeRecorder()
+    with DynamicBatcher(model, max_batch_size=4, max_wait_ms=5000, pass_cost=10**9) as batcher:
+        futures = [batcher.submit({"input_ids": ids(i, n)}) for i, n in enumerate([3, 90, 2, 4])]
+        assert [int(f.result(timeout=30)) for f in futures] == [
+            sum(ids(i, n)) for i, n in enumerate([3, 90, 2, 4])
+        ]
+    assert model.shapes == [(4, 90)]
+
+
+def test_padding_to_a_multiple_changes_the_shapes_not_the_results() -> None:
+    model, recorder = tiny_bert(), ShapeRecorder()
+    requests = [ids(seed, n) for seed, n in enumerate([3, 9, 5])]
+    for target in (model, recorder):
+        with DynamicBatcher(target, max_batch_size=3, max_wait_ms=5000, pad_to_multiple_of=8) as batcher:
+            futures = [batcher.submit({"input_ids": request}) for request in requests]
+            results = [f.result(timeout=30) for f in futures]
+        if target is model:
+            for request, result in zip(requests, results, strict=True):
+                torch.testing.assert_close(result.logits, alone(model, request), atol=1e-5, rtol=1e-5)
+    assert recorder.shapes == [(3, 16)]  # 9 tokens padded to 16
+
+
+def test_outputs_go_to_output_device() -> None:
+    model = tiny_bert().bert
+    with DynamicBatcher(model, max_wait_ms=1) as batcher:
+        assert batcher({"input_ids": ids(0, 3)}).last_hidden_state.device.type == "cpu"
+    with DynamicBatcher(model, max_wait_ms=1, output_device=None) as batcher:
+        assert batcher({"input_ids": ids(0, 3)}).last_hidden_state.device == model.device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
+def test_a_cuda_model_serves_host_outputs_unless_asked_otherwise() -> None:
+    model, request = tiny_bert(), ids(0, 5)
+    expected = alone(model, request)
+    model.cuda()
+    with DynamicBatcher(model, max_wait_ms=1) as batcher:
+        on_host = batcher({"input_ids": request}).logits
+        assert batcher.pass_cost is None  # launch-bound: a batch is never split
+    with DynamicBatcher(model, max_wait_ms=1, output_device=None) as batcher:
+        on_gpu = batcher({"input_ids": request}).logits
+    assert on_host.device.type == "cpu" and on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_host, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(on_gpu.cpu(), on_host)
+
+
 def test_token_level_outputs_are_cut_to_the_request() -> None:
     model = tiny_bert().bert
     with DynamicBatcher(model, max_wait_ms=50) as batcher:
@@ -229,6 +276,9 @@ def test_texts_are_tokenized_in_the_callers_thread() -> None:
         ({"max_wait_ms": -1.0}, r"max_wait_ms=-1.0 is not accepted; expected a number > 0"),
         ({"max_queue_size": 0}, r"max_queue_size=0 is not accepted"),
         ({"max_length": 0}, r"max_length=0 is not accepted"),
+        ({"pad_to_multiple_of": 0}, r"pad_to_multiple_of=0 is not accepted; expected an integer > 0"),
+        ({"pass_cost": -1}, r"pass_cost=-1 is not accepted; expected an integer >= 0"),
+        ({"output_device": "gpu7"}, r"output_device='gpu7' is not a device torch knows"),
     ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:

@@ -127,8 +127,19 @@ def test_pad_collate_pads_to_the_longest_in_the_batch() -> None:
     assert batch["labels"].tolist() == [1, 0]
 
 
+def test_pad_collate_rounds_the_length_up_to_a_multiple() -> None:
+    batch = pad_collate(
+        [{"input_ids": [5] * 9, "attention_mask": [1] * 9}], pad_token_id=9, pad_to_multiple_of=8
+    )
+    assert batch["input_ids"].tolist() == [[5] * 9 + [9] * 7]
+    assert batch["attention_mask"].tolist() == [[1] * 9 + [0] * 7]
+    assert pad_collate([{"input_ids": [5] * 8}], pad_to_multiple_of=8)["input_ids"].shape == (1, 8)
+
+
 def test_pad_collate_errors() -> None:
     with pytest.raises(ValueError, match=r"examples=\[\] is not accepted"):
         pad_collate([])
     with pytest.raises(ValueError, match=r"examples have different keys"):
         pad_collate([{"input_ids": [1]}, {"input_ids": [1], "labels": 0}])
+    with pytest.raises(ValueError, match=r"pad_to_multiple_of=0 is not accepted; expected an integer >= 1"):
+        pad_collate([{"input_ids": [1]}], pad_to_multiple_of=0)
