@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_opt.inference import BatcherClosedError, DynamicBatcher, QueueFullError
-from lit_opt.inference.batcher import length_groups
+from lit_opt.inference.batcher import _warn_cudnn_attention, length_groups
 from tests.helpers.models import tiny_bert
 
 
@@ -155,6 +155,19 @@ def test_outputs_go_to_output_device() -> None:
         assert batcher({"input_ids": ids(0, 3)}).last_hidden_state.device.type == "cpu"
     with DynamicBatcher(model, max_wait_ms=1, output_device=None) as batcher:
         assert batcher({"input_ids": ids(0, 3)}).last_hidden_state.device == model.device
+
+
+@pytest.mark.parametrize("cudnn", [True, False])
+def test_cuda_with_cudnn_attention_warns(
+    cudnn: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(torch.backends.cuda, "cudnn_sdp_enabled", lambda: cudnn)
+    with caplog.at_level("WARNING", logger="lit_opt.inference.batcher"):
+        _warn_cudnn_attention(torch.device("cuda", 0))
+        _warn_cudnn_attention(torch.device("cpu"))
+    expected = ["torch.backends.cuda.enable_cudnn_sdp(False)"] if cudnn else []
+    assert [m for r in caplog.records for m in expected if m in r.getMessage()] == expected
+    assert len(caplog.records) == len(expected)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
