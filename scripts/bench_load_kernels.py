@@ -25,7 +25,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import lit_opt
-from lit_opt.inference.measure import call_model, environment, synthetic_batch, time_round_robin
+from lit_opt.inference.measure import environment, synced_forward, synthetic_batch, time_round_robin
 
 MINILM = {
     "vocab_size": 30522,
@@ -35,13 +35,6 @@ MINILM = {
     "intermediate_size": 1536,
     "num_labels": 2,
 }
-
-
-def synced_call(model: torch.nn.Module, inputs: dict, device: torch.device) -> None:
-    """One forward pass that returns only once the device's queue is drained (so a GPU's time counts)."""
-    call_model(model, inputs)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -72,9 +65,7 @@ def main() -> None:
     rows = []
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         inputs = {k: v.to(device) for k, v in synthetic_batch(batch_size, args.seq_len, 30522).items()}
-        calls = {
-            name: functools.partial(synced_call, model, inputs, device) for name, model in models.items()
-        }
+        calls = {name: functools.partial(synced_forward, model, inputs) for name, model in models.items()}
         with torch.inference_mode():  # 3 untimed calls each first (kernel selection, caches)
             timings = time_round_robin(calls, warmup=3, repeats=args.repeats)
         base = timings["eager fp32"].median_ms

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import lit_opt
 from lit_opt.cli import LitOptCLI, main
@@ -45,6 +46,7 @@ def test_bench_writes_table_json_and_plot(
     sizes = {r["model"]: r["weights_bytes"] for r in rows}
     assert sizes["artifact"] < sizes["baseline"]  # int8 codes vs fp32
     assert report["env"]["loadavg_start"] is not None and report["settings"]["batch_sizes"] == [1, 2]
+    assert report["settings"]["device"] == "cpu"
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out
     assert "median ms" in table and "baseline" in table
@@ -63,11 +65,29 @@ def test_bench_without_baseline(models: tuple[str, str], tmp_path: Path) -> None
         (["--seq-lens", "32,x"], r"seq_lens='32,x' is not accepted"),
         (["--seq-lens", "100"], r"seq_lens='100' exceeds the 64 positions of the artifact model"),
         (["--repeats", "0"], r"repeats=0 is not accepted; expected an integer >= 1"),
+        (["--device", "gpu7"], r"device='gpu7' is not a device torch knows"),
     ],
 )
 def test_bad_options(models: tuple[str, str], tmp_path: Path, extra: list[str], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         main(["bench", models[0], "--output-dir", str(tmp_path), *FAST, *extra])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(models: tuple[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"device='cuda' asks for CUDA, which this PyTorch build or machine"):
+        main(["bench", models[0], "--device", "cuda", "--output-dir", str(tmp_path), *FAST])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
+def test_bench_on_cuda(models: tuple[str, str], tmp_path: Path) -> None:
+    artifact, hf = models
+    args = ["bench", artifact, "--baseline", hf, "--batch-sizes", "2", "--seq-lens", "8", "--device", "cuda"]
+    main([*args, "--output-dir", str(tmp_path), *FAST])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["settings"]["device"] == "cuda" and report["env"]["gpu"]
+    assert all(r["median_ms"] > 0 and r["peak_scope"] for r in report["rows"])
 
 
 def test_paths_that_are_not_artifacts(models: tuple[str, str], tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_opt._checks import check_device
 from lit_opt.export.format import MANIFEST, WEIGHTS
 from lit_opt.export.loader import load
 from lit_opt.inference.measure import (
@@ -60,20 +61,30 @@ def parse_int_list(name: str, value: str | Sequence[int]) -> list[int]:
     return numbers
 
 
-def _load_artifact(name: str, path: str, kernel: str) -> nn.Module:
+def _check_bench_device(device: Any) -> torch.device:
+    resolved = check_device("device", device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} asks for CUDA, which this PyTorch build or machine does not have. "
+            "HINT: use --device cpu, or run on a machine with a GPU and a CUDA build of PyTorch."
+        )
+    return resolved
+
+
+def _load_artifact(name: str, path: str, kernel: str, device: torch.device) -> nn.Module:
     root = Path(path)
     if not (root / MANIFEST).is_file():
         raise ValueError(
             f"{name}={path!r} is not a lit_opt artifact (no {MANIFEST} in it). HINT: pass the directory that "
             "lit_opt.export or `lit-opt export` wrote; a Hugging Face model directory goes in --baseline."
         )
-    return load(root, kernel=kernel)  # type: ignore[arg-type]
+    return load(root, device=device, kernel=kernel)  # type: ignore[arg-type]
 
 
-def _load_baseline(path: str, kernel: str) -> nn.Module:
+def _load_baseline(path: str, kernel: str, device: torch.device) -> nn.Module:
     root = Path(path)
     if (root / MANIFEST).is_file():
-        return _load_artifact("baseline", path, kernel)
+        return _load_artifact("baseline", path, kernel, device)
     config_file = root / "config.json"
     if not config_file.is_file():
         raise ValueError(
@@ -89,7 +100,7 @@ def _load_baseline(path: str, kernel: str) -> nn.Module:
         if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
         else transformers.AutoModel
     )
-    return cls.from_pretrained(str(root)).float().eval()
+    return cls.from_pretrained(str(root)).float().eval().to(device)
 
 
 def _weights_bytes(path: str) -> int:
@@ -184,6 +195,7 @@ def bench(
     repeats: int = 10,
     warmup: int = 2,
     kernel: str = "auto",
+    device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Measure ``artifact`` (and ``baseline``) on every batch size and sequence length; write the report.
@@ -203,6 +215,8 @@ def bench(
         repeats: Timed calls per configuration.
         warmup: Untimed calls per configuration.
         kernel: The kernel :func:`lit_opt.load` uses for artifacts.
+        device: Where the models run, e.g. ``"cuda"``; on a GPU every call is timed until the device
+            has finished, and peak memory is the CUDA allocator's.
         progress: Show a progress bar.
 
     Returns:
@@ -210,7 +224,8 @@ def bench(
 
     Raises:
         ValueError: For a path that is not an artifact (or model directory), a malformed list, a
-            non-positive count, or a sequence longer than the model's positions.
+            non-positive count, a sequence longer than the model's positions, or a device torch
+            does not know or this machine does not have.
 
     Example::
 
@@ -228,11 +243,12 @@ def bench(
             raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}.")
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel={kernel!r} is not accepted; expected one of {list(KERNEL_CHOICES)}.")
+    target = _check_bench_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    models = {"artifact": (artifact, _load_artifact("artifact", artifact, kernel))}
+    models = {"artifact": (artifact, _load_artifact("artifact", artifact, kernel, target))}
     if baseline is not None:
-        models["baseline"] = (baseline, _load_baseline(baseline, kernel))
+        models["baseline"] = (baseline, _load_baseline(baseline, kernel, target))
     vocab: dict[str, int] = {}
     for name, (_, model) in models.items():
         vocab[name], positions = _vocab_and_positions(name, model)
@@ -249,10 +265,13 @@ def bench(
         "repeats": repeats,
         "warmup": warmup,
         "kernel": kernel,
+        "device": str(target),
         "inputs": "synthetic token ids (uniform in [1, vocab_size)), full attention mask",
     }
     env = {**environment(threads), "loadavg_start": loadavg()}
-    rows = _measure_all(models, vocab, sizes, lengths, repeats, warmup, progress)
+    if target.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(target)
+    rows = _measure_all(models, vocab, sizes, lengths, repeats, warmup, target, progress)
     env["loadavg_end"] = loadavg()
     report = {"settings": settings, "env": env, "rows": rows}
     out = Path(output_dir)
@@ -271,6 +290,7 @@ def _measure_all(
     lengths: list[int],
     repeats: int,
     warmup: int,
+    device: torch.device,
     progress: bool,
 ) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
@@ -284,9 +304,12 @@ def _measure_all(
             for batch_size in sizes:
                 for name, (path, model) in models.items():  # back to back: the same machine load
                     bar.set_postfix_str(f"{name} seq={seq_len} batch={batch_size}")
-                    inputs = synthetic_batch(batch_size, seq_len, vocab[name])
+                    inputs = {
+                        key: value.to(device)
+                        for key, value in synthetic_batch(batch_size, seq_len, vocab[name]).items()
+                    }
                     timing = time_forward(model, inputs, warmup, repeats)
-                    with PeakMemory() as peak, torch.inference_mode():
+                    with PeakMemory(device) as peak, torch.inference_mode():
                         call_model(model, inputs)
                     rows.append(
                         {
@@ -337,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--kernel", default="auto", choices=KERNEL_CHOICES, help="lit_opt.load kernel (default: auto)"
     )
+    parser.add_argument("--device", default="cpu", help="where the models run, e.g. cuda (default: cpu)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     return parser
 

@@ -135,8 +135,40 @@ def time_round_robin(calls: dict[str, Callable[[], Any]], warmup: int, repeats: 
     return {name: Timing(t, cpu[name] / (sum(t) / 1e3)) for name, t in times.items()}
 
 
+def input_device(inputs: Any) -> torch.device:
+    """The device of the first tensor in ``inputs`` (a tensor, a mapping or a sequence of them); CPU if none.
+
+    Example::
+
+        >>> input_device({"input_ids": torch.ones(1, 3, dtype=torch.long)})
+        device(type='cpu')
+    """
+    if isinstance(inputs, Mapping):
+        inputs = list(inputs.values())
+    for value in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        if isinstance(value, Tensor):
+            return value.device
+    return torch.device("cpu")
+
+
+def synced_forward(model: nn.Module, inputs: Any) -> Any:
+    """:func:`call_model`, returning only once the inputs' GPU has finished the work (so its time counts).
+
+    Example::
+
+        >>> synced_forward(torch.nn.Identity(), torch.ones(2)).tolist()
+        [1.0, 1.0]
+    """
+    output = call_model(model, inputs)
+    device = input_device(inputs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return output
+
+
 def time_forward(model: nn.Module, inputs: Any, warmup: int = 2, repeats: int = 10) -> Timing:
-    """Latency of ``model``'s forward on ``inputs`` (see :func:`call_model`) under ``inference_mode``.
+    """Latency of ``model``'s forward on ``inputs`` (see :func:`call_model`) under ``inference_mode``; on a GPU
+    each call ends when the device has finished (:func:`synced_forward`).
 
     Example::
 
@@ -145,7 +177,7 @@ def time_forward(model: nn.Module, inputs: Any, warmup: int = 2, repeats: int = 
         True
     """
     with torch.inference_mode():
-        return time_calls(lambda: call_model(model, inputs), warmup, repeats)
+        return time_calls(lambda: synced_forward(model, inputs), warmup, repeats)
 
 
 def _read_status_kib(key: str) -> int | None:

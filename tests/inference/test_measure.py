@@ -14,6 +14,7 @@ from lit_opt.inference.measure import (
     dir_bytes,
     environment,
     file_bytes,
+    input_device,
     percentile,
     synthetic_batch,
     time_calls,
@@ -87,3 +88,11 @@ def test_round_robin_rotates_which_candidate_goes_first() -> None:
     assert order[:6] == list("aabbcc")  # per candidate: the warm-up, then one discarded timed call
     assert order[6:] == list("abcbcacab")
     assert {name: len(t.times_ms) for name, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_input_device_finds_the_first_tensor() -> None:
+    meta = torch.ones(2, device="meta")
+    assert input_device({"mask": None, "input_ids": meta}) == torch.device("meta")
+    assert input_device((3, meta)) == torch.device("meta")
+    assert input_device(meta) == torch.device("meta")
+    assert input_device({"n": 1}) == torch.device("cpu")  # no tensor: the host
