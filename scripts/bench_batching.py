@@ -390,6 +390,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-bucketing", action="store_true", help="measure dynamic batching only")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 batches, 4 clients x 4 requests")
     args = parser.parse_args(argv)
+    if args.max_batch_size < 2:
+        parser.error(
+            f"--max-batch-size {args.max_batch_size}: expected 2 or more, to compare with batch-1 serving"
+        )
     if args.quick:
         args.batches, args.clients, args.requests, args.rounds = 3, 4, 4, 2
     return args
@@ -417,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
             artifact = lit_opt.export(
                 model.eval(), out / "minilm-int8", quantization={"weight_bits": 8}, tokenizer=tokenizer
             )
-    with open(rotten_tomatoes_csv(), newline="", encoding="utf-8") as f:  # cached by the data module
+    # cached by the data module, or made here (offline, carry ~/.cache/lit_opt/rotten_tomatoes.csv along)
+    with open(rotten_tomatoes_csv(), newline="", encoding="utf-8") as f:
         all_texts = [row["text"] for row in csv.DictReader(f)]
     serve_texts = all_texts[-args.clients * args.requests :]  # a fixed slice of real snippets
     serving = serving_rows(args, Path(artifact), serve_texts)

@@ -41,7 +41,7 @@ def test_bench_writes_table_json_and_plot(
     for row in rows:
         assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"] * 0.5
         assert row["throughput_seq_s"] == pytest.approx(row["batch_size"] / row["median_ms"] * 1e3)
-        assert row["peak_rss_bytes"] > 0
+        assert row["peak_bytes"] > 0 and row["peak_kind"] == "process rss"
         assert (row["speedup"] is not None) == (row["model"] == "artifact")
     sizes = {r["model"]: r["weights_bytes"] for r in rows}
     assert sizes["artifact"] < sizes["baseline"]  # int8 codes vs fp32
@@ -79,6 +79,17 @@ def test_cuda_without_cuda_is_a_clear_error(models: tuple[str, str], tmp_path: P
         main(["bench", models[0], "--device", "cuda", "--output-dir", str(tmp_path), *FAST])
 
 
+def test_a_gpu_index_beyond_the_machine_is_a_clear_error(
+    models: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(
+        ValueError, match=r"device='cuda:3' names GPU 3, but this machine has 1. HINT: use cuda:0"
+    ):
+        main(["bench", models[0], "--device", "cuda:3", "--output-dir", str(tmp_path), *FAST])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.gpu
 def test_bench_on_cuda(models: tuple[str, str], tmp_path: Path) -> None:
@@ -87,7 +98,7 @@ def test_bench_on_cuda(models: tuple[str, str], tmp_path: Path) -> None:
     main([*args, "--output-dir", str(tmp_path), *FAST])
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["settings"]["device"] == "cuda" and report["env"]["gpu"]
-    assert all(r["median_ms"] > 0 and r["peak_scope"] for r in report["rows"])
+    assert all(r["median_ms"] > 0 and r["peak_kind"] == "cuda allocator" for r in report["rows"])
 
 
 def test_paths_that_are_not_artifacts(models: tuple[str, str], tmp_path: Path) -> None:

@@ -68,6 +68,11 @@ def _check_bench_device(device: Any) -> torch.device:
             f"device={device!r} asks for CUDA, which this PyTorch build or machine does not have. "
             "HINT: use --device cpu, or run on a machine with a GPU and a CUDA build of PyTorch."
         )
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} names GPU {resolved.index}, but this machine has {torch.cuda.device_count()}. "
+            f"HINT: use cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+        )
     return resolved
 
 
@@ -323,7 +328,8 @@ def _measure_all(
                             "throughput_seq_s": batch_size / (timing.median_ms / 1e3),
                             "cpu_per_wall": timing.cpu_per_wall,
                             "weights_bytes": weights[name],
-                            "peak_rss_bytes": peak.peak_bytes,
+                            "peak_bytes": peak.peak_bytes,
+                            "peak_kind": "cuda allocator" if device.type == "cuda" else "process rss",
                             "peak_delta_bytes": peak.delta_bytes,
                             "peak_scope": peak.scope,
                         }

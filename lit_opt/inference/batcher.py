@@ -120,7 +120,7 @@ def _warn_cudnn_attention(device: torch.device) -> None:
             "DynamicBatcher on %s with cuDNN attention enabled: PyTorch builds a cuDNN plan for every new "
             "(batch, length) shape, about 80 ms each on an H100 (torch 2.11); with varied request lengths the "
             "batcher served half as many requests per second. HINT: call "
-            "torch.backends.cuda.enable_cudnn_sdp(False) before serving, or pass pad_to_multiple_of=8.",
+            "torch.backends.cuda.enable_cudnn_sdp(False) before serving.",
             device,
         )
 
@@ -164,8 +164,8 @@ class DynamicBatcher:
         pad_to_multiple_of: Pad each pass's length up to a multiple of this, so that kernels built or
             tuned per shape (oneDNN's, CUDA's) meet fewer shapes.
         pass_cost: The fixed cost of a forward pass, in padded tokens, with which :func:`length_groups`
-            decides whether to split a batch by length (default: 128 on a CPU; on a GPU, which is
-            launch-bound at these sizes, a batch is never split).
+            decides whether to split a batch by length (default: 128 on a CPU; on any other device,
+            such as a GPU, launch-bound at these sizes, a batch is never split).
         output_device: Where callers get their outputs: the host by default (one copy per pass from a
             GPU, then the rows are cut there); ``None`` keeps them on the model's device.
 
@@ -198,7 +198,7 @@ class DynamicBatcher:
         _check_positive("max_batch_size", max_batch_size, integer=True)
         _check_positive("max_wait_ms", max_wait_ms, integer=False)
         _check_positive("max_queue_size", max_queue_size, integer=True)
-        _check_positive("pad_to_multiple_of", pad_to_multiple_of, integer=True)
+        check_int("pad_to_multiple_of", pad_to_multiple_of, 1)
         if pass_cost is not None:
             check_int("pass_cost", pass_cost, 0)
         if max_length is not None:
@@ -224,7 +224,7 @@ class DynamicBatcher:
         _warn_cudnn_attention(self._device)
         if pass_cost is None and self._device.type == "cpu":
             pass_cost = CPU_PASS_COST
-        self.pass_cost = pass_cost  # None: one pass per batch
+        self.pass_cost = pass_cost  # None: one pass per batch (any device but a CPU, by default)
         self._pending: collections.deque[_Request] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -403,7 +403,8 @@ class DynamicBatcher:
         """The forward passes (indices into ``lengths``) that serve one batch."""
         if self.pass_cost is None:
             return [list(range(len(lengths)))] if lengths else []
-        return length_groups(lengths, self.pass_cost)
+        multiple = self.pad_to_multiple_of
+        return length_groups([-(-n // multiple) * multiple for n in lengths], self.pass_cost)  # padded
 
     def _fail_pending(self, message: str) -> None:
         """Fail every waiting request (call with the lock held)."""

@@ -151,10 +151,29 @@ def test_padding_to_a_multiple_changes_the_shapes_not_the_results() -> None:
 
 def test_outputs_go_to_output_device() -> None:
     model = tiny_bert().bert
-    with DynamicBatcher(model, max_wait_ms=1) as batcher:
-        assert batcher({"input_ids": ids(0, 3)}).last_hidden_state.device.type == "cpu"
+    with DynamicBatcher(model, max_wait_ms=1, output_device="meta") as batcher:
+        output = batcher({"input_ids": ids(0, 3)})
+    assert output.last_hidden_state.device.type == "meta" and output.last_hidden_state.shape == (3, 32)
     with DynamicBatcher(model, max_wait_ms=1, output_device=None) as batcher:
-        assert batcher({"input_ids": ids(0, 3)}).last_hidden_state.device == model.device
+        assert batcher({"input_ids": ids(0, 3)}).last_hidden_state.device.type == "cpu"  # the model's
+
+
+def test_pass_cost_defaults_by_device() -> None:
+    with DynamicBatcher(Gate()) as on_cpu, DynamicBatcher(nn.Linear(2, 2, device="meta")) as elsewhere:
+        assert on_cpu.pass_cost == 128 and elsewhere.pass_cost is None
+        assert elsewhere._passes([3, 90, 2]) == [[0, 1, 2]]  # one pass, whatever the lengths
+        assert on_cpu._passes([3, 90, 2, 4]) == [[2, 0, 3], [1]]  # shortest first
+
+
+def test_split_costs_count_the_padding_to_a_multiple() -> None:
+    # raw lengths [9, 9, 17, 17] with pass cost 20: 20 + 4*17 = 88 in one pass, 20+18 + 20+34 = 92 in two;
+    # padded to 16 they become [16, 16, 32, 32]: 20 + 128 = 148 in one pass, 20+32 + 20+64 = 136 in two
+    with (
+        DynamicBatcher(Gate(), pass_cost=20) as plain,
+        DynamicBatcher(Gate(), pass_cost=20, pad_to_multiple_of=16) as padded,
+    ):
+        assert plain._passes([9, 9, 17, 17]) == [[0, 1, 2, 3]]
+        assert padded._passes([9, 9, 17, 17]) == [[0, 1], [2, 3]]
 
 
 @pytest.mark.parametrize("cudnn", [True, False])
@@ -289,7 +308,7 @@ def test_texts_are_tokenized_in_the_callers_thread() -> None:
         ({"max_wait_ms": -1.0}, r"max_wait_ms=-1.0 is not accepted; expected a number > 0"),
         ({"max_queue_size": 0}, r"max_queue_size=0 is not accepted"),
         ({"max_length": 0}, r"max_length=0 is not accepted"),
-        ({"pad_to_multiple_of": 0}, r"pad_to_multiple_of=0 is not accepted; expected an integer > 0"),
+        ({"pad_to_multiple_of": 0}, r"pad_to_multiple_of=0 is not accepted; expected an integer >= 1"),
         ({"pass_cost": -1}, r"pass_cost=-1 is not accepted; expected an integer >= 0"),
         ({"output_device": "gpu7"}, r"output_device='gpu7' is not a device torch knows"),
     ],

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lit_opt.inference import measure
 from lit_opt.inference.measure import (
     PeakMemory,
     Timing,
@@ -16,6 +17,7 @@ from lit_opt.inference.measure import (
     file_bytes,
     input_device,
     percentile,
+    synced_forward,
     synthetic_batch,
     time_calls,
     time_forward,
@@ -96,3 +98,14 @@ def test_input_device_finds_the_first_tensor() -> None:
     assert input_device((3, meta)) == torch.device("meta")
     assert input_device(meta) == torch.device("meta")
     assert input_device({"n": 1}) == torch.device("cpu")  # no tensor: the host
+
+
+def test_synced_forward_waits_for_the_inputs_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[torch.device] = []
+    monkeypatch.setattr(measure, "input_device", lambda inputs: torch.device("cuda", 1))
+    monkeypatch.setattr(torch.cuda, "synchronize", synced.append)
+    assert synced_forward(torch.nn.Identity(), torch.ones(2)).tolist() == [1.0, 1.0]
+    assert synced == [torch.device("cuda", 1)]
+    monkeypatch.setattr(measure, "input_device", lambda inputs: torch.device("cpu"))
+    synced_forward(torch.nn.Identity(), torch.ones(2))
+    assert synced == [torch.device("cuda", 1)]  # nothing to wait for on the CPU
