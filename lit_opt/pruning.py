@@ -277,6 +277,35 @@ def accumulate_movement(groups: list[PrunableGroup]) -> None:
                     mask.score_count += 1
 
 
+def _leading_masks(groups: list[PrunableGroup]) -> list[tuple[Mask, Tensor]]:
+    """Each member's mask with the original it multiplies, where only masks come before it (so zeroing
+    the original in place where it is False leaves the effective tensor as it is)."""
+    pairs = []
+    for group in groups:
+        for module, tensor_name, _ in group.members:
+            plist = cast(Any, module).parametrizations[tensor_name]
+            mask = _mask_of(module, tensor_name)
+            leading = list(plist)[: list(plist).index(mask)]
+            if all(isinstance(p, Mask) for p in leading):
+                pairs.append((mask, plist.original))
+    return pairs
+
+
+def zero_pruned(groups: list[PrunableGroup]) -> None:
+    """Zero the pruned entries of every original in place, so masks skip their multiply until the
+    originals change (:meth:`Mask.zero_pruned`); call after each mask update and optimizer step."""
+    for mask, original in _leading_masks(groups):
+        mask.zero_pruned(original)
+
+
+def mask_grads(groups: list[PrunableGroup]) -> None:
+    """Zero the gradient of every pruned entry in place (the unmultiplied forward does not); call before
+    each optimizer step, ahead of gradient clipping."""
+    with torch.no_grad():
+        for mask, original in _leading_masks(groups):
+            mask.mask_grad(original)
+
+
 def _effective(module: nn.Module, tensor_name: str) -> Tensor:
     """The masked tensor (before any sharing or quantization that follows the mask)."""
     plist = cast(Any, module).parametrizations[tensor_name]

@@ -536,13 +536,26 @@ def step_cost(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -
     """Training-step cost with 90% masks in place, interleaved round by round (no pruning event timed).
 
     A plain step (forward, backward, AdamW) on the same batches for: dense; lit_opt Mask
-    parametrizations (what ``IterativePruningCallback`` installs at setup); the same plus the movement
-    score update the callback runs before every optimizer step; and torch.nn.utils.prune's forward
+    parametrizations with what ``IterativePruningCallback`` does around every optimizer step (masks
+    the gradients before it, zeroes the pruned weights in place after it); the same plus the movement
+    score update; and torch.nn.utils.prune's forward
     pre-hooks as ``ModelPruning`` leaves them between epochs.
     """
     from torch.nn.utils import prune
 
-    from lit_opt.pruning import PruningConfig, accumulate_movement, prepare_pruning, update_masks
+    from lit_opt.pruning import (
+        PruningConfig,
+        accumulate_movement,
+        mask_grads,
+        prepare_pruning,
+        update_masks,
+        zero_pruned,
+    )
+
+    def before_step(groups: list, movement: bool) -> None:
+        mask_grads(groups)
+        if movement:
+            accumulate_movement(groups)
 
     batches = [data["collate"]([data["train"][i] for i in b]) for b in data["batches"][:4]]
 
@@ -557,8 +570,8 @@ def step_cost(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -
             )
             groups = prepare_pruning(holder, config)
             update_masks(groups, config, 0.9, 0)
-            if criterion == "movement":
-                after_backward = functools.partial(accumulate_movement, groups)
+            zero_pruned(groups)  # as the callback does after each mask update and optimizer step
+            after_backward = functools.partial(before_step, groups, criterion == "movement")
         elif variant.startswith("ModelPruning"):
             params = [(m, "weight") for m in targeted_linears(holder).values()]
             if args.scope == "global":  # the same targets and scope as the lit_opt variants
@@ -567,6 +580,8 @@ def step_cost(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -
                 for m, name in params:
                     prune.l1_unstructured(m, name, amount=0.9)
         optimizer = torch.optim.AdamW(holder.parameters(), lr=args.lr)
+        if variant.startswith("lit_opt"):
+            optimizer.register_step_post_hook(lambda *_: zero_pruned(groups))
         counter = iter(range(1 << 30))
 
         def step() -> None:

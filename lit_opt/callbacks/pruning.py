@@ -18,10 +18,12 @@ from lit_opt.pruning import (
     PrunableGroup,
     PruningConfig,
     accumulate_movement,
+    mask_grads,
     prepare_pruning,
     sparsity_report,
     sync_scores,
     update_masks,
+    zero_pruned,
 )
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,10 @@ class IterativePruningCallback(Callback):
     :class:`~lit_opt.parametrizations.Mask` parametrization; afterwards only mask values change.
     Masks are checkpointed with the model, so a resumed run continues exactly; data-dependent
     scores are all-reduced so every DDP rank holds the same masks. A pruned weight stays exactly
-    zero through optimizer steps, and with :class:`~lit_opt.QATCallback` on the same weights the
+    zero through optimizer steps: its gradient is zeroed before each step (ahead of gradient
+    clipping) and the weight itself in place after it, so the masks skip their multiply while the
+    weights are as the callback left them (anything else that changes them brings the multiply
+    back). With :class:`~lit_opt.QATCallback` on the same weights the
     mask comes first, so zeros reach the quantizer as zeros.
 
     Args:
@@ -105,6 +110,7 @@ class IterativePruningCallback(Callback):
         self.current_sparsity = 0.0
         self.last_pruned_step = -1
         self._end_step = end_step
+        self._step_hooks: list[Any] = []
         _spawn.install()
 
     @property
@@ -132,6 +138,27 @@ class IterativePruningCallback(Callback):
         if self.config.end_step is None:
             total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
             self._end_step = max(self.config.start_step, total - 1)
+        # pruned weights are zeroed in place after every optimizer step, so that the masks skip their
+        # multiply (a 90%-masked MiniLM step cost 3.5-5.4% more than a dense one with it, 0-0.2% without)
+        self._remove_step_hooks()
+        self._step_hooks = [
+            optimizer.register_step_post_hook(lambda *_: zero_pruned(self.groups))
+            for optimizer in trainer.optimizers
+        ]
+        zero_pruned(self.groups)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._remove_step_hooks()
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._remove_step_hooks()
+
+    def _remove_step_hooks(self) -> None:
+        for handle in self._step_hooks:
+            handle.remove()
+        self._step_hooks = []
 
     @override
     def on_train_batch_start(
@@ -147,6 +174,7 @@ class IterativePruningCallback(Callback):
             step, config.target_sparsity, config.schedule, config.start_step, self.end_step
         )
         update_masks(self.groups, config, self.current_sparsity, step)
+        zero_pruned(self.groups)
         self.last_pruned_step = step
         report = sparsity_report(self.groups)
         if trainer.logger is not None:
@@ -160,6 +188,7 @@ class IterativePruningCallback(Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        mask_grads(self.groups)  # before Lightning clips gradients
         if self.config.criterion == "movement":
             accumulate_movement(self.groups)
 

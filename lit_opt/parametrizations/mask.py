@@ -11,8 +11,11 @@ from torch import Tensor, nn
 class Mask(nn.Module):
     """Multiplies the tensor it parametrizes by a persistent boolean ``mask`` buffer.
 
-    The original ``Parameter`` keeps its values; the effective tensor is exactly zero where the
-    mask is False, whatever the optimizer does, and the gradient there is zero. Optional
+    The effective tensor is exactly zero where the mask is False, whatever the optimizer does, and
+    the gradient there is zero. :meth:`zero_pruned` zeroes those entries of the original in place:
+    until the original changes again (its version counter moves), the forward returns it as it is,
+    without the multiply (``IterativePruningCallback`` does this after every optimizer step and
+    masks the gradient itself). Optional
     ``score`` / ``score_count`` buffers hold data-dependent importance (accumulated movement,
     summed |activation| per output unit) so that a resumed run continues from the same scores.
 
@@ -28,8 +31,8 @@ class Mask(nn.Module):
         >>> mask = Mask((2, 2))
         >>> mask.mask[0, 1] = False
         >>> _ = parametrize.register_parametrization(layer, "weight", mask)
-        >>> layer.weight[0, 1].item()
-        0.0
+        >>> layer.weight[0, 1].item() == 0.0
+        True
     """
 
     mask: Tensor
@@ -52,6 +55,7 @@ class Mask(nn.Module):
         # version counter moves, or it is a new tensor after ``.to()``); not part of the state_dict
         self.register_buffer("factor", torch.ones(self.shape), persistent=False)
         self._seen: tuple[int, int] | None = None
+        self._zeroed: tuple[int, int] | None = None  # (id, version) of an original zero where pruned
         self._dense = True
         self._held: Tensor | None = None
         if self.score_shape is not None:
@@ -95,10 +99,42 @@ class Mask(nn.Module):
                 self.factor = self.mask.to(dtype)
         self._dense = bool(self.mask.all())
         self._seen = (id(self.mask), self.mask._version)
+        self._zeroed = None  # zeroed for the old mask, not for this one
+
+    def zero_pruned(self, original: Tensor) -> None:
+        """Zero ``original`` in place where the mask is False, so that :meth:`forward` can return it unmultiplied
+        until it changes again. Its gradient is then not masked: mask ``original.grad`` before each
+        optimizer step (:meth:`mask_grad`) to keep the gradient there exactly zero.
+
+        Example::
+
+            >>> from torch.nn.utils import parametrize
+            >>> layer = torch.nn.Linear(2, 2)
+            >>> mask = Mask((2, 2))
+            >>> mask.mask[0, 1] = False
+            >>> _ = parametrize.register_parametrization(layer, "weight", mask)
+            >>> original = layer.parametrizations.weight.original
+            >>> mask.zero_pruned(original)
+            >>> original[0, 1].item() == 0.0, layer.weight is original  # no multiply until original changes
+            (True, True)
+        """
+        self._refresh(original.dtype)
+        if self._dense:
+            return
+        with torch.no_grad():
+            original.mul_(self.factor)
+        self._zeroed = (id(original), original._version)
+
+    def mask_grad(self, original: Tensor) -> None:
+        """Zero ``original.grad`` in place where the mask is False (see :meth:`zero_pruned`)."""
+        self._refresh(original.dtype)
+        if not self._dense and original.grad is not None:
+            original.grad.mul_(self.factor)
 
     def forward(self, w: Tensor) -> Tensor:
         self._refresh(w.dtype)
-        if self._dense:  # nothing pruned: the weight itself, no multiply (and no gradient mask needed)
+        if self._dense or self._zeroed == (id(w), w._version):
+            # nothing pruned, or w is already zero where pruned: w itself, no multiply
             return w
         masked = w * self.factor
         # While training, hold the product's memory until the next forward replaces it, as

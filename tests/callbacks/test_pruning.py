@@ -188,3 +188,46 @@ def test_movement_before_any_accumulated_score_falls_back_to_magnitude():
     mask = groups[0].masks()[0]
     assert int(mask.score_count) == 1
     assert torch.equal(mask.score, -(weight * model[0].parametrizations.weight.original.grad))
+
+
+class CheckPrunedGradients(Callback):
+    """After IterativePruningCallback's own hook: pruned gradients are zero before clipping and the step."""
+
+    def __init__(self, zeroed: bool):
+        self.zeroed, self.checked = zeroed, 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        for layer in (pl_module.net.fc1, pl_module.net.fc2):
+            plist = layer.parametrizations.weight
+            pruned = ~plist[0].mask
+            if bool(pruned.any()):
+                assert bool((plist.original.grad[pruned] == 0).all())
+                if self.zeroed:  # in place after the last step
+                    assert bool((plist.original[pruned] == 0).all())
+                self.checked += 1
+
+
+def test_in_place_zeroing_trains_exactly_like_the_multiplied_masks(tmp_path, monkeypatch):
+    def run(fast: bool):
+        torch.manual_seed(0)
+        model = BoringClassifier("mlp", lr=0.05, momentum=0.9)
+        pruning = IterativePruningCallback(0.7, start_step=1, end_step=5, every_n_steps=2)
+        check = CheckPrunedGradients(zeroed=fast)
+        with monkeypatch.context() as patch:
+            if not fast:  # the masks multiply on every forward, as before in-place zeroing existed
+                patch.setattr(Mask, "zero_pruned", lambda self, original: None)
+            trainer = tiny_trainer(tmp_path, callbacks=[pruning, check], max_steps=8, gradient_clip_val=0.5)
+            trainer.fit(model)
+        assert all(not opt._optimizer_step_post_hooks for opt in trainer.optimizers)  # removed after fit
+        return model, check
+
+    fast, fast_check = run(True)
+    slow, slow_check = run(False)
+    assert fast_check.checked > 0 and fast_check.checked == slow_check.checked
+    for name in ("fc1", "fc2"):
+        fast_layer, slow_layer = getattr(fast.net, name), getattr(slow.net, name)
+        assert torch.equal(
+            fast_layer.parametrizations.weight[0].mask, slow_layer.parametrizations.weight[0].mask
+        )
+        torch.testing.assert_close(fast_layer.weight, slow_layer.weight, rtol=0, atol=1e-6)
+        assert fast_layer.weight is fast_layer.parametrizations.weight.original  # the fast path was on

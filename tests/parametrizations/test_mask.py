@@ -63,3 +63,21 @@ def test_training_holds_the_last_product_detached_so_copies_still_work():
     with torch.no_grad():
         layer(torch.ones(2, 6))
     assert mask._held is None  # inference holds nothing
+
+
+def test_zeroed_original_is_used_unmultiplied_until_it_or_the_mask_changes():
+    layer, mask = _masked_linear()
+    original = layer.parametrizations.weight.original
+    mask.mask[1, 2] = False
+    mask.zero_pruned(original)
+    assert original[1, 2].item() == 0.0 and layer.weight is original  # no multiply, no new tensor
+    layer.weight.sum().backward()
+    assert original.grad[1, 2].item() == 1.0  # unmasked gradient: the caller masks it ...
+    mask.mask_grad(original)
+    assert original.grad[1, 2].item() == 0.0 and original.grad[0, 0].item() == 1.0  # ... with mask_grad
+    with torch.no_grad():
+        original.add_(1.0)  # e.g. an optimizer step nobody re-zeroed after: the version counter moves
+    assert layer.weight is not original and layer.weight[1, 2].item() == 0.0  # multiplied again
+    mask.zero_pruned(original)
+    mask.mask[3, 0] = False  # a new mask: the zeroing was for the old one
+    assert layer.weight is not original and layer.weight[3, 0].item() == 0.0 and original[3, 0].item() != 0.0
