@@ -300,7 +300,7 @@ def zero_pruned(groups: list[PrunableGroup]) -> None:
 
 def mask_grads(groups: list[PrunableGroup]) -> None:
     """Zero the gradient of every pruned entry in place (the unmultiplied forward does not); call before
-    each optimizer step, ahead of gradient clipping."""
+    gradient clipping."""
     with torch.no_grad():
         for mask, original in _leading_masks(groups):
             mask.mask_grad(original)

@@ -536,26 +536,14 @@ def step_cost(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -
     """Training-step cost with 90% masks in place, interleaved round by round (no pruning event timed).
 
     A plain step (forward, backward, AdamW) on the same batches for: dense; lit_opt Mask
-    parametrizations with what ``IterativePruningCallback`` does around every optimizer step (masks
-    the gradients before it, zeroes the pruned weights in place after it); the same plus the movement
-    score update; and torch.nn.utils.prune's forward
+    parametrizations with what ``IterativePruningCallback`` does after every optimizer step (zeroes
+    the pruned weights in place; no gradient clipping here, so the gradients are left unmasked); the
+    same plus the movement score update; and torch.nn.utils.prune's forward
     pre-hooks as ``ModelPruning`` leaves them between epochs.
     """
     from torch.nn.utils import prune
 
-    from lit_opt.pruning import (
-        PruningConfig,
-        accumulate_movement,
-        mask_grads,
-        prepare_pruning,
-        update_masks,
-        zero_pruned,
-    )
-
-    def before_step(groups: list, movement: bool) -> None:
-        mask_grads(groups)
-        if movement:
-            accumulate_movement(groups)
+    from lit_opt.pruning import PruningConfig, accumulate_movement, prepare_pruning, update_masks, zero_pruned
 
     batches = [data["collate"]([data["train"][i] for i in b]) for b in data["batches"][:4]]
 
@@ -571,7 +559,8 @@ def step_cost(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -
             groups = prepare_pruning(holder, config)
             update_masks(groups, config, 0.9, 0)
             zero_pruned(groups)  # as the callback does after each mask update and optimizer step
-            after_backward = functools.partial(before_step, groups, criterion == "movement")
+            if criterion == "movement":
+                after_backward = functools.partial(accumulate_movement, groups)
         elif variant.startswith("ModelPruning"):
             params = [(m, "weight") for m in targeted_linears(holder).values()]
             if args.scope == "global":  # the same targets and scope as the lit_opt variants

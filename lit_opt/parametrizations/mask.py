@@ -12,10 +12,10 @@ class Mask(nn.Module):
     """Multiplies the tensor it parametrizes by a persistent boolean ``mask`` buffer.
 
     The effective tensor is exactly zero where the mask is False, whatever the optimizer does, and
-    the gradient there is zero. :meth:`zero_pruned` zeroes those entries of the original in place:
+    the gradient there is zero while it multiplies. :meth:`zero_pruned` zeroes those entries of the original in place:
     until the original changes again (its version counter moves), the forward returns it as it is,
-    without the multiply (``IterativePruningCallback`` does this after every optimizer step and
-    masks the gradient itself). Optional
+    without the multiply, and the gradient there is no longer zero (``IterativePruningCallback``
+    zeroes the weights after every optimizer step, and the gradients before clipping). Optional
     ``score`` / ``score_count`` buffers hold data-dependent importance (accumulated movement,
     summed |activation| per output unit) so that a resumed run continues from the same scores.
 
@@ -33,6 +33,10 @@ class Mask(nn.Module):
         >>> _ = parametrize.register_parametrization(layer, "weight", mask)
         >>> layer.weight[0, 1].item() == 0.0
         True
+        >>> original = layer.parametrizations.weight.original
+        >>> mask.zero_pruned(original)
+        >>> original[0, 1].item() == 0.0, layer.weight is original  # no multiply until original changes
+        (True, True)
     """
 
     mask: Tensor
@@ -104,19 +108,8 @@ class Mask(nn.Module):
     def zero_pruned(self, original: Tensor) -> None:
         """Zero ``original`` in place where the mask is False, so that :meth:`forward` can return it unmultiplied
         until it changes again. Its gradient is then not masked: mask ``original.grad`` before each
-        optimizer step (:meth:`mask_grad`) to keep the gradient there exactly zero.
-
-        Example::
-
-            >>> from torch.nn.utils import parametrize
-            >>> layer = torch.nn.Linear(2, 2)
-            >>> mask = Mask((2, 2))
-            >>> mask.mask[0, 1] = False
-            >>> _ = parametrize.register_parametrization(layer, "weight", mask)
-            >>> original = layer.parametrizations.weight.original
-            >>> mask.zero_pruned(original)
-            >>> original[0, 1].item() == 0.0, layer.weight is original  # no multiply until original changes
-            (True, True)
+        optimizer step (:meth:`mask_grad`) to keep the gradient there exactly zero. The class example
+        shows it.
         """
         self._refresh(original.dtype)
         if self._dense:
@@ -135,6 +128,7 @@ class Mask(nn.Module):
         self._refresh(w.dtype)
         if self._dense or self._zeroed == (id(w), w._version):
             # nothing pruned, or w is already zero where pruned: w itself, no multiply
+            self._held = None
             return w
         masked = w * self.factor
         # While training, hold the product's memory until the next forward replaces it, as

@@ -191,32 +191,36 @@ def test_movement_before_any_accumulated_score_falls_back_to_magnitude():
 
 
 class CheckPrunedGradients(Callback):
-    """After IterativePruningCallback's own hook: pruned gradients are zero before clipping and the step."""
+    """After IterativePruningCallback's own hook: pruned weights are zero; with clipping, so are their gradients."""
 
-    def __init__(self, zeroed: bool):
-        self.zeroed, self.checked = zeroed, 0
+    def __init__(self, zeroed: bool, clipped: bool):
+        self.zeroed, self.clipped, self.checked = zeroed, clipped, 0
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         for layer in (pl_module.net.fc1, pl_module.net.fc2):
             plist = layer.parametrizations.weight
             pruned = ~plist[0].mask
             if bool(pruned.any()):
-                assert bool((plist.original.grad[pruned] == 0).all())
+                if self.clipped or not self.zeroed:  # the clip norm is the masked model's
+                    assert bool((plist.original.grad[pruned] == 0).all())
+                else:  # no clipping: the gradient is left as it is, the weight zeroed after the step
+                    assert bool((plist.original.grad[pruned] != 0).any())
                 if self.zeroed:  # in place after the last step
                     assert bool((plist.original[pruned] == 0).all())
                 self.checked += 1
 
 
-def test_in_place_zeroing_trains_exactly_like_the_multiplied_masks(tmp_path, monkeypatch):
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_in_place_zeroing_trains_exactly_like_the_multiplied_masks(tmp_path, monkeypatch, clip):
     def run(fast: bool):
         torch.manual_seed(0)
         model = BoringClassifier("mlp", lr=0.05, momentum=0.9)
         pruning = IterativePruningCallback(0.7, start_step=1, end_step=5, every_n_steps=2)
-        check = CheckPrunedGradients(zeroed=fast)
+        check = CheckPrunedGradients(zeroed=fast, clipped=clip is not None)
         with monkeypatch.context() as patch:
             if not fast:  # the masks multiply on every forward, as before in-place zeroing existed
                 patch.setattr(Mask, "zero_pruned", lambda self, original: None)
-            trainer = tiny_trainer(tmp_path, callbacks=[pruning, check], max_steps=8, gradient_clip_val=0.5)
+            trainer = tiny_trainer(tmp_path, callbacks=[pruning, check], max_steps=8, gradient_clip_val=clip)
             trainer.fit(model)
         assert all(not opt._optimizer_step_post_hooks for opt in trainer.optimizers)  # removed after fit
         return model, check
