@@ -298,6 +298,12 @@ def zero_pruned(groups: list[PrunableGroup]) -> None:
         mask.zero_pruned(original)
 
 
+def forget_zeroed(groups: list[PrunableGroup]) -> None:
+    """Make every mask multiply on each forward again (:meth:`Mask.forget_zeroed`); call when training ends."""
+    for mask, _ in _leading_masks(groups):
+        mask.forget_zeroed()
+
+
 def mask_grads(groups: list[PrunableGroup]) -> None:
     """Zero the gradient of every pruned entry in place (the unmultiplied forward does not); call before
     gradient clipping."""

@@ -12,10 +12,11 @@ class Mask(nn.Module):
     """Multiplies the tensor it parametrizes by a persistent boolean ``mask`` buffer.
 
     The effective tensor is exactly zero where the mask is False, whatever the optimizer does, and
-    the gradient there is zero while it multiplies. :meth:`zero_pruned` zeroes those entries of the original in place:
-    until the original changes again (its version counter moves), the forward returns it as it is,
-    without the multiply, and the gradient there is no longer zero (``IterativePruningCallback``
-    zeroes the weights after every optimizer step, and the gradients before clipping). Optional
+    the gradient there is zero while it multiplies. :meth:`zero_pruned` zeroes those entries of the
+    original in place: until the original changes again (another tensor, or its version counter
+    moves) or :meth:`forget_zeroed`, forwards with gradients enabled return it as it is, without the
+    multiply, and its gradient there is then not zero. ``IterativePruningCallback`` does this during
+    ``fit`` only, re-zeroing after every optimizer step. Optional
     ``score`` / ``score_count`` buffers hold data-dependent importance (accumulated movement,
     summed |activation| per output unit) so that a resumed run continues from the same scores.
 
@@ -59,7 +60,7 @@ class Mask(nn.Module):
         # version counter moves, or it is a new tensor after ``.to()``); not part of the state_dict
         self.register_buffer("factor", torch.ones(self.shape), persistent=False)
         self._seen: tuple[int, int] | None = None
-        self._zeroed: tuple[int, int] | None = None  # (id, version) of an original zero where pruned
+        self._zeroed: tuple[int, int, int] | None = None  # _identity() of an original zero where pruned
         self._dense = True
         self._held: Tensor | None = None
         if self.score_shape is not None:
@@ -116,7 +117,22 @@ class Mask(nn.Module):
             return
         with torch.no_grad():
             original.mul_(self.factor)
-        self._zeroed = (id(original), original._version)
+        self._zeroed = self._identity(original)
+
+    def forget_zeroed(self) -> None:
+        """Multiply on every forward again (what :meth:`zero_pruned` allowed ends; e.g. when training does)."""
+        self._zeroed = None
+
+    @staticmethod
+    def _identity(tensor: Tensor) -> tuple[int, int, int]:
+        # a swapped tensor or storage changes id or data_ptr; an in-place edit moves the version counter
+        # (edits through ``.data`` or numpy do not, which is why only training forwards trust this)
+        return id(tensor), tensor.data_ptr(), tensor._version
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_zeroed"] = None  # names a tensor of this process, not of the copy
+        return state
 
     def mask_grad(self, original: Tensor) -> None:
         """Zero ``original.grad`` in place where the mask is False (see :meth:`zero_pruned`)."""
@@ -126,8 +142,8 @@ class Mask(nn.Module):
 
     def forward(self, w: Tensor) -> Tensor:
         self._refresh(w.dtype)
-        if self._dense or self._zeroed == (id(w), w._version):
-            # nothing pruned, or w is already zero where pruned: w itself, no multiply
+        if self._dense or (self._zeroed == self._identity(w) and torch.is_grad_enabled()):
+            # nothing pruned, or a training forward of a w still zero where pruned: w itself, no multiply
             self._held = None
             return w
         masked = w * self.factor

@@ -38,6 +38,7 @@ from tests.helpers.trainer import tiny_trainer
             r"criterion='activation' .* not defined for structure='heads'",
         ),
         ({"targets": "fc1"}, r"HINT: write targets=\['fc1'\]"),
+        ({"mask_gradients": "yes"}, r"mask_gradients='yes' is not accepted; expected True, False or None"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, match):
@@ -191,47 +192,100 @@ def test_movement_before_any_accumulated_score_falls_back_to_magnitude():
 
 
 class CheckPrunedGradients(Callback):
-    """After IterativePruningCallback's own hook: pruned weights are zero; with clipping, so are their gradients."""
+    """After IterativePruningCallback's own hook: pruned weights are zero, their gradients masked or not."""
 
-    def __init__(self, zeroed: bool, clipped: bool):
-        self.zeroed, self.clipped, self.checked = zeroed, clipped, 0
+    def __init__(self, zeroed: bool, masked: bool):
+        self.zeroed, self.masked, self.checked, self.unmultiplied = zeroed, masked, 0, 0
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         for layer in (pl_module.net.fc1, pl_module.net.fc2):
             plist = layer.parametrizations.weight
             pruned = ~plist[0].mask
             if bool(pruned.any()):
-                if self.clipped or not self.zeroed:  # the clip norm is the masked model's
+                if self.masked:  # e.g. so that the clip norm is the masked model's
                     assert bool((plist.original.grad[pruned] == 0).all())
-                else:  # no clipping: the gradient is left as it is, the weight zeroed after the step
+                else:  # left as it is: the weight is zeroed after the step anyway
                     assert bool((plist.original.grad[pruned] != 0).any())
                 if self.zeroed:  # in place after the last step
                     assert bool((plist.original[pruned] == 0).all())
                 self.checked += 1
+                self.unmultiplied += layer.weight is plist.original
 
 
-@pytest.mark.parametrize("clip", [None, 0.5])
-def test_in_place_zeroing_trains_exactly_like_the_multiplied_masks(tmp_path, monkeypatch, clip):
+class PrunedSGD(torch.optim.SGD):
+    """An optimizer lit_opt cannot vouch for (not one of PER_ENTRY_OPTIMIZERS, though it behaves like SGD)."""
+
+
+@pytest.mark.parametrize(
+    ("clip", "optimizer", "mask_gradients", "masked"),
+    [
+        (None, None, None, False),  # plain SGD, no clipping: gradients left as they are
+        (0.5, None, None, True),  # clipping: masked before Lightning clips
+        (None, PrunedSGD, None, True),  # an optimizer not known to be per-entry
+        (None, None, True, True),  # asked for
+        (None, PrunedSGD, False, False),  # declined (PrunedSGD is per-entry in fact, so nothing changes)
+    ],
+)
+def test_in_place_zeroing_trains_exactly_like_the_multiplied_masks(
+    tmp_path, monkeypatch, clip, optimizer, mask_gradients, masked
+):
     def run(fast: bool):
         torch.manual_seed(0)
         model = BoringClassifier("mlp", lr=0.05, momentum=0.9)
-        pruning = IterativePruningCallback(0.7, start_step=1, end_step=5, every_n_steps=2)
-        check = CheckPrunedGradients(zeroed=fast, clipped=clip is not None)
+        if optimizer is not None:
+            model.configure_optimizers = lambda: optimizer(model.parameters(), lr=0.05, momentum=0.9)
+        pruning = IterativePruningCallback(
+            0.7, start_step=1, end_step=5, every_n_steps=2, mask_gradients=mask_gradients
+        )
+        check = CheckPrunedGradients(zeroed=fast, masked=masked or not fast)
         with monkeypatch.context() as patch:
             if not fast:  # the masks multiply on every forward, as before in-place zeroing existed
                 patch.setattr(Mask, "zero_pruned", lambda self, original: None)
-            trainer = tiny_trainer(tmp_path, callbacks=[pruning, check], max_steps=8, gradient_clip_val=clip)
-            trainer.fit(model)
-        assert all(not opt._optimizer_step_post_hooks for opt in trainer.optimizers)  # removed after fit
+            tiny_trainer(tmp_path, callbacks=[pruning, check], max_steps=8, gradient_clip_val=clip).fit(model)
+        assert pruning._step_hooks == []  # removed after fit
         return model, check
 
     fast, fast_check = run(True)
     slow, slow_check = run(False)
     assert fast_check.checked > 0 and fast_check.checked == slow_check.checked
+    assert fast_check.unmultiplied == fast_check.checked and slow_check.unmultiplied == 0
     for name in ("fc1", "fc2"):
         fast_layer, slow_layer = getattr(fast.net, name), getattr(slow.net, name)
         assert torch.equal(
             fast_layer.parametrizations.weight[0].mask, slow_layer.parametrizations.weight[0].mask
         )
-        torch.testing.assert_close(fast_layer.weight, slow_layer.weight, rtol=0, atol=1e-6)
-        assert fast_layer.weight is fast_layer.parametrizations.weight.original  # the fast path was on
+        assert torch.equal(fast_layer.weight, slow_layer.weight)
+        assert fast_layer.weight is not fast_layer.parametrizations.weight.original  # multiplies after fit
+
+
+class ManualClassifier(BoringClassifier):
+    """Manual optimization that clips by itself before stepping."""
+
+    def __init__(self):
+        super().__init__("mlp", lr=0.05)
+        self.automatic_optimization = False
+        self.unmultiplied = self.pruned_steps = 0
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self(x), y)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        grad = self.net.fc1.parametrizations.weight.original.grad
+        assert bool((grad[~self.net.fc1.parametrizations.weight[0].mask] == 0).all())  # masked in backward
+        self.clip_gradients(optimizer, gradient_clip_val=0.5)
+        optimizer.step()
+        plist = self.net.fc1.parametrizations.weight
+        if not bool(plist[0].mask.all()):  # with nothing pruned the weight is returned as it is anyway
+            self.pruned_steps += 1
+            self.unmultiplied += self.net.fc1.weight is plist.original
+        return loss
+
+
+def test_manual_optimization_keeps_the_masks_multiplying(tmp_path):
+    model = ManualClassifier()
+    pruning = IterativePruningCallback(0.5, start_step=0, end_step=3, every_n_steps=1)
+    tiny_trainer(tmp_path, callbacks=[pruning], max_steps=5).fit(model)
+    assert model.pruned_steps > 0 and model.unmultiplied == 0 and pruning._step_hooks == []
+    assert bool((model.net.fc1.weight[~model.net.fc1.parametrizations.weight[0].mask] == 0).all())

@@ -81,3 +81,19 @@ def test_zeroed_original_is_used_unmultiplied_until_it_or_the_mask_changes():
     mask.zero_pruned(original)
     mask.mask[3, 0] = False  # a new mask: the zeroing was for the old one
     assert layer.weight is not original and layer.weight[3, 0].item() == 0.0 and original[3, 0].item() != 0.0
+
+
+def test_the_unmultiplied_path_is_only_for_training_forwards_of_the_same_tensor():
+    layer, mask = _masked_linear()
+    original = layer.parametrizations.weight.original
+    mask.mask[1, 2] = False
+    mask.zero_pruned(original)
+    with torch.no_grad():  # validation, inference: always multiplied
+        assert layer.weight is not original and layer.weight[1, 2].item() == 0.0
+    assert copy.deepcopy(mask)._zeroed is None  # a copy's tensors are not this one's
+    original.data = torch.ones_like(original)  # a new storage, the version counter untouched
+    assert layer.weight is not original and layer.weight[1, 2].item() == 0.0
+    mask.zero_pruned(original)
+    assert layer.weight is original
+    mask.forget_zeroed()
+    assert layer.weight is not original
