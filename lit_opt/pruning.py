@@ -278,16 +278,14 @@ def accumulate_movement(groups: list[PrunableGroup]) -> None:
 
 
 def _leading_masks(groups: list[PrunableGroup]) -> list[tuple[Mask, Tensor]]:
-    """Each member's mask with the original it multiplies, where only masks come before it (so zeroing
-    the original in place where it is False leaves the effective tensor as it is)."""
+    """Each member's mask with the original, where the mask is the first parametrization (so zeroing the
+    original in place where it is False leaves the effective tensor as it is)."""
     pairs = []
     for group in groups:
         for module, tensor_name, _ in group.members:
             plist = cast(Any, module).parametrizations[tensor_name]
-            mask = _mask_of(module, tensor_name)
-            leading = list(plist)[: list(plist).index(mask)]
-            if all(isinstance(p, Mask) for p in leading):
-                pairs.append((mask, plist.original))
+            if isinstance(plist[0], Mask):
+                pairs.append((plist[0], plist.original))
     return pairs
 
 

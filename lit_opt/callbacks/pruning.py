@@ -169,7 +169,7 @@ class IterativePruningCallback(Callback):
         if self.config.end_step is None:
             total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
             self._end_step = max(self.config.start_step, total - 1)
-        self._remove_step_hooks()
+        self._stop_zeroing()
         if not pl_module.automatic_optimization:  # the user clips before any hook: masks multiply, as before
             return
         auto = bool(trainer.gradient_clip_val) or any(
@@ -184,13 +184,13 @@ class IterativePruningCallback(Callback):
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._remove_step_hooks()
+        self._stop_zeroing()
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._remove_step_hooks()
+        self._stop_zeroing()
 
-    def _remove_step_hooks(self) -> None:
+    def _stop_zeroing(self) -> None:
         for handle in self._step_hooks:
             handle.remove()
         self._step_hooks = []

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_opt._checks import check_device, check_int, check_module
-from lit_opt.inference.bucketing import pad_collate
+from lit_opt.inference.bucketing import pad_collate, round_up
 
 log = logging.getLogger(__name__)
 
@@ -403,8 +403,7 @@ class DynamicBatcher:
         """The forward passes (indices into ``lengths``) that serve one batch."""
         if self.pass_cost is None:
             return [list(range(len(lengths)))] if lengths else []
-        multiple = self.pad_to_multiple_of
-        return length_groups([-(-n // multiple) * multiple for n in lengths], self.pass_cost)  # padded
+        return length_groups([round_up(n, self.pad_to_multiple_of) for n in lengths], self.pass_cost)
 
     def _fail_pending(self, message: str) -> None:
         """Fail every waiting request (call with the lock held)."""

@@ -183,6 +183,17 @@ def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -
     return 1.0 - real / padded if padded else 0.0
 
 
+def round_up(length: int, multiple: int) -> int:
+    """``length`` rounded up to a multiple of ``multiple``.
+
+    Example::
+
+        >>> round_up(9, 8), round_up(16, 8)
+        (16, 16)
+    """
+    return -(-length // multiple) * multiple
+
+
 def pad_collate(
     examples: Sequence[Mapping[str, Any]], pad_token_id: int = 0, pad_to_multiple_of: int = 1
 ) -> dict[str, Tensor]:
@@ -228,7 +239,7 @@ def pad_collate(
             batch[key] = torch.stack(values)  # (B,)
             continue
         pad = pad_token_id if key == "input_ids" else PAD_VALUES.get(key, 0)
-        longest = -(-max(len(v) for v in values) // pad_to_multiple_of) * pad_to_multiple_of
+        longest = round_up(max(len(v) for v in values), pad_to_multiple_of)
         out = torch.full((len(values), longest), pad, dtype=values[0].dtype)  # (B, T)
         for row, value in enumerate(values):
             out[row, : len(value)] = value
