@@ -18,7 +18,17 @@ if TYPE_CHECKING:
     from benchmarks.harness import Benchmark
 
 #: Every benchmark, in the order ``python -m benchmarks all`` runs them.
-NAMES = ["clustering", "load_kernels", "teacher_cache"]
+NAMES = [
+    "clustering",
+    "load_kernels",
+    "teacher_cache",
+    "batching",
+    "qat",
+    "compression",
+    "embeddings",
+    "distillation",
+    "pruning",
+]
 
 
 def load(name: str) -> Benchmark:

@@ -95,7 +95,7 @@ BENCH = Benchmark(
         "repeats": 3,
         "threads": 2,
     },
-    quick={"model": "tiny", "clusters": [4], "repeats": 1},
+    quick={"clusters": [4], "repeats": 1},
     run=run,
     help={"model": "minilm or tiny (random, 2 layers)"},
 )

@@ -245,18 +245,23 @@ def fixed_batches(
     }
 
 
-def predictions(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> tuple[list[int], list[int]]:
-    """``(labels, predicted classes)`` of a classifier over ``batches`` (in eval mode, no gradients)."""
+def predictions(
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]
+) -> tuple[list[int], list[int], list[int]]:
+    """``(labels, predicted classes, idx)`` of a classifier over ``batches`` (eval mode, no gradients);
+    ``idx`` is empty when the batches carry no row numbers."""
     was_training = model.training
     model.eval()
     labels: list[int] = []
     predicted: list[int] = []
+    index: list[int] = []
     with torch.inference_mode():
         for batch in batches:
             predicted += model(**model_inputs(batch)).logits.float().argmax(-1).tolist()
             labels += batch["labels"].tolist()
+            index += batch["idx"].tolist() if "idx" in batch else []
     model.train(was_training)
-    return labels, predicted
+    return labels, predicted, index
 
 
 def accuracy(model: nn.Module, data: dict[str, Any], batch_size: int = 128) -> float:
@@ -267,7 +272,7 @@ def accuracy(model: nn.Module, data: dict[str, Any], batch_size: int = 128) -> f
         data["collate"]([test[i] for i in order[k : k + batch_size]])
         for k in range(0, len(order), batch_size)
     )
-    labels, predicted = predictions(model, chunks)
+    labels, predicted, _ = predictions(model, chunks)
     return sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
 
 
@@ -289,3 +294,75 @@ def fit_batches(
     if sampler.yielded != batches:
         raise RuntimeError("a run did not train on the fixed batches in order; the comparison is void.")
     return time.perf_counter() - started
+
+
+#: The Linear layers the pruning and compression rows change (module names inside ``Classifier``): the
+#: encoder. The pooler (1.4% of the encoder's weights, the one path from [CLS] to the classifier),
+#: the embeddings and the classifier stay as they are.
+ENCODER_TARGETS = ["model.bert.encoder.*"]
+ENCODER_EXCLUDE = ["*classifier*", "*embeddings*"]
+
+
+def logit_diff(a: nn.Module, b: nn.Module, max_length: int = 64) -> float:
+    """Largest absolute logit difference of two classifiers on 8 rows of random token ids."""
+    from lit_opt.inference.measure import synthetic_batch
+
+    probe = synthetic_batch(8, max_length, VOCAB, seed=1)
+    with torch.inference_mode():
+        return float((a(**probe).logits.float() - b(**probe).logits.float()).abs().max())
+
+
+#: The settings :func:`epoch_data` reads, their full-run defaults and their ``--quick`` values.
+EPOCH_SETTINGS = {
+    "model": "minilm",
+    "data": "rotten_tomatoes",
+    "threads": 1,
+    "max_length": 64,
+    "batch_size": 32,
+}
+EPOCH_QUICK = {"train_rows": 64, "test_rows": 32, "max_length": 32}
+
+
+def epoch_data(s: Any, work_dir: Path) -> TextData:
+    """The epoch-based benchmarks' data: ``s.train_rows``/``s.test_rows`` of ``s.data``, ``s.max_length``,
+    batches of ``s.batch_size`` bucketed by length and carrying ``idx`` (the same batches in every run)."""
+    return text_data(
+        s, work_dir, s.train_rows, s.test_rows, max_length=s.max_length, batch_size=s.batch_size, bucketing=True,
+        return_index=True,
+    )  # fmt: skip
+
+
+def fit_epochs(
+    s: Any, work_dir: Path, module: L.LightningModule, callbacks: Iterable[L.Callback] = ()
+) -> dict[str, Any]:
+    """Train ``module`` for ``s.epochs`` epochs on a fresh :func:`epoch_data`: its steps and epoch times."""
+    L.seed_everything(SEED, verbose=False)
+    dm, clock = epoch_data(s, work_dir), EpochClock()
+    fit = trainer([clock, *callbacks], max_epochs=s.epochs, default_root_dir=str(work_dir))
+    started = time.perf_counter()
+    fit.fit(module, datamodule=dm)
+    return {
+        "steps": int(fit.global_step),
+        "fit_wall_s": time.perf_counter() - started,
+        "epoch_wall_s": clock.wall,
+        "epoch_cpu_per_wall": clock.cpu_per_wall,
+        "threads": clock.threads,
+        "train_rows": len(dm.splits["train"]),
+    }
+
+
+def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
+    """Validation and test accuracy on :func:`epoch_data`, and ``test``: ``{idx: (label, predicted)}``."""
+    dm = epoch_data(s, work_dir)
+    dm.setup("test")
+    result: dict[str, Any] = {}
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        labels, predicted, index = predictions(model, loader)
+        result[f"{split}_acc"] = sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
+        result[f"{split}_n"] = len(labels)
+    result["test"] = dict(zip(index, zip(labels, predicted, strict=True), strict=True))
+    return result
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"

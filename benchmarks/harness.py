@@ -65,6 +65,8 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
     "tables": list,
     "goals": list,
 }
+#: What ``--quick`` sets in every benchmark that has the setting: the tiny model and data (no download).
+QUICK = {"model": "tiny", "data": "synthetic"}
 HARNESS_RUN = "measured by this run of the benchmarks harness"
 NOISY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lit_opt", "datasets", "httpx")
 
@@ -106,8 +108,8 @@ class Benchmark:
     """A benchmark: its name, docstring (the first line describes it), settings and ``run`` function.
 
     ``settings`` maps each setting to its full-run default (bool, int, float, str or a list of one of
-    those; each becomes ``--name-with-dashes``); ``quick`` overrides some for ``--quick``; ``help``
-    describes settings.
+    those; each becomes ``--name-with-dashes``); ``quick`` overrides some for ``--quick`` (besides
+    :data:`QUICK`); ``help`` describes settings.
     """
 
     name: str
@@ -140,7 +142,7 @@ class Benchmark:
                 extra = {"action": argparse.BooleanOptionalAction}
             else:
                 extra["type"] = kind
-            quick = f"; quick {self.quick[key]}" if key in self.quick else ""
+            quick = f"; quick {self.quick.get(key, QUICK.get(key))}" if key in {**QUICK, **self.quick} else ""
             parser.add_argument(
                 f"--{key.replace('_', '-')}",
                 dest=key,
@@ -149,9 +151,10 @@ class Benchmark:
                 **extra,
             )
         args = parser.parse_args(argv)
+        quick = {k: v for k, v in QUICK.items() if k in self.settings} | self.quick
         for key, default in self.settings.items():
             if getattr(args, key) is None:
-                setattr(args, key, self.quick.get(key, default) if args.quick else default)
+                setattr(args, key, quick.get(key, default) if args.quick else default)
         return args
 
     def main(self, argv: list[str] | None = None) -> int:
@@ -275,10 +278,9 @@ def validate(result: dict[str, Any]) -> None:
 
 
 def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
-    """Lines of a markdown table; columns whose cells all start with a digit are right-aligned."""
-    numeric = [
-        all(re.match(r"[-+]?[\d.]", row[i]) for row in rows) if rows else False for i in range(len(columns))
-    ]
+    """Lines of a markdown table; columns whose (non-empty) cells all start with a digit are right-aligned."""
+    cells = [[row[i] for row in rows if row[i]] for i in range(len(columns))]
+    numeric = [bool(c) and all(re.match(r"[-+]?[\d.]", x) for x in c) for c in cells]
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
@@ -295,10 +297,15 @@ def render(result: dict[str, Any]) -> str:
         rows = [[g["goal"], g["measured"], verdict[g["pass"]]] for g in result["goals"]]
         lines += ["**Goals**", "", *markdown_table(["goal", "measured", "pass"], rows), ""]
     env = result["environment"]
-    machine = ", ".join(str(env[k]) for k in ("cpu", "threads") if env.get(k) is not None)
+    where = [str(env["cpu"])] if env.get("cpu") else []
+    where += [f"{env['threads']} threads"] if env.get("threads") else []
+    where += (
+        [f"load average {env['loadavg_start']} at start, {env['loadavg']} at end"]
+        if env.get("loadavg")
+        else []
+    )
     lines.append(
-        f"`{result['command']}` ({result['date']}{'; ' + machine + ' threads' if machine else ''}; "
-        f"load average {env.get('loadavg_start')} at start, {env.get('loadavg')} at end). {result['provenance']}."
+        f"`{result['command']}` ({'; '.join([result['date'], *where])}). Provenance: {result['provenance']}."
     )
     return "\n".join(lines) + "\n"
 

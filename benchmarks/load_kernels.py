@@ -74,7 +74,7 @@ BENCH = Benchmark(
         "seq_len": 128,
         "repeats": 20,
     },
-    quick={"model": "tiny", "batch_sizes": [2], "seq_len": 16, "repeats": 2},
+    quick={"batch_sizes": [2], "seq_len": 16, "repeats": 2},
     run=run,
     help={"device": "cpu or cuda (default: cuda when available)"},
 )

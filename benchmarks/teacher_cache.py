@@ -96,7 +96,7 @@ BENCH = Benchmark(
         "top_k": 0,
         "threads": 1,
     },
-    quick={"model": "tiny", "data": "synthetic", "examples": 128},
+    quick={"examples": 128},
     run=run,
     help={
         "top_k": "cache_top_k (0: every logit)",
