@@ -2,8 +2,8 @@
 
 1. **Bucketing.** The data module (``max_length`` tokens, batch 32) with and without ``bucketing=True``:
    padding over the whole training epoch, and the time of its first ``batches`` training steps (forward,
-   backward, AdamW) of the same fp32 classifier (same initial weights), taking turns batch by batch, then
-   of the forward passes alone. Padding to ``max_length`` is shown for reference.
+   backward, AdamW) of the same fp32 classifier (same initial weights), taking turns batch by batch
+   (``time_round_robin``), then of the forward passes alone. Padding to ``max_length`` is shown for reference.
 2. **Dynamic batching.** The model exported as int8 and loaded with ``lit_opt.load`` (or ``artifact``) on
    ``device``; ``clients`` threads each send ``requests`` test texts in a closed loop (send, wait, send the
    next) to a ``DynamicBatcher``, to the same batcher with ``max_batch_size=1`` (batch-1 serving, the
@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import functools
+import itertools
 import threading
 import time
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -32,38 +35,35 @@ from benchmarks.common import SEED, classifier, csv_path, text_data
 from benchmarks.harness import Benchmark, Run
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.inference import DynamicBatcher
-from lit_opt.inference.measure import percentile
+from lit_opt.inference.measure import percentile, time_round_robin
 
 
 def timed_steps(
     model: nn.Module, variants: dict[str, list[dict[str, torch.Tensor]]]
 ) -> dict[str, dict[str, float]]:
-    """Per variant, seconds of its training steps (its own copy of ``model``, AdamW, one step per batch, the
-    variants taking turns batch by batch) and then of its forward passes."""
+    """Per variant, seconds of its training steps over its batches (its own copy of ``model``, AdamW, one step
+    per batch after an untimed one, the variants taking turns), then of its forward passes likewise."""
     models = {name: copy.deepcopy(model).train() for name in variants}
     optimizers = {name: torch.optim.AdamW(models[name].parameters(), lr=2e-5) for name in variants}
-    train_s, forward_s = dict.fromkeys(variants, 0.0), dict.fromkeys(variants, 0.0)
+    rounds = min(len(b) for b in variants.values())
 
-    def step(name: str, batch: dict[str, torch.Tensor]) -> None:
-        models[name](**batch).loss.backward()
+    def step(name: str, batches: Iterator[dict[str, torch.Tensor]], train: bool) -> None:
+        if not train:
+            models[name].eval()(**next(batches))
+            return
+        models[name](**next(batches)).loss.backward()
         optimizers[name].step()
         optimizers[name].zero_grad(set_to_none=True)
 
-    for name in variants:
-        step(name, variants[name][0])  # untimed warm-up: optimizer state, allocator
-    rounds = min(len(b) for b in variants.values())
-    for i in range(rounds):
-        for name in variants:
-            start = time.perf_counter()
-            step(name, variants[name][i])
-            train_s[name] += time.perf_counter() - start
-    with torch.inference_mode():
-        for i in range(rounds):
-            for name in variants:
-                start = time.perf_counter()
-                models[name].eval()(**variants[name][i])
-                forward_s[name] += time.perf_counter() - start
-    return {name: {"train_s": train_s[name], "forward_s": forward_s[name]} for name in variants}
+    seconds: dict[str, dict[str, float]] = {name: {} for name in variants}
+    for key, train in (("train_s", True), ("forward_s", False)):
+        calls = {
+            n: functools.partial(step, n, itertools.cycle(b[:rounds]), train) for n, b in variants.items()
+        }
+        with torch.inference_mode(not train):
+            for name, timing in time_round_robin(calls, warmup=1, repeats=rounds).items():
+                seconds[name][key] = sum(timing.times_ms) / 1e3
+    return seconds
 
 
 def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:

@@ -2,24 +2,12 @@
 
 A benchmark module declares its settings (full-run defaults, and the ``--quick`` overrides: tiny models,
 synthetic data, few repeats) and a ``run`` function that measures and fills a :class:`Run` with raw
-``rows``, markdown ``table``\\ s and ``goal``\\ s; the harness does the rest. Example::
-
-    def run(s: argparse.Namespace, out: Run) -> None:
-        timings = time_round_robin({"a": f, "b": g}, warmup=1, repeats=s.repeats)
-        stats = compare(timings, baseline="a")
-        out.rows += [{"name": k, **v} for k, v in stats.items()]
-        out.table("Latency", ["call", "median ms", "vs a"],
-                  [[k, f"{v['median_ms']:.1f}", f"{v['ratio']:.2f}x"] for k, v in stats.items()], plot="median ms")
-
-    BENCH = Benchmark("example", __doc__, settings={"repeats": 20}, quick={"repeats": 2}, run=run)
-    if __name__ == "__main__":
-        raise SystemExit(BENCH.main())
-
-``python -m benchmarks.example [--quick] [--repeats 5] [--out FILE]`` then parses one option per setting,
-sets the torch threads (a ``threads`` setting), runs it, and writes the result (see :data:`SCHEMA`): a
-full run to ``benchmarks/results/<name>.json`` (what the README's tables are made from), a quick one
-under ``outputs/benchmarks/<name>/``, with a PNG per table that names a ``plot`` column.
-"""
+``rows``, markdown ``table``\\ s and ``goal``\\ s; the harness does the rest (``benchmarks/README.md``
+shows an example). ``python -m benchmarks.<name> [--quick] [--out FILE] [--<setting> VALUE]`` parses
+one option per setting, sets the torch threads (a ``threads`` setting), runs it, and writes the result
+(see :data:`SCHEMA`): a full run to ``benchmarks/results/<name>.json`` (what the README's tables are
+made from), a quick one under ``outputs/benchmarks/<name>/``, with a PNG per table that names a
+``plot`` column."""
 
 from __future__ import annotations
 
