@@ -22,7 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,35 +39,15 @@ SCHEMA_VERSION = 1
 #: the README shows (``{"title", "columns", "rows": [[str, ...]], "notes", "plot"}``), ``goals``
 #: ``{"goal", "measured", "pass"}``; ``provenance`` says where the numbers come from.
 SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "schema_version": int,
-    "benchmark": str,
-    "description": str,
-    "date": str,
-    "command": str,
-    "provenance": str,
-    "quick": bool,
-    "settings": dict,
-    "environment": dict,
-    "wall_s": (int, float),
-    "rows": list,
-    "tables": list,
-    "goals": list,
+    **dict.fromkeys(["benchmark", "description", "date", "command", "provenance"], str),
+    **dict.fromkeys(["settings", "environment"], dict),
+    **dict.fromkeys(["rows", "tables", "goals"], list),
+    **{"schema_version": int, "quick": bool, "wall_s": (int, float)},
 }
 #: What ``--quick`` sets in every benchmark that has the setting: the tiny model and data (no download).
 QUICK = {"model": "tiny", "data": "synthetic"}
 HARNESS_RUN = "measured by this run of the benchmarks harness"
 NOISY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lit_opt", "datasets", "httpx")
-
-
-@dataclass
-class Table:
-    """A markdown table: ``rows`` are lists of formatted cells; ``plot`` names a numeric column to chart."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    notes: str = ""
-    plot: str | None = None
 
 
 @dataclass
@@ -77,14 +57,15 @@ class Run:
     settings: argparse.Namespace
     work_dir: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
 
     def table(
         self, title: str, columns: list[str], rows: list[list[Any]], notes: str = "", plot: str | None = None
     ) -> None:
-        """Add a table (cells are turned into strings)."""
-        self.tables.append(Table(title, columns, [[str(c) for c in row] for row in rows], notes, plot))
+        """Add a markdown table (cells become strings); ``plot`` names a numeric column to chart."""
+        cells = [[str(c) for c in row] for row in rows]
+        self.tables.append({"title": title, "columns": columns, "rows": cells, "notes": notes, "plot": plot})
 
     def goal(self, goal: str, measured: str, passed: bool | None) -> None:
         """Add a goal and whether it was met (``None``: could not be measured)."""
@@ -181,7 +162,7 @@ class Benchmark:
             "environment": {**environment(getattr(args, "threads", None)), "loadavg_start": load_start},
             "wall_s": round(time.perf_counter() - started, 1),
             "rows": run.rows,
-            "tables": [asdict(t) for t in run.tables],
+            "tables": run.tables,
             "goals": run.goals,
         }
         validate(result)
