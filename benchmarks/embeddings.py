@@ -1,5 +1,6 @@
-"""Embedding compression on all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes (CPU): accuracy cost and bytes of
-vocabulary pruning, int8/int4 embeddings, and both.
+"""Embedding compression on all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes (CPU): vocabulary pruning, int4.
+
+Accuracy cost and bytes of vocabulary pruning, int8/int4 embeddings, and both.
 
 The word embeddings are 11.7M of the model's 22.7M parameters (30522 x 384). The classifier is fine-tuned
 for ``epochs`` on ``train_rows`` (``common.epoch_data``): the fp32 baseline. Then only its word embeddings

@@ -166,6 +166,12 @@ def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, A
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
+    """Raises ValueError: ``train_steps`` < 3 (the first 2 steps are warm-up)."""
+    if s.train_steps < 3:
+        raise ValueError(
+            f"train_steps={s.train_steps} is not accepted; expected 3 or more. HINT: the first 2 steps are "
+            "warm-up and not timed."
+        )
     base = classifier(s.model).eval()
     rows = inference(s, out, base)
     plain, qat = step_times(base, False, s), step_times(base, True, s)
