@@ -78,7 +78,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
             loaded[row["name"]] = train_row(row, start.model, data, s, out)
         except Exception as err:  # report what a row does, whatever it is; the others still run
             row["reason"] = f"{type(err).__name__}: {err}"
-    inputs = synthetic_batch(32, 128, VOCAB, seed=0)
+    inputs = synthetic_batch(32, s.latency_seq_len, VOCAB, seed=0)
     calls = {n: functools.partial(call_model, m, inputs) for n, m in loaded.items() if "sharing" not in n}
     with torch.inference_mode():
         stats = compare(time_round_robin(calls, s.warmup, s.repeats), baseline="dense")
@@ -120,7 +120,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
         + ["b32 median ms", "latency vs dense"],
         cells,
         notes=" ".join(notes)
-        + f" Latency: loaded artifacts, fp32 reference kernel, batch 32 x seq 128, median of "
+        + f" Latency: loaded artifacts, fp32 reference kernel, batch 32 x seq {s.latency_seq_len}, median of "
         f"{s.repeats} interleaved rounds, {s.threads} threads (a shared machine: the ratios are the fair part).",
         plot="exported MB",
     )
@@ -139,8 +139,9 @@ BENCH = Benchmark(
         "lr": 5e-5,
         "repeats": 15,
         "warmup": 2,
+        "latency_seq_len": 128,
     },
-    quick={"base_steps": 2, "steps": 2, "test_size": 32, "repeats": 2, "warmup": 1},
+    quick={"base_steps": 2, "steps": 2, "test_size": 32, "repeats": 2, "warmup": 1, "latency_seq_len": 16},
     run=run,
 )
 

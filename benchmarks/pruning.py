@@ -319,10 +319,10 @@ def export_rows(
 
 
 def time_models(rows: list[dict[str, Any]], s: argparse.Namespace) -> None:
-    """Latency of every model at batch 1 and 32 (seq 128), interleaved round by round."""
+    """Latency of every model at batch 1 and 32 (``latency_seq_len``), interleaved round by round."""
     by = {r["name"]: r for r in rows}
     for batch, repeats in ((1, s.repeats_b1), (32, s.repeats)):
-        inputs = synthetic_batch(batch, 128, VOCAB, seed=0)
+        inputs = synthetic_batch(batch, s.latency_seq_len, VOCAB, seed=0)
         calls = {
             r["name"]: functools.partial(call_model, r.pop("_model") if batch == 32 else r["_model"], inputs)
             for r in rows
@@ -502,7 +502,7 @@ def report(
             ]
         )
     out.table(
-        f"Structured pruning, exported and loaded (latency: seq 128, {s.threads} threads, medians, interleaved)",
+        f"Structured pruning, exported and loaded (latency: seq {s.latency_seq_len}, {s.threads} threads, medians, interleaved)",
         [
             "row",
             "dtype",
@@ -560,9 +560,11 @@ BENCH = Benchmark(
         "repeats_b1": 30,
         "step_rounds": 12,
         "warmup": 2,
+        "latency_seq_len": 128,
         "step_cost_only": False,
     },
     quick={
+        "latency_seq_len": 16,
         "steps": 12,
         "epochs": 3,
         "prune_every": 2,
