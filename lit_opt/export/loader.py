@@ -27,6 +27,7 @@ from lit_opt.nn.quantized import (
 from lit_opt.nn.remapped_embedding import RemappedEmbedding
 from lit_opt.quantization import weight_quantizers
 from lit_opt.restore import install_low_rank
+from lit_opt.submodules import replace_submodule
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def _load(
             name, model.get_submodule(name), key, entries[key], spec, tensors, chosen, kernel == "auto"
         )
         if name:
-            structure.replace_submodule(model, name, replacement)
+            replace_submodule(model, name, replacement)
         else:
             model = replacement
     if chosen == "bf16":
