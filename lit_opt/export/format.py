@@ -16,7 +16,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -107,7 +107,7 @@ def read_artifact(dirpath: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
             f"{manifest_path} has format {found!r}, expected {FORMAT!r}: not a lit_opt artifact."
         )
     version = manifest.get("format_version")
-    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
+    if not (_is_int(version) and 1 <= cast(int, version) <= FORMAT_VERSION):
         raise ValueError(
             f"{manifest_path} has format_version {version!r}; this lit_opt reads versions 1 to "
             f"{FORMAT_VERSION}. HINT: load it with the lit_opt version that wrote it "
