@@ -91,7 +91,8 @@ class Classifier(L.LightningModule):
 
     def __init__(self, model: nn.Module, lr: float, weight_decay: float = 0.01) -> None:
         super().__init__()
-        self.model, self.lr, self.weight_decay = model, lr, weight_decay
+        # from_pretrained returns eval mode and Lightning keeps module modes: train with dropout on
+        self.model, self.lr, self.weight_decay = model.train(), lr, weight_decay
 
     @override
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
