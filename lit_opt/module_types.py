@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import fnmatch
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,36 +68,37 @@ class Layout:
         return self.out_dim == 1
 
 
-def _conv1d_transposed() -> type[nn.Module] | None:
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return None
-    return cast(type[nn.Module], Conv1D)
-
-
 _ALL = frozenset(PLUGINS)
-_TABLE: list[Layout] = [
+_TORCH_TABLE: tuple[Layout, ...] = (
     Layout(nn.Linear, 0, _ALL),
     Layout(nn.Conv1d, 0, frozenset({"qat", "pruning", "sharing"})),
     Layout(nn.Conv2d, 0, frozenset({"qat", "pruning", "sharing"})),
     Layout(nn.Embedding, 0, frozenset({"qat", "sharing"})),
-]
-if (_CONV1D := _conv1d_transposed()) is not None:
-    _TABLE.append(Layout(_CONV1D, 1, _ALL))
+)
+
+
+def _table() -> tuple[Layout, ...]:
+    """The table; transformers' ``Conv1D`` joins it once transformers defined it (a model holding one
+    has imported it), so importing lit_opt does not import transformers."""
+    utils = sys.modules.get("transformers.pytorch_utils")
+    conv1d = getattr(utils, "Conv1D", None)
+    if not isinstance(conv1d, type):
+        return _TORCH_TABLE
+    return (*_TORCH_TABLE, Layout(conv1d, 1, _ALL))
 
 
 def layout_of(module: nn.Module) -> Layout | None:
     """The table's entry for ``module`` (subclasses included), or None for an unknown type."""
-    for layout in _TABLE:
+    for layout in _table():
         if isinstance(module, layout.cls):
             return layout
     return None
 
 
 def supported_types(plugin: str) -> tuple[type[nn.Module], ...]:
-    """The module classes ``plugin`` (a key of :data:`PLUGINS`) handles."""
-    return tuple(layout.cls for layout in _TABLE if plugin in layout.plugins)
+    """The module classes ``plugin`` (a key of :data:`PLUGINS`) handles (``Conv1D`` once transformers is
+    imported)."""
+    return tuple(layout.cls for layout in _table() if plugin in layout.plugins)
 
 
 def _layout(module: nn.Module) -> Layout:

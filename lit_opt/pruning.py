@@ -49,7 +49,6 @@ from lit_opt.targets import select_modules, validate_patterns
 CRITERIA: tuple[str, ...] = ("magnitude", "activation", "movement", "random")
 STRUCTURES: tuple[str, ...] = ("unstructured", "rows", "heads", "N:M (e.g. '2:4')")
 SCOPES: tuple[str, ...] = ("global", "local")
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = supported_types("pruning")  # Linear, Conv1d/2d, Conv1D
 
 
 def _check_int(value: Any, argument: str, minimum: int, allow_none: bool = False) -> None:
@@ -284,7 +283,7 @@ def prepare_pruning(model: nn.Module, config: PruningConfig, owner: str = "") ->
                 "target the attention modules (e.g. '*.self_attn', '*.attention.self', '*.attn')."
             )
     else:
-        selected = select_modules(model, config.targets, config.exclude, types=PRUNABLE_TYPES)
+        selected = select_modules(model, config.targets, config.exclude, types=supported_types("pruning"))
         warn_unsupported(model, config.targets, config.exclude, "pruning")
         if config.structure == "rows":
             groups = _row_groups(model, selected)

@@ -33,9 +33,6 @@ from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
 from lit_opt.targets import select_modules, validate_patterns
 
-QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = supported_types(
-    "qat"
-)  # Linear, Conv1d/2d, Embedding, Conv1D
 WEIGHT_BITS: tuple[int, ...] = (4, 8)
 
 
@@ -131,7 +128,7 @@ def prepare_quantization(model: nn.Module, config: QuantizationConfig, owner: st
         ValueError: targets that match nothing, a ``group_size`` that does not divide a layer's
             input width, or a module already quantized by another owner.
     """
-    selected = select_modules(model, config.targets, config.exclude, types=QUANTIZABLE_TYPES)
+    selected = select_modules(model, config.targets, config.exclude, types=supported_types("qat"))
     warn_unsupported(model, config.targets, config.exclude, "qat")
     groups = with_tied(model, selected, "qat")
     existing = {name: q for name, _, q in weight_quantizers(model)}

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from lit_opt._checks import check_module
-from lit_opt.export.structure import replace_submodule
 from lit_opt.module_types import in_features, layout_of, out_features
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
 from lit_opt.nn.low_rank import KIND as LOW_RANK_KIND
@@ -35,6 +34,7 @@ from lit_opt.parametrizations.codebook import Codebook
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
+from lit_opt.submodules import replace_submodule
 
 PARAMETRIZATIONS: dict[str, type[nn.Module]] = {
     "Mask": Mask,

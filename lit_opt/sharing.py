@@ -38,10 +38,6 @@ from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.quantization import quantizer_input
 from lit_opt.targets import select_modules, validate_patterns
 
-SHAREABLE_TYPES: tuple[type[nn.Module], ...] = supported_types(
-    "sharing"
-)  # Linear, Conv1d/2d, Embedding, Conv1D
-
 
 @dataclass
 class SharingConfig:
@@ -94,7 +90,7 @@ def prepare_sharing(model: nn.Module, config: SharingConfig, owner: str = "") ->
         ValueError: targets that match nothing or only modules without a shareable weight, or a
             weight another owner already shares.
     """
-    selected = select_modules(model, config.targets, config.exclude, types=SHAREABLE_TYPES)
+    selected = select_modules(model, config.targets, config.exclude, types=supported_types("sharing"))
     warn_unsupported(model, config.targets, config.exclude, "sharing")
     groups = with_tied(model, selected, "sharing")
     existing = {name: book for name, _, book in codebooks(model)}

@@ -17,7 +17,6 @@ from typing_extensions import override
 from lit_opt._checks import check_int
 from lit_opt.callbacks import _spawn
 from lit_opt.callbacks._strategy import require_whole_weights
-from lit_opt.export.structure import replace_submodule
 from lit_opt.functional.low_rank import parameter_saving, svd_factors
 from lit_opt.module_types import (
     in_features,
@@ -30,6 +29,7 @@ from lit_opt.module_types import (
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
 from lit_opt.nn.low_rank import LowRankLinear
 from lit_opt.restore import install_low_rank, low_rank_layers
+from lit_opt.submodules import replace_submodule
 from lit_opt.targets import select_modules, validate_patterns
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from lit_opt.nn.quantized import (
 from lit_opt.nn.remapped_embedding import RemappedEmbedding
 from lit_opt.quantization import weight_quantizers
 from lit_opt.restore import install_low_rank
+from lit_opt.submodules import replace_submodule
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ def best_kernel(device: torch.device) -> str:
     AVX2-only CPU (AMD EPYC), bf16 is emulated (5.5x slower than fp32), ``torch._int_mm`` 28x slower,
     and ``packed_int8`` 1.5x faster than fp32. On an H200 (``scripts/bench_load_kernels.py``, seq 128):
     ``bf16`` 2.3x eager fp32 at batch 256 (launch-bound, about 0.9x, at batch 1 and 32), ``int8`` 0.9x.
+    An AMD EPYC with AVX-512 BF16 (no AMX) also runs bf16 natively: a MiniLM-sized Linear (384 -> 1536,
+    4096 tokens, 2 threads) took 34-39 ms in bf16, 40-45 ms in torch.ao dynamic int8, 79-84 ms in fp32.
     """
     if device.type == "cuda":
         return "bf16"
@@ -299,7 +302,7 @@ def _load(
             name, model.get_submodule(name), codes[key], entries[key], spec, tensors, chosen, kernel == "auto"
         )
         if name:
-            structure.replace_submodule(model, name, replacement)
+            replace_submodule(model, name, replacement)
         else:
             model = replacement
     if chosen == "bf16":

@@ -32,6 +32,7 @@ from lit_opt.export.records import Record
 from lit_opt.module_types import layout_of, linear_weight, out_features
 from lit_opt.nn.remapped_embedding import RemappedEmbedding, check_remap
 from lit_opt.parametrizations.mask import Mask
+from lit_opt.submodules import replace_submodule
 
 log = logging.getLogger(__name__)
 
@@ -287,12 +288,6 @@ def _remapped(module: nn.Module, name: str, sizes: dict[str, Any]) -> RemappedEm
     if isinstance(module, RemappedEmbedding) and module.num_embeddings == rows:
         return module
     return RemappedEmbedding.like(module, rows, pad)
-
-
-def replace_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at the qualified ``name`` inside ``model`` (``name`` non-empty)."""
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def shrink(model: nn.Module, plan: list[dict[str, Any]]) -> None:

@@ -152,7 +152,7 @@ def test_float_export_stores_the_factors_and_is_smaller(tmp_path):
     dense = lit_opt.export(BoringClassifier("mlp"), tmp_path / "dense")
     path = lit_opt.export(model, tmp_path / "low")
     assert (path / "model.safetensors").stat().st_size < (dense / "model.safetensors").stat().st_size
-    loaded = lit_opt.load(path)  # architecture from the manifest
+    loaded = lit_opt.load(path, kernel="reference")  # architecture from the manifest
     x, _ = next(iter(random_dataloader("mlp", n=16)))
     assert torch.equal(loaded(x), model.eval()(x))
 

@@ -83,7 +83,6 @@ def test_gpt2_heads_and_mlp_rows_through_fused_conv1d(tmp_path) -> None:
 def test_layers_pruned_differently_load_with_their_own_widths(tmp_path) -> None:
     model = tiny_llama(kv_heads=4)  # plain multi-head attention: 4 units per layer
     _prune(model, "heads", ["*.self_attn"], sparsity=0.5)
-    config = PruningConfig(target_sparsity=0.75, structure="heads", targets=["model.layers.1.self_attn"])
     with torch.no_grad():  # one more head of layer 1 goes
         layer1 = model.model.layers[1].self_attn
         alive = ~layer1.v_proj.weight.eq(0).all(dim=1).reshape(4, 8).all(dim=1)
@@ -91,7 +90,6 @@ def test_layers_pruned_differently_load_with_their_own_widths(tmp_path) -> None:
         for proj in (layer1.q_proj, layer1.k_proj, layer1.v_proj):
             proj.parametrizations.weight[0].mask[head * 8 : (head + 1) * 8] = False
         layer1.o_proj.parametrizations.weight[0].mask[:, head * 8 : (head + 1) * 8] = False
-    assert config.structure == "heads"
     loaded = lit_opt.load(lit_opt.export(model, tmp_path / "a"), kernel="reference")
     assert [layer.self_attn.o_proj.in_features for layer in loaded.model.layers] == [16, 8]
     ids = lm_ids()
