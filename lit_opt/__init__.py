@@ -19,7 +19,7 @@ from lit_opt.callbacks import (
     WeightSharingCallback,
 )
 from lit_opt.distillation import DistillationModule
-from lit_opt.export import export, load
+from lit_opt.export import export, export_onnx, load, load_onnx
 from lit_opt.quantization import QuantizationConfig
 from lit_opt.restore import restore
 from lit_opt.vocabulary import prune_vocabulary, token_ids_in_use
@@ -36,7 +36,9 @@ __all__ = [
     "QuantizationConfig",
     "__version__",
     "export",
+    "export_onnx",
     "load",
+    "load_onnx",
     "prune_vocabulary",
     "restore",
     "token_ids_in_use",
