@@ -40,6 +40,14 @@ def describe(model: nn.Module) -> dict[str, Any] | None:
     return None
 
 
+def hf_config(recipe: dict[str, Any]) -> Any:
+    """The ``transformers`` config object of a ``"huggingface"`` recipe (see :func:`describe`)."""
+    import transformers
+
+    config = dict(recipe["config"])
+    return transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+
+
 def rebuild(recipe: dict[str, Any] | None, where: str) -> nn.Module:
     """Build the skeleton a :func:`describe` recipe names (weights are loaded separately).
 
@@ -58,9 +66,7 @@ def rebuild(recipe: dict[str, Any] | None, where: str) -> nn.Module:
             raise ValueError(
                 f"{where} names {recipe.get('class')!r}, which is not a transformers model class."
             )
-        config = dict(recipe["config"])
-        config_obj = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-        return cls(config_obj)
+        return cls(hf_config(recipe))
     if recipe.get("type") == "import":
         module_name, _, name = str(recipe.get("target")).rpartition(".")
         try:
