@@ -127,3 +127,46 @@ def test_unrecognised_producer_keeps_its_masks_and_export_says_so(tmp_path, capl
     torch.manual_seed(0)
     loaded = lit_opt.load(path, model=Odd(), kernel="reference")
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def _tiny_qwen2() -> nn.Module:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config).eval()
+
+
+def test_qwen2_heads_remove_query_key_value_biases_too(tmp_path) -> None:
+    model = _tiny_qwen2()
+    assert model.model.layers[0].self_attn.q_proj.bias is not None
+    _prune(model, "heads", ["*.self_attn"])
+    loaded = lit_opt.load(lit_opt.export(model, tmp_path / "a"), kernel="reference")
+    attention = loaded.model.layers[0].self_attn
+    assert (attention.q_proj.bias.shape[0], attention.k_proj.bias.shape[0]) == (16, 8)
+    ids = lm_ids()
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["int8", "packed_int8", "bf16"])
+def test_quantized_pruned_gpt2_runs_on_every_kernel(tmp_path, kernel) -> None:
+    from lit_opt.quantization import QuantizationConfig, prepare_quantization
+
+    model = tiny_gpt2()
+    prepare_quantization(model, QuantizationConfig(weight_bits=8))
+    _prune(model, "heads", ["*.attn"])
+    path = lit_opt.export(model, tmp_path / "a")
+    loaded = lit_opt.load(path, kernel=kernel)
+    assert loaded.transformer.h[0].attn.c_attn.kernel == kernel
+    ids = lm_ids()
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0.05)
+    assert loaded.generate(ids[:1, :4], max_new_tokens=4, do_sample=False, pad_token_id=0).shape == (1, 8)
