@@ -129,25 +129,8 @@ def test_unrecognised_producer_keeps_its_masks_and_export_says_so(tmp_path, capl
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
-def _tiny_qwen2() -> nn.Module:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(config).eval()
-
-
 def test_qwen2_heads_remove_query_key_value_biases_too(tmp_path) -> None:
-    model = _tiny_qwen2()
+    model = tiny_llama(family="qwen2")
     assert model.model.layers[0].self_attn.q_proj.bias is not None
     _prune(model, "heads", ["*.self_attn"])
     loaded = lit_opt.load(lit_opt.export(model, tmp_path / "a"), kernel="reference")
