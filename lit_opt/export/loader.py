@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -31,6 +32,8 @@ from lit_opt.restore import install_low_rank
 from lit_opt.submodules import replace_submodule
 
 log = logging.getLogger(__name__)
+#: The dtypes ``load(dtype=...)`` keeps a model in.
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def best_kernel(device: torch.device) -> str:
@@ -63,8 +66,13 @@ def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
-def _inputs_to_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    return _cast_floats(args, torch.bfloat16), _cast_floats(kwargs, torch.bfloat16)
+def _inputs_to(dtype: torch.dtype) -> Callable[[nn.Module, tuple, dict], tuple[tuple, dict]]:
+    """A forward pre-hook casting floating-point inputs to ``dtype``."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return _cast_floats(args, dtype), _cast_floats(kwargs, dtype)
+
+    return hook
 
 
 def _outputs_to_fp32(module: nn.Module, args: tuple, output: Any) -> Any:
@@ -189,6 +197,7 @@ def load(
     model: nn.Module | None = None,
     device: str | torch.device = "cpu",
     kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8"] = "auto",
+    dtype: Literal["float16", "bfloat16"] | None = None,
 ) -> nn.Module:
     """Load an artifact written by :func:`lit_opt.export` into a runnable model (in eval mode).
 
@@ -204,6 +213,10 @@ def load(
             dequantized once to bf16; the whole model runs in bf16, inputs and outputs stay fp32,
             activations are not quantized) or ``"packed_int8"`` (symmetric per-channel/per-tensor codes
             prepacked for PyTorch's x86 quantized engine, activations quantized per tensor on the fly).
+        dtype: keep the model in ``"float16"`` or ``"bfloat16"``: its float tensors, the dequantized
+            weights and the outputs (fast on GPUs); None (default) returns fp32 outputs. With
+            ``kernel="auto"``, ``"float16"`` dequantizes to fp16 with the reference kernel where ``"bf16"``
+            would have been chosen.
 
     Returns:
         The model, its quantized layers replaced by :class:`~lit_opt.nn.QuantizedLinear` /
@@ -230,8 +243,17 @@ def load(
         raise ValueError(
             f"kernel='packed_int8' runs on the CPU only, not device={str(device)!r}. HINT: use kernel='auto'."
         )
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(
+            f"dtype={dtype!r} is not one of {sorted(DTYPES)} or None. HINT: None loads fp32 outputs."
+        )
+    if dtype == "float16" and kernel == "bf16":
+        raise ValueError(
+            "dtype='float16' with kernel='bf16' asks for two dtypes. HINT: use dtype='bfloat16', or "
+            "kernel='reference' to run fp16."
+        )
     try:
-        return _load(dirpath, model, device, kernel)
+        return _load(dirpath, model, device, kernel, None if dtype is None else DTYPES[dtype])
     except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, OverflowError) as err:
         raise ValueError(
             f"{Path(dirpath) / MANIFEST} describes a model that cannot be assembled ({type(err).__name__}: "
@@ -240,11 +262,17 @@ def load(
 
 
 def _load(
-    dirpath: str | os.PathLike, model: nn.Module | None, device: torch.device, kernel: str
+    dirpath: str | os.PathLike,
+    model: nn.Module | None,
+    device: torch.device,
+    kernel: str,
+    dtype: torch.dtype | None,
 ) -> nn.Module:
     """:func:`load` after its argument checks, without the translation of unexpected errors."""
     manifest, tensors = read_artifact(dirpath)
     chosen = best_kernel(device) if kernel == "auto" else kernel
+    if chosen == "bf16" and dtype == torch.float16:
+        chosen = "reference"  # kernel="auto": codes dequantized to fp16 instead of bf16
     where = str(Path(dirpath) / MANIFEST)
     if model is None:
         model = architecture.rebuild(manifest.get("architecture"), where)
@@ -305,9 +333,13 @@ def _load(
             replace_submodule(model, name, replacement)
         else:
             model = replacement
-    if chosen == "bf16":
-        model.to(torch.bfloat16)
-        model.register_forward_pre_hook(_inputs_to_bf16, with_kwargs=True)
-        model.register_forward_hook(_outputs_to_fp32)
+    if chosen == "bf16" or dtype is not None:
+        model.to(dtype or torch.bfloat16)
+        for module in model.modules():
+            if isinstance(module, QuantizedEmbedding):
+                module.out_dtype = dtype or torch.bfloat16
+        model.register_forward_pre_hook(_inputs_to(dtype or torch.bfloat16), with_kwargs=True)
+        if dtype is None:
+            model.register_forward_hook(_outputs_to_fp32)
     log.info("load: %s with kernel=%s", dirpath, chosen)
     return model.to(device).eval()
