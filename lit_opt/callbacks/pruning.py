@@ -76,7 +76,8 @@ class IterativePruningCallback(Callback):
             gate and up projections prune the same units), ``"heads"`` (attention heads of BERT,
             Llama/Qwen2/Mistral or GPT-2 blocks, found from module shapes: query/key/value rows and
             output-projection columns; with grouped-query attention a key/value head goes with the
-            query heads that share it), or
+            query heads that share it), ``"query_heads"`` (grouped-query attention only: query heads,
+            the same number from every key/value group, so the grouping stays valid), or
             ``"N:M"`` such as ``"2:4"`` (keep N of every M inputs; ``target_sparsity`` must be 1 - N/M).
         scope: ``"global"`` (one threshold across all targets, on scores divided by each layer's mean
             score, so a layer on a smaller scale, e.g. a freshly initialised pooler, is not wiped
