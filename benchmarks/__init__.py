@@ -27,6 +27,8 @@ NAMES = [
     "compression",
     "embeddings",
     "distillation",
+    "students",
+    "static_int8",
     "pruning",
 ]
 
