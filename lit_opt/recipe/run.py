@@ -172,6 +172,7 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
                 _artifact_params(artifact),
                 run_dir,
                 config.latency.threads,
+                dm,
             )
         candidates += onnx_rows
     vocab_size = int(teacher.config.vocab_size)

@@ -85,6 +85,7 @@ def test_recipe_end_to_end_on_a_user_file(tmp_path: Path, capsys: pytest.Capture
     assert len(report["goals"]) == 6 + 10 and "goals" in report["goals_summary"]
     assert set(report["fastest"]) == {"b1", "b32"} and report["fastest"]["b1"] in ROW_NAMES
     assert (out / "compressed_onnx" / "model.onnx").is_file()
+    assert 0.0 <= by["lit-opt-compressed-onnx"]["top1_agreement_vs_reference"] <= 1.0
     assert set(report["stage_seconds"]) >= {
         "data",
         "teacher",
