@@ -28,6 +28,7 @@ NAMES = [
     "embeddings",
     "distillation",
     "pruning",
+    "onnx_runtime",
 ]
 
 
