@@ -20,7 +20,10 @@ def describe(model: nn.Module) -> dict[str, Any] | None:
         PreTrainedModel = ()  # type: ignore[assignment,misc]
     cls = type(model)
     if isinstance(model, PreTrainedModel):
-        return {"type": "huggingface", "class": cls.__name__, "config": model.config.to_dict()}
+        # `_name_or_path` is where the writer loaded the model from (often a temporary directory):
+        # meaningless on another machine, so the artifact does not carry it
+        config = {**model.config.to_dict(), "_name_or_path": ""}
+        return {"type": "huggingface", "class": cls.__name__, "config": config}
     hparams = getattr(model, "hparams", None)
     if hparams is not None:
         accepted = inspect.signature(cls.__init__).parameters
