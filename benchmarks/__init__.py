@@ -27,7 +27,10 @@ NAMES = [
     "compression",
     "embeddings",
     "distillation",
+    "students",
+    "static_int8",
     "pruning",
+    "onnx_runtime",
 ]
 
 

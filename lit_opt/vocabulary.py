@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from lit_opt._checks import check_module
-from lit_opt.export.structure import replace_submodule
 from lit_opt.nn.remapped_embedding import RemappedEmbedding
+from lit_opt.submodules import replace_submodule
 from lit_opt.targets import select_modules
 
 log = logging.getLogger(__name__)
