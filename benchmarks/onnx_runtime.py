@@ -102,6 +102,20 @@ def run(s: argparse.Namespace, out: Run) -> None:
             lit_opt.load(artifact, kernel=kernel), dynamic=False
         )
         sizes[f"torch.compile(load {kernel})"] = _bytes(artifact)
+    if s.export_bf16:  # torch.export runs only the bf16 kernel (packed_int8's prepacked weights and the
+        # reference kernel's data-dependent quantizer flags do not export)
+        positions = teacher.config.max_position_embeddings
+        batch, seq = torch.export.Dim("batch", max=1024), torch.export.Dim("seq", min=2, max=positions)
+        example = synthetic_batch(2, s.seq_len, VOCAB)
+        exported = torch.export.export(
+            lit_opt.load(artifact, kernel="bf16"),
+            (),
+            kwargs=dict(example),
+            dynamic_shapes={k: {0: batch, 1: seq} for k in example},
+            strict=False,
+        )
+        models["torch.export(load bf16)"] = exported.module()
+        sizes["torch.export(load bf16)"] = _bytes(artifact)
     cells = []
     for batch_size in s.batch_sizes:
         inputs = synthetic_batch(batch_size, s.seq_len, VOCAB)
@@ -143,6 +157,7 @@ BENCH = Benchmark(
         "seq_len": 128,
         "repeats": 15,
         "compile_kernels": ["packed_int8", "bf16"],
+        "export_bf16": True,
     },
     quick={
         "model": "tiny",
@@ -153,7 +168,10 @@ BENCH = Benchmark(
         "compile_kernels": [],
     },
     run=run,
-    help={"compile_kernels": "lit_opt.load kernels also timed under torch.compile (compiling takes minutes)"},
+    help={
+        "compile_kernels": "lit_opt.load kernels also timed under torch.compile (compiling takes minutes)",
+        "export_bf16": "also time torch.export of lit_opt.load(kernel='bf16')",
+    },
 )
 
 if __name__ == "__main__":
