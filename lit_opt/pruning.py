@@ -292,8 +292,10 @@ def prepare_pruning(model: nn.Module, config: PruningConfig, owner: str = "") ->
     """Install a :class:`Mask` on every tensor ``config`` prunes; returns the groups (idempotent per owner).
 
     Raises:
-        ValueError: targets matching nothing, ``heads`` on a model without attention heads, N:M on
-            a layer whose width is not a multiple of M, or tensors already pruned by another owner.
+        ValueError: targets matching nothing, ``heads``/``query_heads`` on a model without attention
+            blocks, ``heads`` on a block with one key/value head, ``query_heads`` without grouped-query
+            attention, head counts that break grouped-query attention, N:M on a layer whose width is not
+            a multiple of M, or tensors already pruned by another owner.
     """
     if config.structure in HEAD_STRUCTURES:
         groups = _head_groups(model, config)
