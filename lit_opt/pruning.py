@@ -478,16 +478,26 @@ def _unit_mask(group: PrunableGroup) -> Tensor:
 
 
 def sync_scores(groups: list[PrunableGroup], config: PruningConfig) -> None:
-    """All-reduce (sum) activation statistics across DDP ranks so every rank scores alike.
+    """Average activation statistics across DDP ranks (one all-reduce), so every rank holds the same scores.
 
+    A score is used as ``score / score_count``, which averaging leaves as pooled over all ranks; and
+    averaging equal values changes nothing, so calling this after every step (as the callback does,
+    keeping checkpoints identical on every rank) counts each rank's statistics exactly once.
     Movement scores need no reduction: they are built from gradients DDP has already averaged.
     """
     if config.criterion != "activation" or not (dist.is_available() and dist.is_initialized()):
         return
-    for group in groups:
-        mask = _mask_of(cast(nn.Module, group.scored), "weight")
-        dist.all_reduce(mask.score)
-        dist.all_reduce(mask.score_count)
+    masks = [_mask_of(cast(nn.Module, group.scored), "weight") for group in groups]
+    if not masks:
+        return
+    flat = torch.cat([t.reshape(-1) for m in masks for t in (m.score, m.score_count)])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for m in masks:
+        for t in (m.score, m.score_count):
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def update_masks(groups: list[PrunableGroup], config: PruningConfig, sparsity: float, step: int) -> None:

@@ -212,7 +212,6 @@ class IterativePruningCallback(Callback):
             step, config.schedule, config.start_step, self.end_step, config.every_n_steps
         ):
             return
-        sync_scores(self.groups, config)
         self.current_sparsity = sparsity_at(
             step, config.target_sparsity, config.schedule, config.start_step, self.end_step
         )
@@ -227,6 +226,12 @@ class IterativePruningCallback(Callback):
             }
             trainer.logger.log_metrics({"pruning/sparsity": report["global"], **metrics}, step=step)
         log.debug("pruned to %.4f at step %d (scheduled %.4f)", report["global"], step, self.current_sparsity)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        sync_scores(self.groups, self.config)  # every step: checkpoints hold the same scores on every rank
 
     @override
     def on_before_optimizer_step(
