@@ -292,8 +292,10 @@ def prepare_pruning(model: nn.Module, config: PruningConfig, owner: str = "") ->
     """Install a :class:`Mask` on every tensor ``config`` prunes; returns the groups (idempotent per owner).
 
     Raises:
-        ValueError: targets matching nothing, ``heads`` on a model without attention heads, N:M on
-            a layer whose width is not a multiple of M, or tensors already pruned by another owner.
+        ValueError: targets matching nothing, ``heads``/``query_heads`` on a model without attention
+            blocks, ``heads`` on a block with one key/value head, ``query_heads`` without grouped-query
+            attention, head counts that break grouped-query attention, N:M on a layer whose width is not
+            a multiple of M, or tensors already pruned by another owner.
     """
     if config.structure in HEAD_STRUCTURES:
         groups = _head_groups(model, config)
@@ -341,7 +343,31 @@ def prepare_pruning(model: nn.Module, config: PruningConfig, owner: str = "") ->
                     register_in_order(partner, "weight", mask)
             if mask.score_shape is not None and config.criterion == "activation":
                 module.register_forward_hook(_record_activation)
+        if group.even_runs > 1:  # query heads: their outputs are not zero, only the consumer's columns
+            _zero_pruned_inputs(group.members[-1].module)
     return groups
+
+
+_ZEROES_INPUTS = "_lit_opt_zeroes_pruned_inputs"
+
+
+def _zero_pruned_inputs(consumer: nn.Module) -> None:
+    """Zero the inputs of ``consumer`` whose weight columns are all pruned, before anything else sees them.
+
+    A pruned query head still outputs values (uniform attention over the values its group shares); the
+    consumer's zero columns ignore them, but an input quantizer would count them in its range. Export
+    removes those inputs, so the loaded model quantizes without them; zeroing them here keeps the two equal.
+    """
+    if getattr(consumer, _ZEROES_INPUTS, False):
+        return
+    in_dim = cast(Any, layout_of(consumer)).out_dim ^ 1  # the weight dim of the inputs: 1, or 0 for Conv1D
+
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        kept = _mask_of(module, "weight").mask.any(dim=1 - in_dim)  # (in,)
+        return (args[0] * kept.to(args[0].dtype), *args[1:])
+
+    consumer.register_forward_pre_hook(hook, prepend=True)
+    setattr(consumer, _ZEROES_INPUTS, True)
 
 
 def _tie_partners(model: nn.Module) -> dict[int, list[nn.Module]]:

@@ -5,7 +5,8 @@ activation (ReLU, GELU, SiLU, ...), so it can be deleted together with the match
 of the layer that consumes it, without changing the model's function; in a gated MLP
 (``act(gate(x)) * up(x)``) a unit goes when either row is zero. An attention head whose value rows
 are zero has a zero context, so its query/key/value rows and the output projection's columns go
-(with grouped-query attention: a key/value head with the query heads that share it). Producers
+(with grouped-query attention: a key/value head with the query heads that share it; and query heads
+whose output-projection columns are zero, when every kept group lost as many). Producers
 and consumers come from :func:`lit_opt.blocks.find_blocks` (module shapes and head sizes: BERT,
 Llama/Qwen2/Mistral and GPT-2 alike) and, for ``nn.Sequential``, a Linear followed by the next
 Linear with only zero-preserving activations, dropout or identities between them.

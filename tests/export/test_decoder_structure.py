@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import lit_opt
+from lit_opt.parametrizations import Mask
 from lit_opt.pruning import PruningConfig, prepare_pruning, update_masks
 from tests.helpers.models import lm_ids, tiny_gpt2, tiny_llama
 
@@ -155,14 +156,22 @@ def test_quantized_pruned_gpt2_runs_on_every_kernel(tmp_path, kernel) -> None:
     assert loaded.generate(ids[:1, :4], max_new_tokens=4, do_sample=False, pad_token_id=0).shape == (1, 8)
 
 
-def test_query_heads_prune_evenly_within_groups_and_load_with_fewer_per_group(tmp_path) -> None:
+@pytest.mark.parametrize("quantized", [False, True])
+def test_query_heads_prune_evenly_within_groups_and_load_with_fewer_per_group(tmp_path, quantized) -> None:
+    from lit_opt.quantization import QuantizationConfig, prepare_quantization
+
     model = tiny_llama(kv_heads=2, heads=8)  # 4 query heads of size 4 per key/value head
     _prune(model, "query_heads", ["*.self_attn"], sparsity=0.5)
+    if quantized:  # dynamic int8 inputs: a pruned head's (ignored) output must not widen o_proj's input range
+        prepare_quantization(model, QuantizationConfig(weight_bits=8, exclude=["*embed_tokens", "lm_head"]))
     attention = model.model.layers[0].self_attn
     dead = attention.o_proj.weight.eq(0).all(dim=0).reshape(2, 4, 4).all(dim=-1)  # (kv head, query head)
     assert dead.sum(dim=1).tolist() == [2, 2]
     assert torch.equal(attention.q_proj.weight.eq(0).all(dim=1).reshape(2, 4, 4).all(dim=-1), dead)
-    assert not bool(attention.k_proj.weight.eq(0).any()) and not bool(attention.v_proj.weight.eq(0).any())
+    for kept in (attention.k_proj, attention.v_proj):  # key/value heads stay unmasked
+        assert not any(
+            isinstance(p, Mask) for p in getattr(kept, "parametrizations", {"weight": []})["weight"]
+        )
 
     loaded = lit_opt.load(lit_opt.export(model, tmp_path / "a"), kernel="reference")
     shrunk = loaded.model.layers[0].self_attn

@@ -10,6 +10,10 @@ Qualified module names, for ``targets`` patterns in tests:
 - ``TinyConvNet``: ``conv`` (Conv2d 1->4, k=3), ``bn``, ``relu``, ``fc`` (Linear 144->4);
   input (B, 1, 8, 8).
 - ``TinyEmbeddingNet``: ``embedding`` (Embedding 50x16), ``fc`` (Linear 16->3); input (B, 12) ids.
+- ``tiny_llama()``: ``model.embed_tokens``, ``model.layers.{0,1}.self_attn.{q,k,v,o}_proj``,
+  ``model.layers.{0,1}.mlp.{gate,up,down}_proj``, ``lm_head`` (tied to the embedding).
+- ``tiny_gpt2()``: ``transformer.wte``/``wpe``, ``transformer.h.{0,1}.attn.c_attn``/``c_proj`` and
+  ``transformer.h.{0,1}.mlp.c_fc``/``c_proj`` (transformers ``Conv1D``), ``lm_head`` (tied).
 - Inside ``BoringClassifier`` each of these lives under ``net.`` (``net.fc1``); inside
   ``HFClassifier`` the BERT model lives under ``model.`` (``model.bert.encoder.layer.0...``).
 """
