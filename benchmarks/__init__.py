@@ -30,6 +30,7 @@ NAMES = [
     "students",
     "static_int8",
     "pruning",
+    "onnx_runtime",
 ]
 
 

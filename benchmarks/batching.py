@@ -261,7 +261,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
     """Raises ValueError: ``max_batch_size`` < 2 (nothing to compare with batch-1 serving)."""
     if s.max_batch_size < 2:
         raise ValueError(
-            f"max_batch_size={s.max_batch_size}: expected 2 or more, to compare with batch-1 serving."
+            f"max_batch_size={s.max_batch_size} is not accepted; expected 2 or more. HINT: batch-1 serving is "
+            "the baseline it is compared with."
         )
     if s.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)

@@ -113,7 +113,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
 
     if s.epochs < 2:
         raise ValueError(
-            f"epochs={s.epochs} must be >= 2: the teacher cache's second epoch is what is timed."
+            f"epochs={s.epochs} is not accepted; expected 2 or more. HINT: the teacher cache's second epoch, "
+            "which reads the cache, is what is timed."
         )
     shutil.rmtree(out.work_dir / "teacher_cache", ignore_errors=True)
     L.seed_everything(SEED, verbose=False)

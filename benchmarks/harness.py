@@ -167,7 +167,7 @@ class Benchmark:
         out = args.out or (work / "result-quick.json" if args.quick else RESULTS / f"{self.name}.json")
         settings = {k: getattr(args, k) for k in self.settings}
         run = Run(argparse.Namespace(quick=args.quick, **settings), work)
-        started, load_start = time.perf_counter(), loadavg()
+        started, load_start, commit = time.perf_counter(), loadavg(), git_state()  # the code that runs
         self.run(run.settings, run)
         result = {
             "schema_version": SCHEMA_VERSION,
@@ -175,7 +175,7 @@ class Benchmark:
             "description": self.description,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": " ".join([f"python -m benchmarks.{self.name}", *argv]),
-            "provenance": f"{HARNESS_RUN} at git {git_state()}",
+            "provenance": f"{HARNESS_RUN} at git {commit}",
             "quick": args.quick,
             "settings": settings,
             "environment": {**environment(getattr(args, "threads", None)), "loadavg_start": load_start},
@@ -203,6 +203,9 @@ def quiet() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
     for message in (
         ".*does not have many workers.*",
         ".*module\\(s\\) in eval mode.*",

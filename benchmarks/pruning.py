@@ -78,24 +78,28 @@ STEP_VARIANTS = [
 
 
 def check(s: argparse.Namespace) -> None:
-    """Fill ``prune_start``/``prune_end`` defaults and check the schedule.
+    """Fill the ``prune_start``/``prune_end`` defaults and check the schedule.
 
     Raises:
         ValueError: steps not a multiple of epochs, a schedule outside the steps, a sparsity outside (0, 1).
     """
     if s.steps % s.epochs or s.steps // s.epochs < 2:
         raise ValueError(
-            f"steps={s.steps} must be a multiple of epochs={s.epochs} with >= 2 steps per epoch."
+            f"steps={s.steps} is not accepted with epochs={s.epochs}; expected a multiple with >= 2 steps per "
+            "epoch. HINT: ModelPruning prunes at epoch ends, so every row trains equal epochs."
         )
     s.steps_per_epoch = s.steps // s.epochs
     s.prune_start = s.prune_start or s.steps_per_epoch
     s.prune_end = s.prune_end or s.steps_per_epoch * max(2, round(s.epochs / 2))
     if not 0 <= s.prune_start < s.prune_end < s.steps:
         raise ValueError(
-            f"prune_start={s.prune_start}, prune_end={s.prune_end}: need 0 <= start < end < {s.steps}."
+            f"prune_start={s.prune_start} and prune_end={s.prune_end} are not accepted; expected 0 <= start < end "
+            f"< steps={s.steps}. HINT: leave them 0 for one dense epoch and the target at half the steps."
         )
     if any(not 0 < x < 1 for x in s.sparsities):
-        raise ValueError(f"sparsities={s.sparsities} must lie in (0, 1).")
+        raise ValueError(
+            f"sparsities={s.sparsities} is not accepted; expected fractions in (0, 1). HINT: e.g. 0.5 0.9."
+        )
 
 
 def targeted(module: nn.Module) -> dict[str, nn.Module]:

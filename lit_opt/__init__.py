@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lit_opt.export import export, load
+from lit_opt.export import export, export_onnx, load, load_onnx
 from lit_opt.quantization import QuantizationConfig
 from lit_opt.restore import restore
 from lit_opt.vocabulary import prune_vocabulary, token_ids_in_use
@@ -67,7 +67,9 @@ __all__ = [
     "QuantizationConfig",
     "__version__",
     "export",
+    "export_onnx",
     "load",
+    "load_onnx",
     "prune_vocabulary",
     "restore",
     "token_ids_in_use",

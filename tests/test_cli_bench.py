@@ -180,3 +180,27 @@ def test_bad_batch_size_search_options(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         main(["bench", models[0], "--output-dir", str(tmp_path), *FAST, *extra])
+
+
+def test_bench_runs_an_onnx_export_beside_its_artifact(models: tuple[str, str], tmp_path: Path) -> None:
+    onnx_dir = lit_opt.export_onnx(models[0], tmp_path / "onnx")
+    args = [
+        "bench",
+        str(onnx_dir / "model.onnx"),
+        "--baseline",
+        models[0],
+        "--batch-sizes",
+        "2",
+        "--seq-lens",
+        "8",
+    ]
+    main([*args, "--output-dir", str(tmp_path / "out"), *FAST])
+    rows = {r["model"]: r for r in json.loads((tmp_path / "out" / "bench.json").read_text())["rows"]}
+    assert (
+        rows["artifact"]["speedup"] > 0
+        and rows["artifact"]["weights_bytes"] == (onnx_dir / "model.onnx").stat().st_size
+    )
+    with pytest.raises(
+        ValueError, match="is an ONNX graph, which lit-opt bench runs with ONNX Runtime on the CPU only"
+    ):
+        main(["bench", str(onnx_dir), "--device", "meta", "--output-dir", str(tmp_path), *FAST])

@@ -21,6 +21,8 @@ from lit_opt._checks import check_device
 from lit_opt.commands.batch_size_search import check_latency_budget, format_search, plot_search, search
 from lit_opt.export.format import MANIFEST, WEIGHTS
 from lit_opt.export.loader import load
+from lit_opt.export.onnx import ONNX_FILE, ONNX_MANIFEST
+from lit_opt.export.onnx_runtime import load_onnx
 from lit_opt.inference.measure import (
     PeakMemory,
     call_model,
@@ -77,8 +79,23 @@ def _check_bench_device(device: Any) -> torch.device:
     return resolved
 
 
+def _onnx_dir(path: str) -> Path | None:
+    """The ONNX export directory ``path`` names (it, or its ``model.onnx``), else None."""
+    root = Path(path)
+    root = root.parent if root.suffix == ".onnx" else root
+    return root if (root / ONNX_MANIFEST).is_file() or Path(path).suffix == ".onnx" else None
+
+
 def _load_artifact(name: str, path: str, kernel: str, device: torch.device) -> nn.Module:
     root = Path(path)
+    onnx_dir = _onnx_dir(path)
+    if onnx_dir is not None:
+        if device.type != "cpu":
+            raise ValueError(
+                f"{name}={path!r} is an ONNX graph, which lit-opt bench runs with ONNX Runtime on the CPU only, "
+                f"not device={str(device)!r}. HINT: drop --device."
+            )
+        return load_onnx(onnx_dir, threads=torch.get_num_threads())
     if not (root / MANIFEST).is_file():
         raise ValueError(
             f"{name}={path!r} is not a lit_opt artifact (no {MANIFEST} in it). HINT: pass the directory that "
@@ -89,7 +106,7 @@ def _load_artifact(name: str, path: str, kernel: str, device: torch.device) -> n
 
 def _load_baseline(path: str, kernel: str, device: torch.device) -> nn.Module:
     root = Path(path)
-    if (root / MANIFEST).is_file():
+    if (root / MANIFEST).is_file() or _onnx_dir(path) is not None:
         return _load_artifact("baseline", path, kernel, device)
     config_file = root / "config.json"
     if not config_file.is_file():
@@ -111,6 +128,9 @@ def _load_baseline(path: str, kernel: str, device: torch.device) -> nn.Module:
 
 def _weights_bytes(path: str) -> int:
     root = Path(path)
+    onnx_dir = _onnx_dir(path)
+    if onnx_dir is not None:
+        return file_bytes(onnx_dir / ONNX_FILE)
     if (root / MANIFEST).is_file():
         return file_bytes(root / WEIGHTS)
     files = {p for pattern in HF_WEIGHT_PATTERNS for p in root.glob(pattern)}
@@ -215,7 +235,8 @@ def bench(
     one extra call and, for the artifact, the speedup over the baseline.
 
     Args:
-        artifact: A lit_opt artifact directory.
+        artifact: A lit_opt artifact directory, or an ONNX export (its directory or ``model.onnx``, run by
+            ONNX Runtime with the process's torch thread count).
         baseline: A lit_opt artifact or a Hugging Face model directory to compare with.
         batch_sizes: Batch sizes, e.g. ``"1,8,32"``.
         seq_lens: Sequence lengths, e.g. ``"32,128"``.
@@ -376,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Latency (median, p90), throughput, file size and peak memory of a lit_opt artifact, "
         "side by side with a baseline; prints a table, writes bench.json and bench.png.",
     )
-    parser.add_argument("artifact", metavar="ARTIFACT", help="a lit_opt artifact directory")
+    parser.add_argument(
+        "artifact", metavar="ARTIFACT", help="a lit_opt artifact directory, or an ONNX export (model.onnx)"
+    )
     parser.add_argument(
         "--baseline", help="a lit_opt artifact or a Hugging Face model directory to compare with"
     )

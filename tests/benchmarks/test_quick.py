@@ -66,3 +66,32 @@ def test_bad_name_and_bad_result_are_errors(tmp_path: Path) -> None:
         validate({**result, "tables": [bad]})
     with pytest.raises(ValueError, match=r"README region bench:nope has no result file"):
         regenerate("<!-- bench:nope -->\nold\n<!-- /bench:nope -->\n", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "match"),
+    [
+        ("pruning", ["--steps", "13"], r"steps=13 is not accepted with epochs=3; expected a multiple.*HINT"),
+        (
+            "pruning",
+            ["--prune-end", "40"],
+            r"prune_end=40 are not accepted; expected 0 <= start < end < steps=12.*HINT",
+        ),
+        ("pruning", ["--sparsities", "1.5"], r"sparsities=\[1.5\] is not accepted; expected fractions.*HINT"),
+        ("distillation", ["--epochs", "1"], r"epochs=1 is not accepted; expected 2 or more. HINT"),
+        (
+            "batching",
+            ["--max-batch-size", "1"],
+            r"max_batch_size=1 is not accepted; expected 2 or more. HINT",
+        ),
+    ],
+)
+def test_bad_settings_are_errors(name: str, args: list[str], match: str, tmp_path: Path) -> None:
+    if name == "pruning":  # checked before any data or model is made
+        from benchmarks.pruning import check
+
+        with pytest.raises(ValueError, match=match):
+            check(load(name).parse(["--quick", *args]))
+        return
+    with pytest.raises(ValueError, match=match):
+        load(name).execute(["--quick", "--work-dir", str(tmp_path), "--out", str(tmp_path / "r.json"), *args])

@@ -124,7 +124,10 @@ def test_bad_arguments(kwargs, match):
 @pytest.mark.parametrize(
     ("targets", "match"),
     [
-        (["net.fc9"], r"targets=\['net.fc9'\] matched no Linear/Conv1d/Conv2d/Embedding module.*'net.fc1'"),
+        (
+            ["net.fc9"],
+            r"targets=\['net.fc9'\] matched no Linear/Conv1d/Conv2d/Embedding(/Conv1D)? module.*'net.fc1'",
+        ),
         (
             ["net.relu"],
             r"targets=\['net.relu'\] matched 1 module\(s\) but no Linear/Conv1d/Conv2d/Embedding.*ReLU",

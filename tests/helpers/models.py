@@ -85,6 +85,67 @@ def build_net(kind: str = "mlp", seed: int = 0) -> nn.Module:
         return NETS[kind]()
 
 
+LM_VOCAB = 96
+
+
+def _seeded(model_class: Any, config: Any, seed: int) -> nn.Module:
+    """``model_class(config)`` initialised from ``seed`` without touching the global RNG, in eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return model.eval()
+
+
+def tiny_llama(
+    seed: int = 0, tie: bool = True, kv_heads: int = 2, heads: int = 4, family: str = "llama"
+) -> nn.Module:
+    """A 2-layer, 32-wide ``LlamaForCausalLM`` (``family="qwen2"``: ``Qwen2ForCausalLM``, biased q/k/v)
+    with random weights (no download): ``heads`` query heads of size ``32 // heads`` sharing ``kv_heads``
+    key/value heads (grouped-query attention), MLP 64 wide, tied embeddings by default."""
+    import transformers
+
+    prefix = {"llama": "Llama", "qwen2": "Qwen2"}[family]
+    config = getattr(transformers, f"{prefix}Config")(
+        vocab_size=LM_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    return _seeded(getattr(transformers, f"{prefix}ForCausalLM"), config, seed)
+
+
+def tiny_gpt2(seed: int = 0) -> nn.Module:
+    """A 2-layer, 32-wide ``GPT2LMHeadModel`` (transformers ``Conv1D`` blocks, 4 heads, tied embeddings)
+    with random weights and no dropout (no download)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    no_dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    config = GPT2Config(
+        vocab_size=LM_VOCAB,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        **no_dropout,
+    )
+    return _seeded(GPT2LMHeadModel, config, seed)
+
+
+def lm_ids(batch: int = 2, seq_len: int = 12, seed: int = 0) -> torch.Tensor:
+    """Random token ids ``(batch, seq_len)`` for :func:`tiny_llama` / :func:`tiny_gpt2`, avoiding ids 0-2."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, LM_VOCAB, (batch, seq_len), generator=g)
+
+
 def _synthetic(kind: str, n: int, seed: int) -> TensorDataset:
     """Learnable synthetic data: labels come from a fixed random rule over the inputs."""
     g = torch.Generator().manual_seed(seed)
@@ -172,10 +233,7 @@ def tiny_bert(
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertForSequenceClassification(config)
-    return model.eval()
+    return _seeded(BertForSequenceClassification, config, seed)
 
 
 class _DictDataset(Dataset):

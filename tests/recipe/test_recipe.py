@@ -20,6 +20,9 @@ ROW_NAMES = [
     "student-distilled-fp32",
     "ptq-int8-torch-ao",
     "lit-opt-compressed",
+    "teacher-onnx-fp32",
+    "teacher-onnx-int8",
+    "lit-opt-compressed-onnx",
 ]
 GOOD = ["a moving", "a brilliant", "a warm", "a clever", "an excellent", "a gripping"]
 BAD = ["a dull", "a tedious", "a clumsy", "a boring", "an awful", "a lifeless"]
@@ -79,21 +82,29 @@ def test_recipe_end_to_end_on_a_user_file(tmp_path: Path, capsys: pytest.Capture
     assert by["lit-opt-compressed"]["size_bytes"] < by["student-distilled-fp32"]["size_bytes"] / 4
     assert by["lit-opt-compressed"]["params"] < by["student-distilled-fp32"]["params"]
     assert report["data"]["source"] == str(data) and report["data"]["test"] == 24
-    assert len(report["goals"]) == 6 and "goals" in report["goals_summary"]
+    assert len(report["goals"]) == 6 + 10 and "goals" in report["goals_summary"]
+    assert set(report["fastest"]) == {"b1", "b32"} and report["fastest"]["b1"] in ROW_NAMES
+    assert (out / "compressed_onnx" / "model.onnx").is_file()
+    assert 0.0 <= by["lit-opt-compressed-onnx"]["top1_agreement_vs_reference"] <= 1.0
     assert set(report["stage_seconds"]) >= {
         "data",
         "teacher",
         "distill",
         "compress",
         "ptq_peer",
+        "onnx",
         "evaluate",
         "total",
     }
     for name in ("report.md", "accuracy_vs_size.png", "accuracy_vs_latency.png", "compressed/lit_opt.json"):
         assert (out / name).is_file(), name
     assert "| lit-opt-compressed |" in (out / "report.md").read_text()
-    assert "lit-opt-compressed" in capsys.readouterr().out
+    console = capsys.readouterr()
+    assert "lit-opt-compressed" in console.out
+    assert "LOAD REPORT" not in console.out + console.err and "GPU available" not in console.err  # quiet
     assert not list(tmp_path.glob(".run.incomplete-*"))
+    shipped = json.loads((out / "compressed" / "lit_opt.json").read_text())["architecture"]["config"]
+    assert shipped["id2label"] == {"0": "neg", "1": "pos"} and shipped["_name_or_path"] == ""
 
 
 def test_config_defaults_file_and_overrides() -> None:
