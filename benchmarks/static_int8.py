@@ -3,8 +3,9 @@
 1. One Linear layer at MiniLM's feed-forward shapes (``rows`` = batch x tokens), timed round-robin
    against fp32 ``F.linear``: dynamic int8 (``quantized::linear_dynamic``, what ``packed_int8`` runs);
    PyTorch's static ``quantized::linear`` on quint8 activations, once with float in and out (quantize,
-   integer product, dequantize) and once with integer activations in and out (the best case of a model
-   whose activations stay int8 end to end); ``torch._int_mm`` with a calibrated scale (lit_opt's ``int8``
+   integer product, dequantize), once with integer activations in and out (the best case of a model
+   whose activations stay int8 end to end) and once with a float input quantized at the calibrated scale
+   and a float output (``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``); ``torch._int_mm`` with a calibrated scale (lit_opt's ``int8``
    kernel, static) and with per-row scales (dynamic).
 2. The whole model: MiniLM (``model``) quantized after training with static activations (calibrated on
    ``calibration_batches`` batches) and with dynamic ones, loaded with each kernel that can run it,
@@ -60,6 +61,9 @@ def layer_calls(rows: int, inner: int, outer: int) -> dict[str, Any]:
         "static int8, float in/out (quantized::linear)": static_float,
         "static int8, int8 in/out (quantized::linear)": lambda: torch.ops.quantized.linear(
             xq, dynamic, y_scale, 128
+        ),
+        "static int8, fp32 out (quantized::linear_with_input_q_dq_qweight_dq_output_fp32)": lambda: (
+            torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(x, x_scale, 128, dynamic)
         ),
         "static int8, torch._int_mm (lit_opt int8)": int_mm_static,
         "dynamic int8, torch._int_mm (lit_opt int8)": int_mm_dynamic,

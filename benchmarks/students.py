@@ -176,8 +176,8 @@ BENCH = Benchmark(
     __doc__,
     settings={
         **EPOCH_SETTINGS,
-        "train_rows": 1600,
-        "test_rows": 800,
+        "train_rows": 1280,
+        "test_rows": 640,
         "epochs": 2,
         "teacher_lr": 1e-4,
         "student_lr": 2e-4,

@@ -11,11 +11,14 @@ Four kernels, chosen per model at load time:
 - ``"packed_int8"``: the codes prepacked for PyTorch's quantized CPU engine (fbgemm/x86:
   ``quantized::linear_dynamic``, activations quantized per tensor on the fly); on x86 CPUs without
   AMX (AVX2) the fastest path we measured, where bf16 is emulated and ``torch._int_mm`` has no fast
-  kernel.
+  kernel. With calibrated static (symmetric) activations on a CPU with VNNI, the input is quantized
+  at its calibrated scale inside the engine's call (uint8 codes, fp32 out:
+  ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``), so no range is computed at run time.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, cast
 
@@ -134,6 +137,8 @@ class QuantizedLinear(nn.Module):
         quantizer = self.input_quantizer
         if self.kernel == "packed_int8":
             if quantizer is not None and quantizer.mode == "static":
+                if _static_packed_ok(quantizer):  # the calibrated scale: no range to compute, fp32 out
+                    return self._static_packed_forward(x, float(quantizer.scale))
                 x = quantizer(x)
             # reduce_range: 7-bit activations, as x86 engines need to avoid saturating AVX2 products
             return torch.ops.quantized.linear_dynamic(x.float(), self._packed, True).to(x.dtype)
@@ -144,6 +149,15 @@ class QuantizedLinear(nn.Module):
             self.weight,
             None if self.bias is None else self.bias.to(self.weight.dtype),
         )
+
+    def _static_packed_forward(self, x: Tensor, x_scale: float) -> Tensor:
+        """The calibrated input scale's uint8 codes (zero point 128: the symmetric int8 grid) times the
+        packed int8 weight, fp32 out, in one quantized-engine call (``packed_int8``, static activations)."""
+        rows = x.reshape(-1, self.in_features).float()  # (M, in)
+        out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+            rows, x_scale, 128, self._packed
+        )
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def _int8_forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()  # (M, in)
@@ -165,6 +179,32 @@ class QuantizedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
+
+
+@functools.cache
+def vnni_available() -> bool:
+    """Whether this CPU multiplies uint8 by int8 without 16-bit saturation (AVX-512 VNNI, AVX-VNNI or AMX).
+
+    Without it, x86 engines saturate full-range uint8 activations, which is why the dynamic path uses
+    7-bit activations (``reduce_range``) and the static path (8-bit, calibrated) needs this.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def _static_packed_ok(quantizer: ActivationQuantizer) -> bool:
+    """A calibrated, symmetric static quantizer on a CPU whose quantized engine runs it exactly."""
+    return (
+        quantizer.symmetric
+        and bool(quantizer.enabled)
+        and bool(quantizer.initialized)
+        and vnni_available()
+        and hasattr(torch.ops.quantized, "linear_with_input_q_dq_qweight_dq_output_fp32")
+    )
 
 
 def _cuda_int_mm(x_codes: Tensor, codes: Tensor) -> Tensor:

@@ -512,3 +512,33 @@ def test_cuda_int8_kernel_runs_a_single_short_row(tmp_path: Path) -> None:
     x = torch.randn(1, 30, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert rel_err(loaded(x.cuda()).cpu(), model(x)) <= 2e-6
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_packed_int8_static_activations_use_the_calibrated_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vnni: bool
+) -> None:
+    """With VNNI: one engine call on uint8 codes at the calibrated scale (the training grid), fp32 out;
+    without: the static fake quantizer, then the dynamic 7-bit path (16-bit products would saturate)."""
+    import lit_opt.nn.quantized as quantized
+
+    if vnni and not quantized.vnni_available():
+        pytest.skip("this CPU has no VNNI")
+    monkeypatch.setattr(quantized, "vnni_available", lambda: vnni)
+    torch.manual_seed(0)
+    x = torch.randn(4, 33, 64) * 3
+    path = lit_opt.export(nn.Sequential(nn.Linear(64, 48)), tmp_path / "s", quantization={"activations": "static"},
+                          calibration=[x])  # fmt: skip
+    loaded = lit_opt.load(path, model=nn.Sequential(nn.Linear(64, 48)), kernel="packed_int8")
+    reference = lit_opt.load(path, model=nn.Sequential(nn.Linear(64, 48)), kernel="reference")
+    layer, scale = loaded[0], float(loaded[0].input_quantizer.scale)
+    expected = F.linear(
+        torch.round(x / scale).clamp(-127, 127) * scale, layer.codes.float() * layer.scale, layer.bias
+    )
+    with torch.no_grad():
+        got, ref = loaded(x), reference(x)
+    if vnni:  # exactly the reference kernel's grid
+        assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+        assert (got - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
+    else:  # re-quantized per tensor to 7 bits: close, not equal
+        assert rel_err(got, ref) <= 0.05
