@@ -31,6 +31,7 @@ from lit_opt.inference.measure import environment, loadavg
 from lit_opt.recipe import report as report_lib
 from lit_opt.recipe.config import RecipeConfig
 from lit_opt.recipe.evaluation import SHIPPED_FILES, Candidate, measure
+from lit_opt.recipe.onnx_rows import onnx_candidates
 from lit_opt.recipe.training import (
     compress_student,
     distill_student,
@@ -128,7 +129,8 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
             teacher_bf16,
             run_dir / "teacher_bf16",
             _params(teacher),
-            "the same teacher cast to bf16, eager",
+            "the same teacher cast to bf16, eager; bf16 "
+            + ("native" if env["mkldnn_bf16_supported"] else "emulated (this CPU has no native bf16)"),
         ),
         Candidate(
             "student-distilled-fp32",
@@ -158,15 +160,31 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
             + f", other tensors {c.export_dtype}; exported and loaded with lit_opt.load (kernel {kernel})",
         ),
     ]
+    export_seconds = None
+    if config.latency.onnx:
+        with clock.stage(
+            "onnx", "ONNX export of the teacher and the compressed student, ORT int8 of the teacher"
+        ):
+            onnx_rows, export_seconds = onnx_candidates(
+                teacher,
+                _params(teacher),
+                artifact,
+                _artifact_params(artifact),
+                run_dir,
+                config.latency.threads,
+                dm,
+            )
+        candidates += onnx_rows
     vocab_size = int(teacher.config.vocab_size)
     with clock.stage("evaluate", "accuracy on the test split, sizes and latency of every row"):
         rows = measure(candidates, dm, vocab_size, config.latency)
     env["loadavg_end"] = loadavg()
-    goal_rows = report_lib.goals(rows)
+    goal_rows = report_lib.goals(rows) + report_lib.onnx_goals(rows, export_seconds)
     report = {
         "rows": rows,
         "goals": goal_rows,
         "goals_summary": report_lib.summary(goal_rows),
+        "fastest": report_lib.fastest(rows),
         "stage_seconds": {**clock.seconds, "total": clock.total()},
         "data": {
             "train": len(dm.splits["train"]),

@@ -213,8 +213,10 @@ class BoringClassifier(L.LightningModule):
         return random_dataloader(self.hparams["net"], n=16, seed=self.hparams["seed"] + 1)
 
 
-def tiny_bert(num_labels: int = 2, seed: int = 0, vocab_size: int = BERT_VOCAB) -> nn.Module:
-    """A 2-layer, 32-wide ``BertForSequenceClassification`` with random weights (no download).
+def tiny_bert(
+    num_labels: int = 2, seed: int = 0, vocab_size: int = BERT_VOCAB, num_layers: int = 2
+) -> nn.Module:
+    """A 2-layer (``num_layers``), 32-wide ``BertForSequenceClassification`` with random weights (no download).
 
     ``vocab_size=30522`` reads all-MiniLM-L6-v2's token ids (the data modules' default tokenizer).
     """
@@ -223,7 +225,7 @@ def tiny_bert(num_labels: int = 2, seed: int = 0, vocab_size: int = BERT_VOCAB) 
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=num_layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
