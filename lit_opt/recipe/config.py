@@ -103,8 +103,9 @@ class LatencyConfig:
 
 @dataclass
 class RecipeConfig:
-    """Everything ``lit-opt recipe`` runs (see ``configs/recipes/rotten_tomatoes.yaml``)."""
+    """Everything the sequence-classification recipe runs (see ``configs/recipes/rotten_tomatoes.yaml``)."""
 
+    task: Literal["classification"] = "classification"
     output_dir: str = "outputs/recipe"
     seed: int = 0
     progress: bool = True
@@ -113,6 +114,10 @@ class RecipeConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for a value out of its range (types are checked when the config is built)."""
+        _check_ranges(self)
 
 
 def valid_keys(cls: type, prefix: str = "") -> list[str]:
@@ -144,23 +149,24 @@ def _accepts(kind: Any, value: Any) -> bool:
     return isinstance(value, kind)
 
 
-def _build(cls: type, values: Any, prefix: str = "") -> Any:
+def _build(cls: type, values: Any, prefix: str = "", root: type | None = None) -> Any:
     if not isinstance(values, dict):
         raise ValueError(
             f"{prefix.rstrip('.') or 'the config'}={values!r} is not accepted; expected a mapping of "
             f"{[f.name for f in dataclasses.fields(cls)]}."
         )
+    root = root or cls
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         if key not in known:
             raise ValueError(
-                f"unknown config key {prefix + str(key)!r}. Valid keys: {', '.join(valid_keys(RecipeConfig))}."
+                f"unknown config key {prefix + str(key)!r}. Valid keys: {', '.join(valid_keys(root))}."
             )
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(typing.cast(type, kind), value, f"{prefix}{key}.")
+            kwargs[key] = _build(typing.cast(type, kind), value, f"{prefix}{key}.", root)
         elif _accepts(kind, value):
             kwargs[key] = float(value) if kind is float else value
         else:
@@ -227,12 +233,32 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
-    """The recipe's settings: the defaults, then the YAML file at ``path``, then the ``--key=value`` overrides.
+def config_class(task: Any) -> type:
+    """The settings' dataclass of ``task`` (``classification`` or ``causal_lm``).
 
     Raises:
-        ValueError: a missing or malformed file, an unknown key (the message lists the valid ones) or a
-            value of the wrong type.
+        ValueError: For another task.
+    """
+    from lit_opt.recipe.lm_config import CausalLMRecipeConfig
+
+    classes: dict[str, type] = {"classification": RecipeConfig, "causal_lm": CausalLMRecipeConfig}
+    if task not in classes:
+        raise ValueError(
+            f"task={task!r} is not accepted; expected one of {list(classes)}. "
+            "HINT: configs/recipes/rotten_tomatoes.yaml (classification), smollm2_rotten_tomatoes.yaml (causal_lm)."
+        )
+    return classes[task]
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """The recipe's settings: the defaults, then the YAML file at ``path``, then the ``--key=value`` overrides.
+
+    The ``task`` key (default ``classification``) picks the settings' dataclass: :class:`RecipeConfig`
+    or :class:`~lit_opt.recipe.lm_config.CausalLMRecipeConfig`.
+
+    Raises:
+        ValueError: a missing or malformed file, an unknown task or key (the message lists the valid ones)
+            or a value of the wrong type.
 
     Example::
 
@@ -256,8 +282,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             )
         values = loaded or {}
     values = _merge(values, parse_overrides(overrides or []))
-    config: RecipeConfig = _build(RecipeConfig, values)
-    _check_ranges(config)
+    config = _build(config_class(values.get("task", "classification")), values)
+    config.check()
     return config
 
 
