@@ -11,18 +11,49 @@ Example::
     fast = load(path, model=MyModel())
 """
 
-from lit_opt.callbacks import (
-    ExportCallback,
-    IterativePruningCallback,
-    LowRankCallback,
-    QATCallback,
-    WeightSharingCallback,
-)
-from lit_opt.distillation import DistillationModule
-from lit_opt.export import export, load
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lit_opt.export import export, export_onnx, load, load_onnx
 from lit_opt.quantization import QuantizationConfig
 from lit_opt.restore import restore
 from lit_opt.vocabulary import prune_vocabulary, token_ids_in_use
+
+if TYPE_CHECKING:
+    from lit_opt.callbacks import (
+        ExportCallback,
+        IterativePruningCallback,
+        LowRankCallback,
+        QATCallback,
+        WeightSharingCallback,
+    )
+    from lit_opt.distillation import DistillationModule
+
+# The Lightning adapters are imported on first use, so that `import lit_opt.functional` (pure
+# torch) and `lit_opt.load` do not pull in Lightning; the names above it need torch only.
+_LAZY = {
+    "DistillationModule": "lit_opt.distillation",
+    "ExportCallback": "lit_opt.callbacks",
+    "IterativePruningCallback": "lit_opt.callbacks",
+    "LowRankCallback": "lit_opt.callbacks",
+    "QATCallback": "lit_opt.callbacks",
+    "WeightSharingCallback": "lit_opt.callbacks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lit_opt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __version__ = "0.1.0"
 
@@ -36,7 +67,9 @@ __all__ = [
     "QuantizationConfig",
     "__version__",
     "export",
+    "export_onnx",
     "load",
+    "load_onnx",
     "prune_vocabulary",
     "restore",
     "token_ids_in_use",

@@ -1,9 +1,11 @@
 """What to prune and how: the configuration, the prunable groups, their scores and their masks.
 
 A :class:`PrunableGroup` is a set of tensors whose entries are pruned together: one weight
-(``unstructured``, ``"N:M"``), the output rows of a layer with its bias (``rows``), or the heads of
-an attention block: query/key/value rows and biases plus the output projection's columns
-(``heads``). Each tensor carries a :class:`~lit_opt.parametrizations.Mask`; data-dependent scores
+(``unstructured``, ``"N:M"``), the output rows of a layer with its bias (``rows``; a gated MLP's
+gate and up projections together), or the heads of an attention block: query/key/value rows and
+biases plus the output projection's columns (``heads``; with grouped-query attention a key/value
+head with the query heads that share it). Blocks are found from module shapes
+(:mod:`lit_opt.blocks`); transformers' ``Conv1D`` (weight ``(in, out)``) has its units on dim 1. Each tensor carries a :class:`~lit_opt.parametrizations.Mask`; data-dependent scores
 live in the masks' ``score`` buffers and are all-reduced across DDP ranks before any mask is
 chosen. ``IterativePruningCallback`` is a thin adapter over these functions.
 
@@ -23,14 +25,23 @@ import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from lit_opt.blocks import find_blocks
 from lit_opt.functional.sparsity import SCHEDULES, global_masks, n_m_mask, parse_n_m, unstructured_mask
+from lit_opt.module_types import (
+    in_features,
+    layout_of,
+    out_features,
+    supported_types,
+    tied_groups,
+    warn_unsupported,
+)
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.targets import select_modules, validate_patterns
@@ -38,7 +49,6 @@ from lit_opt.targets import select_modules, validate_patterns
 CRITERIA: tuple[str, ...] = ("magnitude", "activation", "movement", "random")
 STRUCTURES: tuple[str, ...] = ("unstructured", "rows", "heads", "N:M (e.g. '2:4')")
 SCOPES: tuple[str, ...] = ("global", "local")
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def _check_int(value: Any, argument: str, minimum: int, allow_none: bool = False) -> None:
@@ -123,22 +133,48 @@ class PruningConfig:
         return parse_n_m(self.structure)
 
 
+class Member(NamedTuple):
+    """One tensor of a group: its units lie along ``dim``, in ``sections`` consecutive runs (a fused
+    query/key/value projection has 3: unit ``u`` owns the ``u``-th slice of each run)."""
+
+    module: nn.Module
+    tensor_name: str
+    dim: int
+    sections: int = 1
+
+
 @dataclass
 class PrunableGroup:
-    """Tensors pruned together; units lie along ``dim`` of each member, ``unit_size`` entries apiece.
+    """Tensors pruned together; units lie along each member's ``dim`` (each member has its own number
+    of entries per unit, e.g. a query group's rows and a key head's rows).
 
     ``units`` is None for element-wise structures (unstructured, N:M: a single member).
     ``scored`` is the module whose output activations score the units (activation criterion).
     """
 
     name: str
-    members: list[tuple[nn.Module, str, int]]
+    members: list[Member]
     units: int | None = None
-    unit_size: int = 1
     scored: nn.Module | None = None
 
     def masks(self) -> list[Mask]:
-        return [_mask_of(module, tensor_name) for module, tensor_name, _ in self.members]
+        return [_mask_of(m.module, m.tensor_name) for m in self.members]
+
+
+def _per_unit(tensor: Tensor, member: Member, units: int) -> Tensor:
+    """``tensor`` (shaped like the member's) as ``(units, entries per unit)``."""
+    runs = tensor.movedim(member.dim, 0).reshape(member.sections, units, -1)  # (sections, units, ...)
+    return runs.transpose(0, 1).reshape(units, -1)
+
+
+def _expand(keep: Tensor, member: Member, shape: torch.Size) -> Tensor:
+    """A per-unit ``keep`` (units,) broadcast to a mask of ``shape`` for ``member``."""
+    length = shape[member.dim]
+    per_run = keep.repeat_interleave(length // (member.sections * len(keep)))  # (length / sections,)
+    line = per_run.repeat(member.sections)  # (length,)
+    view = [1] * len(shape)
+    view[member.dim] = -1
+    return line.reshape(view).expand(shape)
 
 
 def _mask_of(module: nn.Module, tensor_name: str) -> Mask:
@@ -148,30 +184,61 @@ def _mask_of(module: nn.Module, tensor_name: str) -> Mask:
     raise ValueError(f"{module!r}.{tensor_name} carries no pruning mask.")
 
 
-def _attention_blocks(model: nn.Module, config: PruningConfig) -> list[PrunableGroup]:
-    """BERT-style self-attention blocks: query/key/value Linear children, ``num_attention_heads``, and
-    the parent's ``output.dense`` projection."""
+def _matches(name: str, config: PruningConfig) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in config.targets) and not any(
+        fnmatch.fnmatchcase(name, p) for p in config.exclude
+    )
+
+
+def _rows(module: nn.Module) -> list[Member]:
+    """A layer's output rows with its bias (a Conv1D's rows are its weight's columns)."""
+    layout = layout_of(module)
+    members = [Member(module, "weight", layout.out_dim if layout else 0)]
+    if getattr(module, "bias", None) is not None:
+        members.append(Member(module, "bias", 0))
+    return members
+
+
+def _head_groups(model: nn.Module, config: PruningConfig) -> list[PrunableGroup]:
+    """Attention blocks (:func:`lit_opt.blocks.find_blocks`) the targets select, one group each."""
     groups = []
-    for name, module in model.named_modules():
-        if not all(isinstance(getattr(module, p, None), nn.Linear) for p in ("query", "key", "value")):
+    for block in find_blocks(model):
+        if block.kind != "attention" or not _matches(block.name, config):
             continue
-        heads = getattr(module, "num_attention_heads", None)
-        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-        output = getattr(getattr(parent, "output", None), "dense", None)
-        if not isinstance(heads, int) or not isinstance(output, nn.Linear):
+        if block.units < 2:
+            raise ValueError(
+                f"structure='heads' cannot prune attention block {block.name!r}: it has a single key/value "
+                f"head ({block.group} query heads share it), and removing it would leave the layer with no "
+                "heads. HINT: exclude the block (exclude=[...]) or prune its rows instead."
+            )
+        members: list[Member] = []
+        for piece in block.slices:
+            module = model.get_submodule(piece.module)
+            if piece.role == "producer":
+                members += [m._replace(sections=piece.sections) for m in _rows(module)]
+            else:
+                members.append(Member(module, "weight", 1 - cast(Any, layout_of(module)).out_dim))
+        scored = model.get_submodule(block.value) if block.value else None
+        groups.append(PrunableGroup(block.name, members, block.units, scored))
+    return groups
+
+
+def _row_groups(model: nn.Module, selected: dict[str, nn.Module]) -> list[PrunableGroup]:
+    """One group per selected layer, except a gated MLP's selected gate and up projections: one group."""
+    partners: dict[str, list[str]] = {}
+    for block in find_blocks(model):
+        names = [p.module for p in block.producers]
+        if block.kind == "mlp" and block.gated and all(n in selected for n in names):
+            partners.update({n: names for n in names})
+    groups, done = [], set()
+    for name, module in selected.items():
+        if name in done:
             continue
-        query, key, value = module.query, module.key, module.value
-        members = [
-            (m, t, 0) for m in (query, key, value) for t in ("weight", "bias") if getattr(m, t) is not None
-        ]
-        members.append((output, "weight", 1))
-        groups.append(PrunableGroup(name, members, heads, query.out_features // heads, value))
-    return [
-        g
-        for g in groups
-        if any(fnmatch.fnmatchcase(g.name, p) for p in config.targets)
-        and not any(fnmatch.fnmatchcase(g.name, p) for p in config.exclude)
-    ]
+        names = partners.get(name, [name])
+        done.update(names)
+        members = [m for n in names for m in _rows(model.get_submodule(n))]
+        groups.append(PrunableGroup("+".join(names), members, out_features(module), module))
+    return groups
 
 
 def _score_shape(
@@ -181,7 +248,7 @@ def _score_shape(
     if config.criterion == "movement":
         return list(tensor.shape)
     if config.criterion == "activation" and module is group.scored and tensor_name == "weight":
-        return [tensor.shape[0]]  # summed |output| per output unit
+        return [out_features(module)]  # summed |output| per output unit
     return None
 
 
@@ -189,7 +256,9 @@ def _record_activation(module: nn.Module, args: tuple, output: Tensor) -> None:
     if not module.training:
         return
     mask = _mask_of(module, "weight")
-    unit_dim = -1 if isinstance(module, nn.Linear) else 1  # Linear: (..., out); Conv: (N, C, ...)
+    layout = layout_of(module)
+    linear = isinstance(module, nn.Linear) or (layout is not None and layout.transposed)
+    unit_dim = -1 if linear else 1  # Linear, Conv1D: (..., out); Conv: (N, C, ...)
     with torch.no_grad():
         per_unit = output.detach().abs().float().movedim(unit_dim, 0)  # (out, everything else)
         mask.score += per_unit.reshape(per_unit.shape[0], -1).sum(dim=1)
@@ -204,39 +273,33 @@ def prepare_pruning(model: nn.Module, config: PruningConfig, owner: str = "") ->
             a layer whose width is not a multiple of M, or tensors already pruned by another owner.
     """
     if config.structure == "heads":
-        groups = _attention_blocks(model, config)
+        groups = _head_groups(model, config)
         if not groups:
             raise ValueError(
                 f"structure='heads' found no attention block among targets={list(config.targets)} "
-                f"(exclude={list(config.exclude)}): a module with query/key/value Linear children, "
-                "num_attention_heads and an output.dense projection, as in BERT. HINT: use structure='rows' "
-                "for other models, or target the attention modules (e.g. '*.attention.self')."
+                f"(exclude={list(config.exclude)}): a module with a head size (head_dim or "
+                "attention_head_size) and query/key/value projections (or one fused projection) from the "
+                "hidden size, as in BERT, Llama or GPT-2. HINT: use structure='rows' for other models, or "
+                "target the attention modules (e.g. '*.self_attn', '*.attention.self', '*.attn')."
             )
     else:
-        selected = select_modules(model, config.targets, config.exclude, types=PRUNABLE_TYPES)
+        selected = select_modules(model, config.targets, config.exclude, types=supported_types("pruning"))
+        warn_unsupported(model, config.targets, config.exclude, "pruning")
         if config.structure == "rows":
-            groups = [
-                PrunableGroup(
-                    name,
-                    [(m, t, 0) for t in ("weight", "bias") if getattr(m, t, None) is not None],
-                    cast(Tensor, m.weight).shape[0],
-                    1,
-                    m,
-                )
-                for name, m in selected.items()
-            ]
+            groups = _row_groups(model, selected)
         else:
-            groups = [PrunableGroup(name, [(m, "weight", 0)], None, 1, m) for name, m in selected.items()]
+            groups = [PrunableGroup(name, [Member(m, "weight", 0)], None, m) for name, m in selected.items()]
     n_m = config.n_m
     for group in groups:
-        width = cast(Tensor, group.members[0][0].weight)[0].numel()
+        width = in_features(group.members[0].module)
         if n_m is not None and width % n_m[1]:
             raise ValueError(
                 f"structure={config.structure!r} needs the {width} inputs per row of module {group.name!r} to be "
                 f"a multiple of M={n_m[1]}. HINT: exclude the module."
             )
+    partners = _tie_partners(model)
     for group in groups:
-        for module, tensor_name, _ in group.members:
+        for module, tensor_name, *_ in group.members:
             existing = [p for p in _parametrizations(module, tensor_name) if isinstance(p, Mask)]
             if existing:
                 if existing[0].owner != owner:
@@ -250,9 +313,22 @@ def prepare_pruning(model: nn.Module, config: PruningConfig, owner: str = "") ->
                 tensor.device
             )
             register_in_order(module, tensor_name, mask)
+            if tensor_name == "weight":
+                for partner in partners.get(id(module), []):  # tied embeddings: one mask, one tensor
+                    register_in_order(partner, "weight", mask)
             if mask.score_shape is not None and config.criterion == "activation":
                 module.register_forward_hook(_record_activation)
     return groups
+
+
+def _tie_partners(model: nn.Module) -> dict[int, list[nn.Module]]:
+    """For each module of a tied group (by ``id``), the other modules that hold its weight."""
+    partners: dict[int, list[nn.Module]] = {}
+    for names in tied_groups(model):
+        modules = [model.get_submodule(n) for n in names]
+        for module in modules:
+            partners[id(module)] = [m for m in modules if m is not module]
+    return partners
 
 
 def _parametrizations(module: nn.Module, tensor_name: str) -> list[nn.Module]:
@@ -269,7 +345,7 @@ def accumulate_movement(groups: list[PrunableGroup]) -> None:
     """
     with torch.no_grad():
         for group in groups:
-            for module, tensor_name, _ in group.members:
+            for module, tensor_name, *_ in group.members:
                 original = cast(Any, module).parametrizations[tensor_name].original
                 if original.grad is not None:
                     mask = _mask_of(module, tensor_name)
@@ -282,7 +358,7 @@ def _leading_masks(groups: list[PrunableGroup]) -> list[tuple[Mask, Tensor]]:
     original in place where it is False leaves the effective tensor as it is)."""
     pairs = []
     for group in groups:
-        for module, tensor_name, _ in group.members:
+        for module, tensor_name, *_ in group.members:
             plist = cast(Any, module).parametrizations[tensor_name]
             if isinstance(plist[0], Mask):
                 pairs.append((plist[0], plist.original))
@@ -322,9 +398,9 @@ def _unit_scores(group: PrunableGroup, config: PruningConfig, step: int) -> Tens
         mask = _mask_of(cast(nn.Module, group.scored), "weight")
         row = mask.score / mask.score_count.clamp(min=1)  # mean |activation| per output unit
         if group.units is None:
-            return _effective(group.members[0][0], "weight").abs() * row.reshape(
-                -1, *[1] * (mask.mask.dim() - 1)
-            )
+            view = [1] * mask.mask.dim()
+            view[cast(Any, layout_of(group.members[0].module)).out_dim] = -1
+            return _effective(group.members[0].module, "weight").abs() * row.reshape(view)
         return row
     if config.criterion == "random":
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
@@ -333,22 +409,23 @@ def _unit_scores(group: PrunableGroup, config: PruningConfig, step: int) -> Tens
     # movement before any score accumulated (a pruning step at the first step): magnitude instead
     movement = config.criterion == "movement" and any(bool(m.score_count > 0) for m in group.masks())
     per_member = []
-    for module, tensor_name, dim in group.members:
+    for member in group.members:
+        module, tensor_name = member.module, member.tensor_name
         values = _mask_of(module, tensor_name).score if movement else _effective(module, tensor_name).abs()
         if group.units is None:
             return values
-        per_unit = values.movedim(dim, 0).reshape(group.units, -1)  # (units, entries per unit)
+        per_unit = _per_unit(values, member, group.units)  # (units, entries per unit)
         per_member.append(per_unit.sum(dim=1) if movement else per_unit.mean(dim=1))
     return torch.stack(per_member).sum(dim=0)
 
 
 def _unit_mask(group: PrunableGroup) -> Tensor:
     """Which units are still alive (read from the first member's mask)."""
-    module, tensor_name, dim = group.members[0]
-    mask = _mask_of(module, tensor_name).mask
+    member = group.members[0]
+    mask = _mask_of(member.module, member.tensor_name).mask
     if group.units is None:
         return mask
-    return mask.movedim(dim, 0).reshape(group.units, -1).any(dim=1)
+    return _per_unit(mask, member, group.units).any(dim=1)
 
 
 def sync_scores(groups: list[PrunableGroup], config: PruningConfig) -> None:
@@ -377,8 +454,12 @@ def update_masks(groups: list[PrunableGroup], config: PruningConfig, sparsity: f
         score[~alive] = -math.inf
         scores.append(score)
     n_m = config.n_m
-    if n_m is not None:
-        keeps = [n_m_mask(s, *n_m, sparsity=sparsity) for s in scores]
+    if n_m is not None:  # groups of M inputs: along a Conv1D weight's rows, so transpose it there and back
+        flips = [bool(getattr(layout_of(g.members[0].module), "transposed", False)) for g in groups]
+        keeps = [
+            n_m_mask(s.t(), *n_m, sparsity=sparsity).t() if flip else n_m_mask(s, *n_m, sparsity=sparsity)
+            for s, flip in zip(scores, flips, strict=True)
+        ]
     elif config.scope == "global":
         keeps = global_masks(scores, sparsity)
     else:
@@ -389,14 +470,11 @@ def update_masks(groups: list[PrunableGroup], config: PruningConfig, sparsity: f
                 keep[
                     int(torch.argmax(torch.where(keep, -math.inf, _unit_scores(group, config, step).float())))
                 ] = True
-            for (_, _, dim), mask in zip(group.members, group.masks(), strict=True):
+            for member, mask in zip(group.members, group.masks(), strict=True):
                 if group.units is None:
                     mask.mask.copy_(keep)
                 else:
-                    expanded = keep.repeat_interleave(group.unit_size)  # (units * unit_size,)
-                    shape = [1] * mask.mask.dim()
-                    shape[dim] = -1
-                    mask.mask.copy_(expanded.reshape(shape).expand_as(mask.mask))
+                    mask.mask.copy_(_expand(keep, member, mask.mask.shape))
             if config.criterion == "activation" and group.scored is not None:
                 scored = _mask_of(group.scored, "weight")
                 scored.score.zero_()
@@ -408,7 +486,9 @@ def sparsity_report(groups: list[PrunableGroup]) -> dict[str, float]:
     report, zeros, total = {}, 0, 0
     for group in groups:
         masks = [
-            m.mask for (_, name, _), m in zip(group.members, group.masks(), strict=True) if name == "weight"
+            m.mask
+            for member, m in zip(group.members, group.masks(), strict=True)
+            if member.tensor_name == "weight"
         ]
         group_zeros = sum(int((~m).sum()) for m in masks)
         group_total = sum(m.numel() for m in masks)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from lit_opt.functional.quantize import GRANULARITIES
+from lit_opt.module_types import in_features, layout_of, supported_types, warn_unsupported, with_tied
 from lit_opt.nn.activation_quantizer import (
     ACTIVATION_MODES,
     INPUT_QUANTIZER,
@@ -32,7 +33,6 @@ from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.parametrizations.weight_fake_quant import WeightFakeQuant
 from lit_opt.targets import select_modules, validate_patterns
 
-QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 WEIGHT_BITS: tuple[int, ...] = (4, 8)
 
 
@@ -48,8 +48,9 @@ class QuantizationConfig:
             ``"per_tensor"`` or ``"per_group"`` (one scale per ``group_size`` inputs of a channel).
         group_size: elements per group; required by, and only allowed with, ``per_group``.
         symmetric: symmetric codes (zero point 0) or asymmetric.
-        targets: fnmatch patterns over qualified module names; Linear, Conv1d/2d and Embedding
-            modules that match are quantized.
+        targets: fnmatch patterns over qualified module names; Linear, Conv1d/2d, Embedding and
+            transformers' ``Conv1D`` modules that match are quantized (per output channel: a
+            ``Conv1D``'s columns). Tied weights (input/output embeddings) share one quantizer.
         exclude: patterns of modules to leave alone.
 
     Raises:
@@ -127,28 +128,33 @@ def prepare_quantization(model: nn.Module, config: QuantizationConfig, owner: st
         ValueError: targets that match nothing, a ``group_size`` that does not divide a layer's
             input width, or a module already quantized by another owner.
     """
-    selected = select_modules(model, config.targets, config.exclude, types=QUANTIZABLE_TYPES)
+    selected = select_modules(model, config.targets, config.exclude, types=supported_types("qat"))
+    warn_unsupported(model, config.targets, config.exclude, "qat")
+    groups = with_tied(model, selected, "qat")
     existing = {name: q for name, _, q in weight_quantizers(model)}
     todo = []
-    for name, module in selected.items():
-        if name in existing:
-            if existing[name].owner != owner:
+    for group in groups:
+        if any(name in existing for name in group):
+            holder = next(existing[name] for name in group if name in existing)
+            if holder.owner != owner:
                 raise ValueError(
-                    f"module {name!r} is already quantized by {existing[name].owner or 'another quantizer'}; "
+                    f"module {group[0]!r} is already quantized by {holder.owner or 'another quantizer'}; "
                     f"{owner or 'this configuration'} targets it too. HINT: give each QATCallback disjoint "
                     "`targets`/`exclude` patterns."
                 )
             continue
+        module = model.get_submodule(group[0])
         weight = cast(Tensor, module.weight)
-        width = weight[0].numel()
+        width = in_features(module)
         if config.granularity == "per_group" and width % config.group_size:  # type: ignore[operator]
             raise ValueError(
                 f"group_size={config.group_size} does not divide the {width} inputs per channel of module "
-                f"{name!r} (weight shape {tuple(weight.shape)}). HINT: choose a divisor of {width} "
+                f"{group[0]!r} (weight shape {tuple(weight.shape)}). HINT: choose a divisor of {width} "
                 "or exclude the module."
             )
-        todo.append((name, module, weight))
-    for _, module, weight in todo:
+        todo.append((group, module, weight))
+    for group, module, weight in todo:
+        layout = layout_of(module)
         quantizer = WeightFakeQuant(
             weight.shape,
             config.weight_bits,
@@ -156,13 +162,16 @@ def prepare_quantization(model: nn.Module, config: QuantizationConfig, owner: st
             config.granularity,
             config.group_size,
             owner,
+            transposed=layout is not None and layout.transposed,
         ).to(weight.device)
-        register_in_order(module, "weight", quantizer)
-        if config.activations != "none" and not isinstance(module, nn.Embedding):
-            per_sample = isinstance(module, (nn.Conv1d, nn.Conv2d))
-            act = ActivationQuantizer(config.activations, per_sample, config.symmetric, owner=owner)
-            attach_input_quantizer(module, act.to(weight.device))
-    return list(selected)
+        for name in group:  # tied modules: one quantizer, so one set of codes
+            member = model.get_submodule(name)
+            register_in_order(member, "weight", quantizer)
+            if config.activations != "none" and not isinstance(member, nn.Embedding):
+                per_sample = isinstance(member, (nn.Conv1d, nn.Conv2d))
+                act = ActivationQuantizer(config.activations, per_sample, config.symmetric, owner=owner)
+                attach_input_quantizer(member, act.to(weight.device))
+    return [name for group in groups for name in group]
 
 
 def set_quantization_state(

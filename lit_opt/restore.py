@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from lit_opt._checks import check_module
+from lit_opt.module_types import in_features, layout_of, out_features
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER, ActivationQuantizer, attach_input_quantizer
 from lit_opt.nn.low_rank import KIND as LOW_RANK_KIND
 from lit_opt.nn.low_rank import LowRankLinear
@@ -111,17 +112,23 @@ def install_low_rank(model: nn.Module, layers: Mapping[str, Mapping[str, Any]]) 
                 f"a factorized layer {name!r} is recorded, but the model has no such module."
             ) from None
         shape = {k: config.get(k) for k in ("in_features", "out_features")}
-        if not isinstance(module, (nn.Linear, LowRankLinear)) or shape != {
-            "in_features": module.in_features,
-            "out_features": module.out_features,
-        }:
+        layout = layout_of(module)
+        plain = isinstance(module, nn.Linear) or (layout is not None and layout.transposed)  # Linear, Conv1D
+        widths = (
+            {"in_features": module.in_features, "out_features": module.out_features}
+            if isinstance(module, LowRankLinear)
+            else {"in_features": in_features(module), "out_features": out_features(module)}
+            if plain
+            else None
+        )
+        if widths is None or shape != widths:
             raise ValueError(
                 f"a factorized layer {name!r} {dict(config)} is recorded, but the model's is {module!r}. "
                 "HINT: use the model the checkpoint or artifact was trained with."
             )
         if isinstance(module, LowRankLinear) and module.config() == {**config, "kind": LOW_RANK_KIND}:
             continue
-        weight = module.second.weight if isinstance(module, LowRankLinear) else module.weight
+        weight = module.second.weight if isinstance(module, LowRankLinear) else cast(Tensor, module.weight)
         built = _build(config, {LOW_RANK_KIND: LowRankLinear}, f"{name}._extra_state")
         replace_submodule(model, name, built.to(device=weight.device, dtype=weight.dtype))
         replaced += 1

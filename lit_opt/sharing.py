@@ -31,13 +31,12 @@ from torch.nn.utils import parametrize
 
 from lit_opt._checks import check_int
 from lit_opt.functional.clustering import INITS, kmeans_1d
+from lit_opt.module_types import supported_types, warn_unsupported, with_tied
 from lit_opt.parametrizations.codebook import Codebook
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.parametrizations.ordering import register_in_order
-from lit_opt.quantization import QUANTIZABLE_TYPES, quantizer_input
+from lit_opt.quantization import quantizer_input
 from lit_opt.targets import select_modules, validate_patterns
-
-SHAREABLE_TYPES: tuple[type[nn.Module], ...] = QUANTIZABLE_TYPES  # Linear, Conv1d/2d, Embedding
 
 
 @dataclass
@@ -91,21 +90,25 @@ def prepare_sharing(model: nn.Module, config: SharingConfig, owner: str = "") ->
         ValueError: targets that match nothing or only modules without a shareable weight, or a
             weight another owner already shares.
     """
-    selected = select_modules(model, config.targets, config.exclude, types=SHAREABLE_TYPES)
+    selected = select_modules(model, config.targets, config.exclude, types=supported_types("sharing"))
+    warn_unsupported(model, config.targets, config.exclude, "sharing")
+    groups = with_tied(model, selected, "sharing")
     existing = {name: book for name, _, book in codebooks(model)}
-    for name in selected:
+    for name in (n for group in groups for n in group):
         if name in existing and existing[name].owner != owner:
             raise ValueError(
                 f"module {name!r} is already shared by {existing[name].owner or 'another codebook'}; "
                 f"{owner or 'this configuration'} targets it too. HINT: give each WeightSharingCallback "
                 "disjoint `targets`/`exclude` patterns."
             )
-    for name, module in selected.items():
-        if name not in existing:
-            weight = cast(Tensor, module.weight)
-            book = Codebook(weight.shape, config.n_clusters, owner).to(weight.device, weight.dtype)
-            register_in_order(module, "weight", book)
-    return list(selected)
+    for group in groups:
+        if any(name in existing for name in group):
+            continue
+        weight = cast(Tensor, model.get_submodule(group[0]).weight)
+        book = Codebook(weight.shape, config.n_clusters, owner).to(weight.device, weight.dtype)
+        for name in group:  # tied modules: one codebook, one set of indices
+            register_in_order(model.get_submodule(name), "weight", book)
+    return [name for group in groups for name in group]
 
 
 def _mask_before(module: nn.Module, book: Codebook) -> Tensor | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -17,6 +18,14 @@ from lit_opt._checks import check_int
 from lit_opt.callbacks import _spawn
 from lit_opt.callbacks._strategy import require_whole_weights
 from lit_opt.functional.low_rank import parameter_saving, svd_factors
+from lit_opt.module_types import (
+    in_features,
+    linear_weight,
+    out_features,
+    supported_types,
+    tied_groups,
+    warn_unsupported,
+)
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
 from lit_opt.nn.low_rank import LowRankLinear
 from lit_opt.restore import install_low_rank, low_rank_layers
@@ -32,7 +41,9 @@ def _is_number(value: Any) -> bool:
 
 
 class LowRankCallback(Callback):
-    """Replace each targeted ``nn.Linear`` by its truncated SVD (two thin linears) at ``at_step``.
+    """Replace each targeted ``nn.Linear`` (or transformers ``Conv1D``, read as the Linear it computes) by
+    its truncated SVD (two thin linears) at ``at_step``. A layer whose weight is tied to another's (an
+    LM head tied to the input embedding) stays dense, with a warning: factors cannot stay tied.
 
     ``W`` (out x in) becomes :class:`~lit_opt.nn.LowRankLinear` ``second @ first`` with ``first``
     (r x in) and ``second`` (out x r); the rank is ``rank``, or the smallest one keeping
@@ -119,17 +130,27 @@ class LowRankCallback(Callback):
             targets=self.targets, exclude=self.exclude, rank=self.rank, energy=self.energy
         )
 
-    def _select(self, model: nn.Module) -> dict[str, nn.Linear]:
-        """The targeted ``nn.Linear`` layers, the factors of already factorized layers left out."""
-        selected = select_modules(model, self.targets, self.exclude, types=(nn.Linear,))
+    def _select(self, model: nn.Module) -> dict[str, nn.Module]:
+        """The targeted Linear/Conv1D layers, the factors of already factorized layers and tied weights left out."""
+        selected = select_modules(model, self.targets, self.exclude, types=supported_types("low_rank"))
+        warn_unsupported(model, self.targets, self.exclude, "low_rank")
         low = [name for name, m in model.named_modules() if isinstance(m, LowRankLinear)]
+        tied = {name: group for group in tied_groups(model) for name in group}
+        left = sorted(name for name in selected if name in tied)
+        if left:
+            warnings.warn(
+                f"LowRankCallback: {left} share their weight with {sorted({n for x in left for n in tied[x]} - set(left))} "
+                "(tied embeddings) and stay dense: factors cannot stay tied. HINT: exclude them to silence this.",
+                UserWarning,
+                stacklevel=2,
+            )
         return {
             name: m
             for name, m in selected.items()
-            if isinstance(m, nn.Linear) and not any(name.startswith(f"{prefix}.") for prefix in low)
+            if name not in tied and not any(name.startswith(f"{prefix}.") for prefix in low)
         }
 
-    def _check_plain(self, layers: dict[str, nn.Linear]) -> None:
+    def _check_plain(self, layers: dict[str, nn.Module]) -> None:
         for name, module in layers.items():
             if parametrize.is_parametrized(module) or hasattr(module, INPUT_QUANTIZER):
                 raise ValueError(
@@ -139,23 +160,22 @@ class LowRankCallback(Callback):
                     "factors), or exclude the layer."
                 )
 
-    def _check_rank(self, layers: dict[str, nn.Linear]) -> None:
+    def _check_rank(self, layers: dict[str, nn.Module]) -> None:
         for name, module in layers.items():
-            if self.rank is not None and self.rank > min(module.out_features, module.in_features):
+            out, inputs = out_features(module), in_features(module)
+            if self.rank is not None and self.rank > min(out, inputs):
                 raise ValueError(
-                    f"rank={self.rank} exceeds min(out_features, in_features) = "
-                    f"{min(module.out_features, module.in_features)} of layer {name!r} "
-                    f"({module.out_features}x{module.in_features}). HINT: lower rank, use energy=... instead, "
-                    "or exclude the layer."
+                    f"rank={self.rank} exceeds min(out_features, in_features) = {min(out, inputs)} of layer "
+                    f"{name!r} ({out}x{inputs}). HINT: lower rank, use energy=... instead, or exclude the layer."
                 )
 
-    def _factors(self, layers: dict[str, nn.Linear]) -> dict[str, tuple[Tensor, Tensor]]:
+    def _factors(self, layers: dict[str, nn.Module]) -> dict[str, tuple[Tensor, Tensor]]:
         """The factors (on CPU) of the layers that save at least ``min_saving``, one SVD per layer."""
         factors = {}
         for name, module in layers.items():
-            first, second = svd_factors(module.weight, self.rank, self.energy)
+            first, second = svd_factors(linear_weight(module), self.rank, self.energy)
             rank = first.shape[0]
-            if parameter_saving(module.out_features, module.in_features, rank) >= self.min_saving:
+            if parameter_saving(out_features(module), in_features(module), rank) >= self.min_saving:
                 factors[name] = (first.cpu(), second.cpu())
             else:
                 log.info(
@@ -171,20 +191,21 @@ class LowRankCallback(Callback):
         factors = cast(dict[str, Any], trainer.strategy.broadcast(factors, src=0))
         for name, (first, second) in factors.items():
             linear = layers[name]
+            weight, bias = cast(Tensor, linear.weight), cast(Tensor | None, linear.bias)
             low = LowRankLinear(
-                linear.in_features,
-                linear.out_features,
+                in_features(linear),
+                out_features(linear),
                 first.shape[0],
-                linear.bias is not None,
-                device=linear.weight.device,
-                dtype=linear.weight.dtype,
+                bias is not None,
+                device=weight.device,
+                dtype=weight.dtype,
             )
-            low.load_factors(first, second, linear.bias)
+            low.load_factors(first, second, bias)
             replace_submodule(model, name, low)
         self.ranks = {name: int(first.shape[0]) for name, (first, _) in factors.items()}
         self.done = True
-        dense = sum(layers[n].weight.numel() for n in self.ranks)
-        kept = sum(r * (layers[n].in_features + layers[n].out_features) for n, r in self.ranks.items())
+        dense = sum(cast(Tensor, layers[n].weight).numel() for n in self.ranks)
+        kept = sum(r * (in_features(layers[n]) + out_features(layers[n])) for n, r in self.ranks.items())
         log.info(
             "LowRankCallback: factorized %d of %d layers (%d -> %d weight parameters) at step %d",
             len(self.ranks),

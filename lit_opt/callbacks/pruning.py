@@ -72,14 +72,18 @@ class IterativePruningCallback(Callback):
             before any optimizer step has accumulated it, e.g. at step 0, scores by magnitude: start
             later to give movement a warm-up; it needs long fine-tuning: after 60 steps of scores it
             pruned MiniLM almost at random, see the README) or ``"random"``.
-        structure: ``"unstructured"``, ``"rows"`` (output units with their bias), ``"heads"``
-            (BERT-style attention heads: query/key/value rows and output-projection columns), or
+        structure: ``"unstructured"``, ``"rows"`` (output units with their bias; a gated MLP's targeted
+            gate and up projections prune the same units), ``"heads"`` (attention heads of BERT,
+            Llama/Qwen2/Mistral or GPT-2 blocks, found from module shapes: query/key/value rows and
+            output-projection columns; with grouped-query attention a key/value head goes with the
+            query heads that share it), or
             ``"N:M"`` such as ``"2:4"`` (keep N of every M inputs; ``target_sparsity`` must be 1 - N/M).
         scope: ``"global"`` (one threshold across all targets, on scores divided by each layer's mean
             score, so a layer on a smaller scale, e.g. a freshly initialised pooler, is not wiped
             out) or ``"local"`` (the same sparsity in every tensor/layer).
-        targets: fnmatch patterns over qualified module names (Linear/Conv layers, or attention
-            modules for ``heads``).
+        targets: fnmatch patterns over qualified module names (Linear/Conv layers and transformers
+            ``Conv1D``, or attention modules for ``heads``). A tied weight (LM head and input
+            embedding) is pruned as one tensor: one mask for both modules.
         exclude: patterns of modules to leave dense.
         seed: seed of the ``random`` criterion.
         mask_gradients: zero pruned entries' gradients before each optimizer step (ahead of gradient
@@ -91,7 +95,9 @@ class IterativePruningCallback(Callback):
 
     Raises:
         ValueError: any argument outside the accepted values (at construction); targets matching
-            nothing, ``heads`` without attention heads, or N:M on an incompatible layer (at setup).
+            nothing, ``heads`` without attention heads, ``heads`` on a block with a single key/value
+            head or whose head counts break grouped-query attention, or N:M on an incompatible layer
+            (at setup).
 
     Example::
 

@@ -41,8 +41,10 @@ class QATCallback(Callback):
     """Quantization-aware training: fake-quantize weights (int8/int4) and activations (int8).
 
     At ``setup`` (before checkpoint restore, DDP wrapping and optimizers) each targeted
-    ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d`` and ``nn.Embedding`` gets a
-    :class:`~lit_opt.parametrizations.WeightFakeQuant` on its weight and, unless
+    ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d``, ``nn.Embedding`` and transformers ``Conv1D`` (GPT-2's
+    blocks; scales per output channel, i.e. per column of its ``(in, out)`` weight) gets a
+    :class:`~lit_opt.parametrizations.WeightFakeQuant` on its weight (tied input/output embeddings
+    share one: one set of codes, stored once) and, unless
     ``activations="none"`` (or it is an embedding), an :class:`~lit_opt.nn.ActivationQuantizer`
     on its input. Afterwards the schedule only flips buffers, so checkpoints resume exactly and
     every DDP rank holds the same scales. Export with :func:`lit_opt.export` or

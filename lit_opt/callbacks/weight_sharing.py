@@ -23,8 +23,8 @@ class WeightSharingCallback(Callback):
     """Weight sharing (Han et al. 2016): each targeted weight keeps only ``n_clusters`` distinct values.
 
     At ``setup`` (before checkpoint restore, DDP wrapping and optimizers) each targeted
-    ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d`` and ``nn.Embedding`` weight gets a
-    :class:`~lit_opt.parametrizations.Codebook` whose trainable centroids exist from the start, so
+    ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d``, ``nn.Embedding`` and transformers ``Conv1D`` weight gets a
+    :class:`~lit_opt.parametrizations.Codebook` (tied embeddings share one) whose trainable centroids exist from the start, so
     the optimizer holds them. At ``start_step`` k-means (per layer, over the weight's values)
     fills the codebooks; from then on the weight is ``centroids[indices]``, each centroid trains on
     the sum of its members' gradients, and the original weight is no longer used. Centroids stay

@@ -58,8 +58,9 @@ class DistillationModule(pl.LightningModule):
     instead of being used. With ``cache_top_k`` the soft term uses the teacher's top-k logits
     (:func:`~lit_opt.functional.distillation.top_k_soft_target_loss`), in every epoch alike.
 
-    The teacher is frozen, stays
-    in eval mode, runs under ``torch.no_grad()`` and is left out of checkpoints (give it again
+    The student is put in training mode here (Hugging Face's ``from_pretrained`` returns models in
+    eval mode, and Lightning keeps each module's mode, so it would otherwise train with dropout off);
+    the teacher is frozen, stays in eval mode, runs under ``torch.no_grad()`` and is left out of checkpoints (give it again
     when resuming, as a LightningCLI config does). :func:`lit_opt.export` of this module writes
     the student alone.
 
@@ -157,7 +158,7 @@ class DistillationModule(pl.LightningModule):
                 f"with the teacher's number of labels (num_labels={classes_t})."
             )
         self.save_hyperparameters(ignore=["student", "teacher"])
-        self.student = student
+        self.student = student.train()  # from_pretrained gives eval mode; Lightning keeps modes
         self.teacher = teacher.eval().requires_grad_(False)
         self.temperature, self.alpha, self.hidden_weight = (
             float(temperature),

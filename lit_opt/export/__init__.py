@@ -2,5 +2,7 @@
 
 from lit_opt.export.exporter import export
 from lit_opt.export.loader import load
+from lit_opt.export.onnx import export_onnx
+from lit_opt.export.onnx_runtime import load_onnx
 
-__all__ = ["export", "load"]
+__all__ = ["export", "export_onnx", "load", "load_onnx"]

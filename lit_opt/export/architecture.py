@@ -20,7 +20,10 @@ def describe(model: nn.Module) -> dict[str, Any] | None:
         PreTrainedModel = ()  # type: ignore[assignment,misc]
     cls = type(model)
     if isinstance(model, PreTrainedModel):
-        return {"type": "huggingface", "class": cls.__name__, "config": model.config.to_dict()}
+        # `_name_or_path` is where the writer loaded the model from (often a temporary directory):
+        # meaningless on another machine, so the artifact does not carry it
+        config = {**model.config.to_dict(), "_name_or_path": ""}
+        return {"type": "huggingface", "class": cls.__name__, "config": config}
     hparams = getattr(model, "hparams", None)
     if hparams is not None:
         accepted = inspect.signature(cls.__init__).parameters
@@ -35,6 +38,14 @@ def describe(model: nn.Module) -> dict[str, Any] | None:
             return None
         return {"type": "import", "target": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
     return None
+
+
+def hf_config(recipe: dict[str, Any]) -> Any:
+    """The ``transformers`` config object of a ``"huggingface"`` recipe (see :func:`describe`)."""
+    import transformers
+
+    config = dict(recipe["config"])
+    return transformers.AutoConfig.for_model(config.pop("model_type"), **config)
 
 
 def rebuild(recipe: dict[str, Any] | None, where: str) -> nn.Module:
@@ -55,9 +66,7 @@ def rebuild(recipe: dict[str, Any] | None, where: str) -> nn.Module:
             raise ValueError(
                 f"{where} names {recipe.get('class')!r}, which is not a transformers model class."
             )
-        config = dict(recipe["config"])
-        config_obj = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-        return cls(config_obj)
+        return cls(hf_config(recipe))
     if recipe.get("type") == "import":
         module_name, _, name = str(recipe.get("target")).rpartition(".")
         try:

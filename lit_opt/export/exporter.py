@@ -17,7 +17,7 @@ from torch import nn
 from lit_opt._checks import check_module, check_path
 from lit_opt.export import architecture, structure
 from lit_opt.export.format import FORMAT, FORMAT_VERSION, WEIGHTS, sha256, write_atomically, write_manifest
-from lit_opt.export.records import activation_ranges, collect, encode
+from lit_opt.export.records import activation_ranges, collect, encode, tied_keys
 from lit_opt.nn.low_rank import LowRankLinear
 from lit_opt.parametrizations.mask import Mask
 from lit_opt.quantization import (
@@ -153,6 +153,9 @@ def export(
                 + (structure.remove_dead_units(model, records) if pruned else []),
                 "notes": [],
             }
+            ties = tied_keys(model)
+            if ties:  # stored once, under the first module's key; load() ties them again
+                plan["tied"] = ties
             low_rank = {n: m.config() for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
             if low_rank:  # the factorized layers load() rebuilds before the tensors go in
                 plan["low_rank"] = low_rank

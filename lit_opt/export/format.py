@@ -16,7 +16,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -106,11 +106,12 @@ def read_artifact(dirpath: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
         raise ValueError(
             f"{manifest_path} has format {found!r}, expected {FORMAT!r}: not a lit_opt artifact."
         )
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if not (_is_int(version) and 1 <= cast(int, version) <= FORMAT_VERSION):
         raise ValueError(
-            f"{manifest_path} has format_version {manifest.get('format_version')!r}; this lit_opt reads "
-            f"version {FORMAT_VERSION}. HINT: load it with the lit_opt version that wrote it "
-            f"({manifest.get('lit_opt_version')!r})."
+            f"{manifest_path} has format_version {version!r}; this lit_opt reads versions 1 to "
+            f"{FORMAT_VERSION}. HINT: load it with the lit_opt version that wrote it "
+            f"({manifest.get('lit_opt_version')!r}) or a newer one."
         )
     weights = root / WEIGHTS
     files = manifest.get("files")

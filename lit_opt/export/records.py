@@ -22,6 +22,7 @@ from torch.nn.utils import parametrize
 from lit_opt.export import codebook as codebook_encoding
 from lit_opt.functional.quantize import pack_int4, quantize_weight
 from lit_opt.functional.sparsity import pack_bits
+from lit_opt.module_types import layout_of, tied_groups
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
 from lit_opt.parametrizations.codebook import Codebook
 from lit_opt.parametrizations.mask import Mask
@@ -46,6 +47,7 @@ class Record:
     scale: Tensor | None = None
     zero_point: Tensor | None = None
     codebook: Tensor | None = None
+    transposed: bool = False  # the module stores the tensor as value.t() (transformers' Conv1D weight)
 
 
 def _mask(module: nn.Module, tensor_name: str) -> Tensor | None:
@@ -65,35 +67,57 @@ def _shared(module: nn.Module, tensor_name: str) -> Record | None:
     return Record(indices, _mask(module, tensor_name), codebook=codebook.to(weight.dtype))
 
 
+def _transposed(module: nn.Module, tensor_name: str) -> bool:
+    layout = layout_of(module)
+    return tensor_name == "weight" and layout is not None and layout.transposed
+
+
+def tied_keys(model: nn.Module) -> dict[str, str]:
+    """``{key: key it is stored under}`` for each weight that shares its tensor with an earlier module's."""
+    return {f"{name}.weight": f"{group[0]}.weight" for group in tied_groups(model) for name in group[1:]}
+
+
 def collect(model: nn.Module, dtype: torch.dtype | None = None) -> tuple[dict[str, Record], dict[str, Any]]:
     """Records of every tensor of ``model`` (keys as in a plain model's state dict) and per-module specs.
 
-    ``dtype`` casts the floating-point tensors that are not quantized.
+    ``dtype`` casts the floating-point tensors that are not quantized. A tied weight is recorded once,
+    under its first module's key (:func:`tied_keys` names the others); a transposed weight (``Conv1D``)
+    is recorded channels first, ``(out, in)``, with ``transposed`` set.
     """
     prefix = lambda name: f"{name}." if name else ""  # noqa: E731
     records: dict[str, Record] = {}
     modules: dict[str, Any] = {}
+    ties = tied_keys(model)
     for name, module, quantizer in weight_quantizers(model):
+        modules[name] = {"type": type(module).__name__.removeprefix("Parametrized"), "activations": "none"}
+        if f"{prefix(name)}weight" in ties:
+            continue
         w = quantizer_input(module, quantizer).detach()
-        codes, scale, zero_point = quantizer.codes(w)
+        codes, scale, zero_point = quantizer.codes(w)  # channels first
         quant = {
             k: v
             for k, v in quantizer.config().items()
             if k in ("bits", "symmetric", "granularity", "group_size")
         }
-        records[f"{prefix(name)}weight"] = Record(codes, _mask(module, "weight"), quant, scale, zero_point)
-        modules[name] = {"type": type(module).__name__.removeprefix("Parametrized"), "activations": "none"}
+        keep = _mask(module, "weight")
+        transposed = _transposed(module, "weight")
+        if keep is not None and transposed:
+            keep = keep.t()
+        records[f"{prefix(name)}weight"] = Record(
+            codes, keep, quant, scale, zero_point, transposed=transposed
+        )
     for name, act in activation_quantizers(model):
         modules.setdefault(name, {}).update(
             {"activations": act.mode, "per_sample": act.per_sample, "symmetric": act.symmetric}
         )
     for key, value in model.state_dict().items():
         keep = None
+        owner_name, _, tensor_name = key.rpartition(".")
         if match := _ORIGINAL.match(key):
             owner_name, tensor_name = match.group(1) or "", match.group(2)
             key = f"{prefix(owner_name)}{tensor_name}"
-            if key in records:
-                continue  # quantized above
+            if key in records or key in ties:
+                continue  # quantized above, or stored under the weight it is tied to
             owner = model.get_submodule(owner_name)
             value = cast(Tensor, getattr(owner, tensor_name))  # masked: pruned entries are exactly zero
             keep = _mask(owner, tensor_name)
@@ -101,16 +125,29 @@ def collect(model: nn.Module, dtype: torch.dtype | None = None) -> tuple[dict[st
             if shared is not None:
                 if dtype is not None:
                     shared.codebook = cast(Tensor, shared.codebook).to(dtype)
-                records[key] = shared
+                records[key] = _channels_first(shared, _transposed(owner, tensor_name))
                 continue
         elif ".parametrizations." in f".{key}" or f"{INPUT_QUANTIZER}." in key:
             continue  # quantizer and mask state, encoded above
+        elif key in ties:
+            continue
         if not isinstance(value, Tensor):
             continue
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
-        records[key] = Record(value.detach(), keep)
+        transposed = value.dim() == 2 and _transposed(model.get_submodule(owner_name), tensor_name)
+        records[key] = _channels_first(Record(value.detach(), keep), transposed)
     return records, modules
+
+
+def _channels_first(record: Record, transposed: bool) -> Record:
+    """``record`` with its value and mask transposed to ``(out, in)`` when the module stores ``(in, out)``."""
+    if not transposed:
+        return record
+    keep = None if record.keep is None else record.keep.t()
+    return Record(
+        record.value.t(), keep, record.quant, record.scale, record.zero_point, record.codebook, True
+    )
 
 
 def _zero_codes(record: Record) -> Tensor:
@@ -136,6 +173,8 @@ def encode(records: dict[str, Record]) -> tuple[dict[str, Tensor], dict[str, Any
             book_tensors, entries[key] = codebook_encoding.encode(
                 key, record.codebook, record.value, record.codebook.dtype
             )
+            if record.transposed:
+                entries[key]["transposed"] = True
             tensors.update(book_tensors)
             continue
         value, quant = record.value, record.quant
@@ -145,6 +184,8 @@ def encode(records: dict[str, Record]) -> tuple[dict[str, Tensor], dict[str, Any
             "shape": list(value.shape),
             "dtype": "float32" if quant else str(value.dtype).removeprefix("torch."),
         }
+        if record.transposed:
+            entry["transposed"] = True  # stored (out, in); the module holds the transpose
         if record.keep is not None:
             kept = int(record.keep.sum())
             if math.ceil(value.numel() / 8) + math.ceil(kept * bits / 8) < math.ceil(

@@ -1,109 +1,151 @@
 """Physically remove pruned output units and attention heads before export, and replay it at load.
 
 A unit whose weight row and bias are exactly zero outputs ``f(0) = 0`` through a zero-preserving
-activation (ReLU, GELU, tanh, ...), so it can be deleted together with the matching input columns
-of the layer that consumes it, without changing the model's function. The same holds for an
-attention head whose value rows are zero: its context is zero, so its query/key/value rows and
-the output projection's columns go. The consumer of a unit is found by pattern, not by tracing a
-graph (which would need example inputs and breaks on Hugging Face models' control flow):
+activation (ReLU, GELU, SiLU, ...), so it can be deleted together with the matching input columns
+of the layer that consumes it, without changing the model's function; in a gated MLP
+(``act(gate(x)) * up(x)``) a unit goes when either row is zero. An attention head whose value rows
+are zero has a zero context, so its query/key/value rows and the output projection's columns go
+(with grouped-query attention: a key/value head with the query heads that share it). Producers
+and consumers come from :func:`lit_opt.blocks.find_blocks` (module shapes and head sizes: BERT,
+Llama/Qwen2/Mistral and GPT-2 alike) and, for ``nn.Sequential``, a Linear followed by the next
+Linear with only zero-preserving activations, dropout or identities between them.
 
-- BERT-style feed-forward blocks: ``<layer>.intermediate.dense`` rows feed ``<layer>.output.dense``;
-- BERT-style attention: ``<block>.self.{query,key,value}`` heads feed ``<block>.output.dense``;
-- ``nn.Sequential``: a Linear feeds the next Linear when only zero-preserving activations, dropout
-  or identities lie between them.
-
-Anything else stays in place (masked, stored sparse). The removal slices export's records:
-integer codes keep the scales they were trained with (removed inputs only ever multiplied zeros),
-so the loaded model computes what the masked one did; a per-group scale that spans kept and
-removed inputs keeps those inputs in place.
+Layers whose rows were pruned but that no rule recognises stay in place (masked, stored sparse), and
+export says so. The removal slices export's records (channels first, so transformers' ``Conv1D``
+too): integer codes keep the scales they were trained with (removed inputs only ever multiplied
+zeros), so the loaded model computes what the masked one did; a per-group scale that spans kept and
+removed inputs keeps those inputs in place. Per-layer widths may then differ; :func:`shrink`
+rebuilds them at load, with the attention modules' head counts.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from lit_opt.blocks import ZERO_PRESERVING, Block, find_blocks, head_attributes
 from lit_opt.export.records import Record
+from lit_opt.module_types import layout_of, linear_weight, out_features
 from lit_opt.nn.remapped_embedding import RemappedEmbedding, check_remap
+from lit_opt.parametrizations.mask import Mask
 from lit_opt.submodules import replace_submodule
 
 log = logging.getLogger(__name__)
-ZERO_PRESERVING: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.GELU,
-    nn.Tanh,
-    nn.SiLU,
-    nn.LeakyReLU,
-    nn.Dropout,
-    nn.Identity,
-    nn.Hardtanh,
-    nn.ReLU6,
-)
 
 
 @dataclass
 class Removal:
-    """Units of ``producers`` (rows, dim 0) that go, with the matching input columns of ``consumer``."""
+    """Kept indices per layer: a producer keeps rows (dim 0 of its channels-first weight, and its
+    bias), the consumer keeps input columns (dim 1)."""
 
-    producers: list[str]
+    producers: dict[str, Tensor]
     consumer: str
-    keep: Tensor  # indices of the kept units, along the producers' dim 0 and the consumer's dim 1
-    attention: str | None = None  # the attention module whose head count shrinks
-    heads_kept: int | None = None
+    consumer_keep: Tensor
+    attention: str | None = None  # the attention module whose head counts shrink
+    attributes: dict[str, int] = field(default_factory=dict)
 
 
-def _dead_rows(linear: nn.Linear) -> Tensor:
-    """Rows whose effective weight and bias are exactly zero."""
+def _dead_rows(module: nn.Module) -> Tensor:
+    """Output units whose effective weight row and bias are exactly zero."""
     with torch.no_grad():
-        dead = linear.weight.reshape(linear.out_features, -1).eq(0).all(dim=1)
-        if linear.bias is not None:
-            dead &= linear.bias.eq(0)
+        weight = linear_weight(module)
+        dead = weight.reshape(weight.shape[0], -1).eq(0).all(dim=1)
+        bias = getattr(module, "bias", None)
+        if bias is not None:
+            dead &= bias.eq(0)
     return dead
 
 
+def _unit_rows(alive: Tensor, per_unit: int, sections: int = 1) -> Tensor:
+    """Indices of the rows of the ``alive`` units, ``per_unit`` rows apiece, in ``sections`` runs."""
+    units = len(alive)
+    rows = torch.arange(sections * units * per_unit).reshape(sections, units, per_unit)
+    return rows[:, alive].reshape(-1)
+
+
+def _mlp_removal(model: nn.Module, block: Block) -> Removal | None:
+    dead = torch.zeros(block.units, dtype=torch.bool)
+    for piece in block.producers:
+        rows = _dead_rows(model.get_submodule(piece.module))
+        dead = dead | rows if block.gated else rows
+    keep = torch.nonzero(~dead).flatten()
+    if not 0 < len(keep) < block.units:
+        return None
+    return Removal({p.module: keep for p in block.producers}, block.consumer.module, keep)
+
+
+def _attention_removal(model: nn.Module, block: Block) -> Removal | None:
+    fused = block.value is None
+    value_layer = model.get_submodule(block.value or block.producers[0].module)
+    rows = _dead_rows(value_layer)
+    if fused:  # the value section of query | key | value
+        rows = rows.reshape(3, -1)[2]
+    alive = ~rows.reshape(block.units, -1).all(dim=1)
+    kept = int(alive.sum())
+    if not 0 < kept < block.units:
+        return None
+    query_rows = _unit_rows(alive, block.group * block.head_dim)
+    producers = {}
+    for piece in block.producers:
+        layer = model.get_submodule(piece.module)
+        per_unit = out_features(layer) // (piece.sections * block.units)
+        producers[piece.module] = _unit_rows(alive, per_unit, piece.sections)
+    attention = model.get_submodule(block.name)
+    heads = kept * block.group
+    attributes = head_attributes(attention, heads, kept, block.head_dim)
+    return Removal(producers, block.consumer.module, query_rows, block.name, attributes)
+
+
+def _sequential(model: nn.Module) -> list[Removal]:
+    removals = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for i, (child_name, child) in enumerate(children):
+            if not isinstance(child, nn.Linear):
+                continue
+            for next_name, follower in children[i + 1 :]:
+                if isinstance(follower, nn.Linear):
+                    prefix = f"{name}." if name else ""
+                    keep = torch.nonzero(~_dead_rows(child)).flatten()
+                    if 0 < len(keep) < child.out_features:
+                        removals.append(Removal({prefix + child_name: keep}, prefix + next_name, keep))
+                    break
+                if not isinstance(follower, ZERO_PRESERVING):
+                    break
+    return removals
+
+
 def _find(model: nn.Module) -> list[Removal]:
-    modules = dict(model.named_modules())
-    removals: list[Removal] = []
-    for name, module in modules.items():
-        value = getattr(module, "value", None)
-        parent = name.rpartition(".")[0]
-        output = modules.get(f"{parent}.output.dense" if parent else "output.dense")
-        if isinstance(value, nn.Linear) and isinstance(getattr(module, "num_attention_heads", None), int):
-            heads = cast(int, module.num_attention_heads)
-            if isinstance(output, nn.Linear) and name.endswith(".self"):
-                head_size = value.out_features // heads
-                alive = ~_dead_rows(value).reshape(heads, head_size).all(dim=1)
-                if 0 < int(alive.sum()) < heads:
-                    keep = torch.arange(value.out_features).reshape(heads, head_size)[alive].reshape(-1)
-                    producers = [f"{name}.{p}" for p in ("query", "key", "value")]
-                    removals.append(
-                        Removal(producers, f"{parent}.output.dense", keep, name, int(alive.sum()))
-                    )
-        elif name.endswith(".intermediate.dense") and isinstance(module, nn.Linear):
-            layer = name[: -len(".intermediate.dense")]
-            consumer = modules.get(f"{layer}.output.dense")
-            if isinstance(consumer, nn.Linear):
-                removals.append(
-                    Removal([name], f"{layer}.output.dense", torch.nonzero(~_dead_rows(module)).flatten())
-                )
-        elif isinstance(module, nn.Sequential):
-            children = list(module.named_children())
-            for i, (child_name, child) in enumerate(children):
-                if not isinstance(child, nn.Linear):
-                    continue
-                for next_name, follower in children[i + 1 :]:
-                    if isinstance(follower, nn.Linear):
-                        prefix = f"{name}." if name else ""
-                        keep = torch.nonzero(~_dead_rows(child)).flatten()
-                        removals.append(Removal([prefix + child_name], prefix + next_name, keep))
-                        break
-                    if not isinstance(follower, ZERO_PRESERVING):
-                        break
-    return [r for r in removals if 0 < len(r.keep) < cast(nn.Linear, modules[r.producers[0]]).out_features]
+    removals = _sequential(model)
+    covered = {name for r in removals for name in [*r.producers, r.consumer]}
+    for block in find_blocks(model):
+        if any(s.module in covered for s in block.slices):
+            continue  # an nn.Sequential chain already covers it
+        removal = _mlp_removal(model, block) if block.kind == "mlp" else _attention_removal(model, block)
+        if removal is not None:
+            removals.append(removal)
+    return removals
+
+
+def _unrecognised(model: nn.Module, removals: list[Removal]) -> list[str]:
+    """Masked layers with whole dead rows that no removal covers (they stay in place)."""
+    covered = {name for r in removals for name in r.producers}
+    left = []
+    for name, module in model.named_modules():
+        if name in covered or layout_of(module) is None or isinstance(module, nn.Embedding):
+            continue
+        plist = getattr(module, "parametrizations", None)
+        if plist is None or "weight" not in plist or not any(isinstance(p, Mask) for p in plist["weight"]):
+            continue
+        if bool(_dead_rows(module).any()):
+            left.append(name)
+    return left
 
 
 def _slice(record: Record, keep: Tensor, dim: int) -> Record | None:
@@ -111,7 +153,7 @@ def _slice(record: Record, keep: Tensor, dim: int) -> Record | None:
     value = record.value.index_select(dim, keep)
     mask = None if record.keep is None else record.keep.index_select(dim, keep)
     if record.quant is None:
-        return Record(value, mask, codebook=record.codebook)
+        return Record(value, mask, codebook=record.codebook, transposed=record.transposed)
     scale, zero_point = cast(Tensor, record.scale), cast(Tensor, record.zero_point)  # (C, G)
     granularity, group_size = record.quant["granularity"], record.quant["group_size"]
     if dim == 0 and granularity != "per_tensor":
@@ -124,7 +166,7 @@ def _slice(record: Record, keep: Tensor, dim: int) -> Record | None:
             return None
         groups = torch.nonzero(per_group.all(dim=1)).flatten()
         scale, zero_point = scale[:, groups], zero_point[:, groups]
-    return Record(value, mask, record.quant, scale, zero_point)
+    return Record(value, mask, record.quant, scale, zero_point, transposed=record.transposed)
 
 
 def remove_dead_units(model: nn.Module, records: dict[str, Record]) -> list[dict[str, Any]]:
@@ -145,26 +187,31 @@ def remove_dead_units(model: nn.Module, records: dict[str, Record]) -> list[dict
         ([2, 4], [2, 2])
     """
     plan: list[dict[str, Any]] = []
-    for removal in _find(model):
-        cut = {f"{p}.{t}": 0 for p in removal.producers for t in ("weight", "bias") if f"{p}.{t}" in records}
-        cut[f"{removal.consumer}.weight"] = 1
-        sliced = {key: _slice(records[key], removal.keep, dim) for key, dim in cut.items()}
+    removals = _find(model)
+    for removal in removals:
+        cut: dict[str, tuple[Tensor, int]] = {}
+        for producer, keep in removal.producers.items():
+            cut.update(
+                {f"{producer}.{t}": (keep, 0) for t in ("weight", "bias") if f"{producer}.{t}" in records}
+            )
+        cut[f"{removal.consumer}.weight"] = (removal.consumer_keep, 1)
+        sliced = {key: _slice(records[key], keep, dim) for key, (keep, dim) in cut.items()}
         if any(r is None for r in sliced.values()):
             log.info("export: %s keeps its dead inputs (a per-group scale spans them)", removal.consumer)
             continue
         records.update(cast(dict[str, Record], sliced))
         for name in [*removal.producers, removal.consumer]:
-            shape = records[f"{name}.weight"].value.shape
+            shape = records[f"{name}.weight"].value.shape  # channels first
             plan.append({"module": name, "in_features": int(shape[1]), "out_features": int(shape[0])})
-        if removal.attention is not None:
-            heads = cast(int, removal.heads_kept)
-            plan.append(
-                {
-                    "module": removal.attention,
-                    "num_attention_heads": heads,
-                    "head_size": len(removal.keep) // heads,
-                }
-            )
+        if removal.attributes:
+            plan.append({"module": removal.attention, "attributes": removal.attributes})
+    left = _unrecognised(model, removals)
+    if left:
+        log.warning(
+            "export: rows pruned in %s stay in place (masked, stored sparse): lit_opt found no layer that "
+            "consumes them (it recognises BERT, Llama-style and GPT-2 MLP/attention blocks and nn.Sequential)",
+            ", ".join(left[:5]) + (", ..." if len(left) > 5 else ""),
+        )
     return plan
 
 
@@ -249,20 +296,31 @@ def shrink(model: nn.Module, plan: list[dict[str, Any]]) -> None:
         module = model.get_submodule(step["module"])
         if "remap" in step:
             replace_submodule(model, step["module"], _remapped(module, step["module"], step["remap"]))
-        elif "num_attention_heads" in step:
+        elif "attributes" in step:
+            for attribute, value in step["attributes"].items():
+                if not isinstance(getattr(module, attribute, None), int):
+                    raise ValueError(
+                        f"the artifact sets {attribute!r} of {step['module']!r}, which the skeleton's "
+                        f"{type(module).__name__} lacks."
+                    )
+                setattr(module, attribute, int(value))
+        elif "num_attention_heads" in step:  # artifacts written before lit_opt knew decoder blocks
             setattr(module, "num_attention_heads", int(step["num_attention_heads"]))  # noqa: B010
             setattr(module, "all_head_size", int(step["num_attention_heads"]) * int(step["head_size"]))  # noqa: B010
-        elif isinstance(module, nn.Linear):
-            weight = module.weight
-            new = nn.Linear(
-                int(step["in_features"]),
-                int(step["out_features"]),
-                bias=module.bias is not None,
-                device=weight.device,
-                dtype=weight.dtype,
-            )
-            replace_submodule(model, step["module"], new)
+        elif isinstance(module, nn.Linear) or getattr(layout_of(module), "transposed", False):
+            resized = _resized(module, int(step["in_features"]), int(step["out_features"]))
+            replace_submodule(model, step["module"], resized)
         else:
             raise ValueError(
                 f"the artifact shrinks {step['module']!r}, which is a {type(module).__name__} in the skeleton."
             )
+
+
+def _resized(module: nn.Module, in_features: int, out_features: int) -> nn.Module:
+    """A fresh layer of ``module``'s type (Linear or Conv1D) with the given widths (weights come later)."""
+    weight = cast(Tensor, module.weight)
+    bias = getattr(module, "bias", None) is not None
+    if isinstance(module, nn.Linear):
+        return nn.Linear(in_features, out_features, bias=bias, device=weight.device, dtype=weight.dtype)
+    resized = type(module)(out_features, in_features)  # transformers' Conv1D(nf=out, nx=in)
+    return resized.to(device=weight.device, dtype=weight.dtype)

@@ -26,6 +26,8 @@ class WeightFakeQuant(nn.Module):
         granularity: ``"per_tensor"``, ``"per_channel"`` or ``"per_group"``.
         group_size: elements per group along a channel (``per_group`` only).
         owner: ``state_key`` of the callback that installed it.
+        transposed: the weight is stored ``(in, out)`` (transformers' ``Conv1D``): channels are its
+            columns, so scales, zero points and :meth:`codes` are those of ``w.t()``.
 
     Example::
 
@@ -50,16 +52,20 @@ class WeightFakeQuant(nn.Module):
         granularity: str = "per_channel",
         group_size: int | None = None,
         owner: str = "",
+        transposed: bool = False,
     ) -> None:
         super().__init__()
         self.shape = tuple(int(d) for d in shape)
+        self.transposed = bool(transposed)
         self.bits = int(bits)
         self.symmetric = bool(symmetric)
         self.granularity = granularity
         self.group_size = group_size
         self.owner = owner
         channels, groups = weight_blocks(
-            torch.empty(self.shape, device="meta"), granularity, group_size
+            torch.empty(self.shape[::-1] if self.transposed else self.shape, device="meta"),
+            granularity,
+            group_size,
         ).shape[:2]
         self.register_buffer("scale", torch.ones(channels, groups))
         self.register_buffer("zero_point", torch.zeros(channels, groups))
@@ -67,7 +73,9 @@ class WeightFakeQuant(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """Primitives that rebuild this module (stored as its extra state)."""
+        extra = {"transposed": True} if self.transposed else {}  # absent in checkpoints of Linear layers
         return {
+            **extra,
             "kind": type(self).__name__,
             "shape": list(self.shape),
             "bits": self.bits,
@@ -90,11 +98,14 @@ class WeightFakeQuant(nn.Module):
 
     def qparams(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """Scale and zero point of ``w`` as the forward pass computes them."""
+        w = w.t() if self.transposed else w
         return weight_qparams(w, self.bits, self.symmetric, self.granularity, self.group_size)
 
     def codes(self, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Int8 codes, scale and zero point of ``w`` (the input of this parametrization), for export."""
+        """Int8 codes (channels first: ``(out, in)`` for a transposed weight), scale and zero point of ``w``
+        (the input of this parametrization), for export."""
         scale, zero_point = self.qparams(w)
+        w = w.t() if self.transposed else w
         codes = quantize_weight(
             w, scale, zero_point, self.bits, self.symmetric, self.granularity, self.group_size
         )
@@ -107,10 +118,15 @@ class WeightFakeQuant(nn.Module):
         with torch.no_grad():
             self.scale.copy_(scale)
             self.zero_point.copy_(zero_point)
-        return fake_quantize_weight(
-            w, scale, zero_point, self.bits, self.symmetric, self.granularity, self.group_size
+        rows = w.t() if self.transposed else w  # channels first
+        out = fake_quantize_weight(
+            rows, scale, zero_point, self.bits, self.symmetric, self.granularity, self.group_size
         )
+        return out.t() if self.transposed else out
 
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.granularity == "per_group" else ""
-        return f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}{group}"
+        transposed = ", transposed=True" if self.transposed else ""
+        return (
+            f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}{group}{transposed}"
+        )

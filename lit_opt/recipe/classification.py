@@ -12,7 +12,7 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from lit_opt.export.format import MANIFEST
 from lit_opt.export.loader import best_kernel
 from lit_opt.recipe import report as report_lib
 from lit_opt.recipe.config import RecipeConfig
-from lit_opt.recipe.evaluation import SHIPPED_FILES, measure
+from lit_opt.recipe.evaluation import measure
 from lit_opt.recipe.task import Candidate, Task, Trained
 from lit_opt.recipe.training import (
     RecipeDataModule,
@@ -75,16 +75,20 @@ class ClassificationTask(Task):
     def teacher(self, dm: RecipeDataModule, run_dir: Path) -> tuple[nn.Module, Path]:
         return fine_tune_teacher(self.config, dm, run_dir)
 
-    def distill(self, dm: RecipeDataModule, teacher: nn.Module, teacher_dir: Path, run_dir: Path) -> nn.Module:
+    def distill(
+        self, dm: RecipeDataModule, teacher: nn.Module, teacher_dir: Path, run_dir: Path
+    ) -> nn.Module:
         distilled = distill_student(self.config, dm, teacher, teacher_dir, run_dir)
-        distilled.save_pretrained(str(run_dir / "student_distilled"), safe_serialization=True)
+        cast(Any, distilled).save_pretrained(str(run_dir / "student_distilled"), safe_serialization=True)
         return distilled
 
     def compress(self, dm: RecipeDataModule, distilled: nn.Module, teacher: nn.Module, run_dir: Path) -> Path:
         self.keep = vocabulary(dm) if self.config.compress.prune_vocabulary else None
         return compress_student(self.config, dm, distilled, teacher, run_dir, self.keep)
 
-    def peer(self, dm: RecipeDataModule, distilled: nn.Module, teacher: nn.Module, run_dir: Path) -> Candidate:
+    def peer(
+        self, dm: RecipeDataModule, distilled: nn.Module, teacher: nn.Module, run_dir: Path
+    ) -> Candidate:
         peer, peer_params, peer_how, peer_dir = ptq_peer(self.config, dm, distilled, teacher, run_dir)
         c = self.config.compress
         return Candidate(
@@ -99,13 +103,19 @@ class ClassificationTask(Task):
     def candidates(self, dm: RecipeDataModule, trained: Trained) -> list[Candidate]:
         config, c, run_dir = self.config, self.config.compress, trained.run_dir
         teacher, distilled, artifact, keep = trained.teacher, trained.distilled, trained.artifact, self.keep
-        teacher_bf16 = copy.deepcopy(teacher).to(torch.bfloat16).eval()
+        teacher_bf16: Any = copy.deepcopy(teacher).to(torch.bfloat16).eval()
         teacher_bf16.save_pretrained(str(run_dir / "teacher_bf16"), safe_serialization=True)
         compressed = load(artifact, kernel=config.latency.kernel)
-        kernel = best_kernel(torch.device("cpu")) if config.latency.kernel == "auto" else config.latency.kernel
+        kernel = (
+            best_kernel(torch.device("cpu")) if config.latency.kernel == "auto" else config.latency.kernel
+        )
         return [
             Candidate(
-                "teacher-fp32", teacher, trained.teacher_dir, params(teacher), "the fine-tuned teacher, fp32, eager"
+                "teacher-fp32",
+                teacher,
+                trained.teacher_dir,
+                params(teacher),
+                "the fine-tuned teacher, fp32, eager",
             ),
             Candidate(
                 "teacher-bf16",
@@ -119,7 +129,7 @@ class ClassificationTask(Task):
                 distilled,
                 run_dir / "student_distilled",
                 params(distilled),
-                f"{config.student.init} student ({getattr(distilled, 'config').num_hidden_layers} layers) distilled "
+                f"{config.student.init} student ({cast(Any, distilled).config.num_hidden_layers} layers) distilled "
                 f"(T={config.student.temperature:g}, alpha={config.student.alpha:g}), fp32",
             ),
             trained.peer,
@@ -131,13 +141,17 @@ class ClassificationTask(Task):
                 f"the distilled student pruned (FFN {c.ffn_sparsity:.0%}, heads {c.head_sparsity:.0%}, physically removed), "
                 f"int{c.weight_bits} QAT (activations {c.activations}) on encoder and pooler, int{c.embedding_bits} "
                 f"per-group ({c.embedding_group_size}) word embeddings"
-                + (f", vocabulary pruned to {len(keep)} tokens of the training split" if keep is not None else "")
+                + (
+                    f", vocabulary pruned to {len(keep)} tokens of the training split"
+                    if keep is not None
+                    else ""
+                )
                 + f", other tensors {c.export_dtype}; exported and loaded with lit_opt.load (kernel {kernel})",
             ),
         ]
 
     def evaluate(self, candidates: list[Candidate], dm: RecipeDataModule) -> list[dict[str, Any]]:
-        vocab_size = int(getattr(candidates[0].model, "config").vocab_size)
+        vocab_size = int(cast(Any, candidates[0].model).config.vocab_size)
         return measure(candidates, dm, vocab_size, self.config.latency)
 
     def goals(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -287,6 +287,32 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return config
 
 
+def check_ranges(
+    minimums: list[tuple[str, int, int]],
+    sparsities: list[tuple[str, float]],
+    prune_fraction_of_training: float,
+    output_dir: str,
+) -> None:
+    """The range checks every recipe config shares: integers' minimums, sparsities, the pruning share, the output.
+
+    Raises:
+        ValueError: naming the first value out of its range.
+    """
+    for name, value, minimum in minimums:
+        if value < minimum:
+            raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}.")
+    for name, fraction in sparsities:
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"{name}={fraction!r} is not accepted; expected a fraction in [0, 1).")
+    if not 0.0 < prune_fraction_of_training <= 1.0:
+        raise ValueError(
+            f"compress.prune_fraction_of_training={prune_fraction_of_training!r} is not "
+            "accepted; expected a fraction in (0, 1]: the share of the compression steps that prune."
+        )
+    if not output_dir:
+        raise ValueError("output_dir='' is not accepted; expected a directory path, e.g. outputs/recipe.")
+
+
 def _check_ranges(config: RecipeConfig) -> None:
     checks = [
         ("data.max_length", config.data.max_length, 2),
@@ -301,19 +327,8 @@ def _check_ranges(config: RecipeConfig) -> None:
         ("latency.repeats", config.latency.repeats, 1),
         ("latency.warmup", config.latency.warmup, 0),
     ]
-    for name, value, minimum in checks:
-        if value < minimum:
-            raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}.")
-    for name, fraction in (
+    sparsities = [
         ("compress.ffn_sparsity", config.compress.ffn_sparsity),
         ("compress.head_sparsity", config.compress.head_sparsity),
-    ):
-        if not 0.0 <= fraction < 1.0:
-            raise ValueError(f"{name}={fraction!r} is not accepted; expected a fraction in [0, 1).")
-    if not 0.0 < config.compress.prune_fraction_of_training <= 1.0:
-        raise ValueError(
-            f"compress.prune_fraction_of_training={config.compress.prune_fraction_of_training!r} is not "
-            "accepted; expected a fraction in (0, 1]: the share of the compression steps that prune."
-        )
-    if not config.output_dir:
-        raise ValueError("output_dir='' is not accepted; expected a directory path, e.g. outputs/recipe.")
+    ]
+    check_ranges(checks, sparsities, config.compress.prune_fraction_of_training, config.output_dir)

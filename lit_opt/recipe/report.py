@@ -133,24 +133,31 @@ def markdown(report: dict[str, Any], task: Task) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKERS = "osD^vP*X<>"
+
+
 def plot(rows: list[dict[str, Any]], x_key: str, x_label: str, task: Task, path: Path) -> None:
-    """The task's metric against ``x_key``, one point per row, named in the legend (Agg, no pyplot state)."""
+    """The task's metric against ``x_key`` on a log axis, one marker per row named in the legend (Agg, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
-    figure = Figure(figsize=(6.5, 4.5))
+    figure = Figure(figsize=(7.5, 4.5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    for r in rows:
+    for i, r in enumerate(rows):
         x = r[x_key] / 1e6 if x_key == "size_bytes" else r[x_key]
         y = task.metric_scale * r[task.metric]
-        axes.scatter([x], [y], s=40)
-        axes.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        axes.scatter([x], [y], s=60, marker=MARKERS[i % len(MARKERS)], label=r["name"])
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.margins(x=0.15, y=0.15)
     axes.set_xlabel(x_label)
     axes.set_ylabel(task.metric_label)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

@@ -91,7 +91,8 @@ class Classifier(L.LightningModule):
 
     def __init__(self, model: nn.Module, lr: float, weight_decay: float = 0.01) -> None:
         super().__init__()
-        self.model, self.lr, self.weight_decay = model, lr, weight_decay
+        # from_pretrained returns eval mode and Lightning keeps module modes: train with dropout on
+        self.model, self.lr, self.weight_decay = model.train(), lr, weight_decay
 
     @override
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -144,7 +145,7 @@ def train_steps(dm: RecipeDataModule, epochs: int, max_steps: int) -> int:
 def fine_tune_teacher(config: RecipeConfig, dm: RecipeDataModule, run_dir: Path) -> tuple[Any, Path]:
     """Fine-tune the teacher on the training split; saved (with the tokenizer) under ``run_dir/teacher``."""
     L.seed_everything(config.seed, verbose=False)
-    teacher: Any = students.pretrained(config.teacher.path, num_labels=dm.num_classes)
+    teacher: Any = name_labels(students.pretrained(config.teacher.path, num_labels=dm.num_classes), dm)
     _fit(
         config,
         run_dir,
@@ -160,11 +161,18 @@ def fine_tune_teacher(config: RecipeConfig, dm: RecipeDataModule, run_dir: Path)
     return teacher.eval(), directory
 
 
-def _student(config: RecipeConfig, teacher_dir: Path, num_labels: int) -> Any:
+def name_labels(model: Any, dm: RecipeDataModule) -> Any:
+    """Give ``model``'s config the data's label names (``id2label``/``label2id``), so artifacts carry them."""
+    model.config.id2label = dict(enumerate(dm.label_names))
+    model.config.label2id = {name: i for i, name in enumerate(dm.label_names)}
+    return model
+
+
+def _student(config: RecipeConfig, teacher_dir: Path, dm: RecipeDataModule) -> Any:
     L.seed_everything(config.seed, verbose=False)
     if config.student.init == "minilm_l3":
-        return students.minilm_l3(num_labels=num_labels)
-    return students.keep_layers(str(teacher_dir), config.student.layers, num_labels=num_labels)
+        return name_labels(students.minilm_l3(num_labels=dm.num_classes), dm)
+    return name_labels(students.keep_layers(str(teacher_dir), config.student.layers, dm.num_classes), dm)
 
 
 def _distillation(
@@ -184,7 +192,7 @@ def distill_student(
     config: RecipeConfig, dm: RecipeDataModule, teacher: nn.Module, teacher_dir: Path, run_dir: Path
 ) -> Any:
     """Distil the 3-layer student from the teacher (logits and labels); the teacher's logits are cached."""
-    student = _student(config, teacher_dir, dm.num_classes)
+    student = _student(config, teacher_dir, dm)
     module = _distillation(config, student, teacher, config.student.lr, run_dir / "teacher_cache")
     _fit(config, run_dir, "distill", module, dm, config.student.epochs, config.student.max_steps)
     return student.eval()

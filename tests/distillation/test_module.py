@@ -8,7 +8,7 @@ import lit_opt
 from lit_opt import DistillationModule
 from lit_opt.functional.distillation import distillation_loss
 from tests.helpers.models import TinyMLP, hf_dataloader, random_dataloader, tiny_bert
-from tests.helpers.trainer import tiny_trainer
+from tests.helpers.trainer import modes_at_training_start, tiny_trainer
 
 
 def _pair(seed=0):
@@ -178,3 +178,13 @@ def test_labels_only_skips_the_teacher():
     loss = module.training_step((x, y), 0)
     assert CountingTeacher.calls == 0
     assert loss.item() == pytest.approx(nn.functional.cross_entropy(module.student(x), y).item(), abs=1e-6)
+
+
+def test_a_student_loaded_in_eval_mode_trains_in_training_mode(tmp_path, monkeypatch):
+    # from_pretrained returns eval mode and Lightning keeps module modes: dropout would be off all fit long
+    student, teacher = tiny_bert(seed=1).eval(), tiny_bert(seed=2).eval()
+    module = DistillationModule(student, teacher, hidden_weight=1.0)
+    with modes_at_training_start(monkeypatch) as fits:
+        tiny_trainer(tmp_path, max_steps=1).fit(module, hf_dataloader())
+    (in_eval,) = fits
+    assert in_eval and all(name.startswith("teacher") for name in in_eval)  # the frozen teacher only

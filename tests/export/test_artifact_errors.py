@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lit_opt
+from lit_opt.export.format import FORMAT_VERSION
 from lit_opt.quantization import QuantizationConfig, prepare_quantization
 from tests.helpers.models import TinyMLP, build_net
 
@@ -117,10 +118,12 @@ def test_foreign_format(art: Path, content) -> None:
         load_mlp(art)
 
 
-def test_wrong_format_version(art: Path) -> None:
-    edit_manifest(art, lambda m: m.update(format_version=99, lit_opt_version="9.9.9"))
+@pytest.mark.parametrize("version", [99, 0, "1"])
+def test_wrong_format_version(art: Path, version) -> None:
+    edit_manifest(art, lambda m: m.update(format_version=version, lit_opt_version="9.9.9"))
     with pytest.raises(
-        ValueError, match=rf"{MANIFEST} has format_version 99; this lit_opt reads version 1.*'9.9.9'"
+        ValueError,
+        match=rf"{MANIFEST} has format_version {version!r}; this lit_opt reads versions 1 to {FORMAT_VERSION}.*'9.9.9'",
     ):
         load_mlp(art)
 

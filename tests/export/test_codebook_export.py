@@ -48,7 +48,7 @@ def test_sizes_and_exact_reload(tmp_path: Path, n_clusters: int, bits: int) -> N
     stored = load_file(path / "model.safetensors")
     assert stored["fc1.weight"].numel() == (32 * 16 * bits + 7) // 8
     assert stored["fc1.weight.codebook"].shape == (n_clusters,)
-    loaded = lit_opt.load(path, model=build_net("mlp", seed=5))
+    loaded = lit_opt.load(path, model=build_net("mlp", seed=5), kernel="reference")
     x = torch.randn(4, 16)
     assert torch.equal(loaded.fc1.weight, model.fc1.weight) and torch.equal(loaded(x), model(x))
 
@@ -67,7 +67,7 @@ def test_hugging_face_model_with_embeddings_and_removed_rows(tmp_path: Path) -> 
     entry = manifest["tensors"]["bert.encoder.layer.0.intermediate.dense.weight"]
     assert entry["encoding"] == "codebook" and entry["shape"] == [32, 32]  # half the rows physically removed
     assert manifest["tensors"]["bert.embeddings.word_embeddings.weight"]["encoding"] == "codebook"
-    loaded = lit_opt.load(path)
+    loaded = lit_opt.load(path, kernel="reference")
     ids = torch.randint(1, BERT_VOCAB, (2, 8))
     assert torch.equal(loaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
 

@@ -85,6 +85,60 @@ def build_net(kind: str = "mlp", seed: int = 0) -> nn.Module:
         return NETS[kind]()
 
 
+LM_VOCAB = 96
+
+
+def _seeded(model_class: Any, config: Any, seed: int) -> nn.Module:
+    """``model_class(config)`` initialised from ``seed`` without touching the global RNG, in eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return model.eval()
+
+
+def tiny_llama(seed: int = 0, tie: bool = True, kv_heads: int = 2) -> nn.Module:
+    """A 2-layer, 32-wide ``LlamaForCausalLM`` with random weights (no download): 4 query heads sharing
+    ``kv_heads`` key/value heads (grouped-query attention), MLP 64 wide, tied embeddings by default."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    tokens = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    config = LlamaConfig(
+        vocab_size=LM_VOCAB,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+        **sizes,
+        **tokens,
+    )
+    return _seeded(LlamaForCausalLM, config, seed)
+
+
+def tiny_gpt2(seed: int = 0) -> nn.Module:
+    """A 2-layer, 32-wide ``GPT2LMHeadModel`` (transformers ``Conv1D`` blocks, 4 heads, tied embeddings)
+    with random weights and no dropout (no download)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    no_dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    config = GPT2Config(
+        vocab_size=LM_VOCAB,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        **no_dropout,
+    )
+    return _seeded(GPT2LMHeadModel, config, seed)
+
+
+def lm_ids(batch: int = 2, seq_len: int = 12, seed: int = 0) -> torch.Tensor:
+    """Random token ids ``(batch, seq_len)`` for :func:`tiny_llama` / :func:`tiny_gpt2`, avoiding ids 0-2."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, LM_VOCAB, (batch, seq_len), generator=g)
+
+
 def _synthetic(kind: str, n: int, seed: int) -> TensorDataset:
     """Learnable synthetic data: labels come from a fixed random rule over the inputs."""
     g = torch.Generator().manual_seed(seed)
@@ -152,12 +206,15 @@ class BoringClassifier(L.LightningModule):
         return random_dataloader(self.hparams["net"], n=16, seed=self.hparams["seed"] + 1)
 
 
-def tiny_bert(num_labels: int = 2, seed: int = 0) -> nn.Module:
-    """A 2-layer, 32-wide ``BertForSequenceClassification`` with random weights (no download)."""
+def tiny_bert(num_labels: int = 2, seed: int = 0, vocab_size: int = BERT_VOCAB) -> nn.Module:
+    """A 2-layer, 32-wide ``BertForSequenceClassification`` with random weights (no download).
+
+    ``vocab_size=30522`` reads all-MiniLM-L6-v2's token ids (the data modules' default tokenizer).
+    """
     from transformers import BertConfig, BertForSequenceClassification
 
     config = BertConfig(
-        vocab_size=BERT_VOCAB,
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -167,10 +224,7 @@ def tiny_bert(num_labels: int = 2, seed: int = 0) -> nn.Module:
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertForSequenceClassification(config)
-    return model.eval()
+    return _seeded(BertForSequenceClassification, config, seed)
 
 
 class _DictDataset(Dataset):

@@ -92,8 +92,12 @@ def test_recipe_end_to_end_on_a_user_file(tmp_path: Path, capsys: pytest.Capture
     for name in ("report.md", "accuracy_vs_size.png", "accuracy_vs_latency.png", "compressed/lit_opt.json"):
         assert (out / name).is_file(), name
     assert "| lit-opt-compressed |" in (out / "report.md").read_text()
-    assert "lit-opt-compressed" in capsys.readouterr().out
+    console = capsys.readouterr()
+    assert "lit-opt-compressed" in console.out
+    assert "LOAD REPORT" not in console.out + console.err and "GPU available" not in console.err  # quiet
     assert not list(tmp_path.glob(".run.incomplete-*"))
+    shipped = json.loads((out / "compressed" / "lit_opt.json").read_text())["architecture"]["config"]
+    assert shipped["id2label"] == {"0": "neg", "1": "pos"} and shipped["_name_or_path"] == ""
 
 
 def test_config_defaults_file_and_overrides() -> None:

@@ -1,0 +1,62 @@
+"""Keep the main job's console to its own lines: third-party chatter off unless ``--verbose``.
+
+Silenced while the recipe runs, and restored afterwards: transformers' and datasets' info logs and
+progress bars (weight loading, "LOAD REPORT" tables, dataset caching), Lightning's info lines
+("GPU available", tips, "`Trainer.fit` stopped") and its advisory warnings. Lightning's training
+progress bars and lit_opt's own stage lines stay; warnings and errors from lit_opt are never hidden.
+
+Example::
+
+    with quiet(verbose=False):
+        run_recipe(config)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+LOGGERS = (
+    "lightning.pytorch",
+    "lightning.fabric",
+    "lightning",
+    "transformers",
+    "datasets",
+    "torch.distributed",
+)
+# third-party warnings that say nothing about the user's run (checked at each release of the pins)
+WARNING_MODULES = r"(lightning|transformers|datasets|torch\.ao)(\..*)?"
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool = False) -> Iterator[None]:
+    """Silence third-party info output and advisory warnings for the duration, unless ``verbose``."""
+    if verbose:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    levels = {name: logging.getLogger(name).level for name in LOGGERS}
+    transformers_verbosity = transformers_logging.get_verbosity()
+    transformers_bars = transformers_logging.is_progress_bar_enabled()
+    datasets_bars = datasets.utils.is_progress_bar_enabled()
+    try:
+        for name in LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        datasets.utils.disable_progress_bars()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=WARNING_MODULES)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        transformers_logging.set_verbosity(transformers_verbosity)
+        if transformers_bars:
+            transformers_logging.enable_progress_bar()
+        if datasets_bars:
+            datasets.utils.enable_progress_bars()
