@@ -52,16 +52,15 @@ class LMTeacherConfig:
 class LMStudentConfig:
     """The student keeps the teacher's ``layers`` (embeddings and head copied) and is distilled on the training split.
 
-    ``top_k`` teacher logits per token are cached after the first epoch.
+    The teacher's logits are computed for every batch (fp32, no gradients).
     """
 
-    layers: list[int] = field(default_factory=lambda: [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 29])
+    layers: list[int] = field(default_factory=lambda: [0, 3, 6, 9, 12, 15, 18, 21, 24, 29])
     epochs: int = 1
     max_steps: int = -1
     lr: float = 3.0e-4
     temperature: float = 2.0
     alpha: float = 0.5
-    top_k: int = 64
 
 
 @dataclass
@@ -129,7 +128,6 @@ class CausalLMRecipeConfig:
             ("data.eval_blocks", self.data.eval_blocks or 1, 1),
             ("teacher.max_steps", self.teacher.max_steps, 0),
             ("student.epochs", self.student.epochs, 1),
-            ("student.top_k", self.student.top_k, 1),
             ("compress.epochs", self.compress.epochs, 1),
             ("compress.embedding_group_size", self.compress.embedding_group_size, 1),
             ("latency.threads", self.latency.threads, 1),
