@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +31,8 @@ import torch
 from torch import nn
 
 from lit_opt.inference.measure import PeakMemory, synthetic_batch, time_round_robin
+
+log = logging.getLogger(__name__)
 
 
 def is_causal_lm(model: nn.Module) -> bool:
@@ -89,6 +93,7 @@ def measure_generation(
     Returns:
         ``{name: {"prefill_ms_b1": ..., "decode_tokens_per_s_b1": ..., ..., "peak_bytes": ...}}``;
         ``peak_bytes`` is the peak memory (process RSS on CPU) of one ``generate`` at the largest batch.
+        A decode time within the timing noise (not positive) gives NaN tokens/s and a warning.
 
     Raises:
         ValueError: If ``new_tokens < 2`` or a model is not a causal LM.
@@ -117,7 +122,16 @@ def measure_generation(
         row = {"prefill_ms_b1": timings[f"{name}|prefill"].median_ms}
         for b in batch_sizes:
             decode_ms = timings[f"{name}|all|{b}"].median_ms - timings[f"{name}|one|{b}"].median_ms
-            row[f"decode_tokens_per_s_b{b}"] = b * (new_tokens - 1) / max(decode_ms / 1e3, 1e-9)
+            if decode_ms <= 0:  # noise larger than the decode steps: too few new_tokens for this machine
+                log.warning(
+                    "%s: decode time at batch %d is within noise (%.2f ms); use more new_tokens",
+                    name,
+                    b,
+                    decode_ms,
+                )
+            row[f"decode_tokens_per_s_b{b}"] = (
+                b * (new_tokens - 1) / (decode_ms / 1e3) if decode_ms > 0 else math.nan
+            )
         with PeakMemory() as peak:
             calls[f"{name}|all|{max(batch_sizes)}"]()
         row["peak_bytes"] = peak.peak_bytes

@@ -107,3 +107,13 @@ def test_bench_refuses_a_prompt_beyond_the_positions(lm_artifact: tuple[str, str
                 *FAST,
             ]
         )
+
+
+def test_decode_within_noise_is_nan_not_a_huge_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lit_opt.inference.measure import Timing
+
+    monkeypatch.setattr(
+        generation, "time_round_robin", lambda calls, warmup, repeats: {k: Timing([5.0], 1.0) for k in calls}
+    )
+    figures = measure_generation({"m": tiny_llama()}, LM_VOCAB, prompt_len=4, new_tokens=2, batch_sizes=[1])
+    assert figures["m"]["decode_tokens_per_s_b1"] != figures["m"]["decode_tokens_per_s_b1"]  # NaN
