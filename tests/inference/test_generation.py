@@ -21,7 +21,7 @@ FAST = ["--repeats", "1", "--warmup", "0", "--no-progress"]
 def test_figures_for_every_model_and_batch_size() -> None:
     models = {"a": tiny_llama(), "b": tiny_llama(seed=1)}
     figures = measure_generation(
-        models, LM_VOCAB, prompt_len=8, new_tokens=4, batch_sizes=[1, 3], repeats=2, warmup=0
+        models, LM_VOCAB, prompt_len=8, new_tokens=16, batch_sizes=[1, 3], repeats=3, warmup=0
     )
     assert sorted(figures) == ["a", "b"]
     for row in figures.values():
