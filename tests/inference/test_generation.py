@@ -68,7 +68,7 @@ def test_bench_adds_generation_figures_for_a_causal_lm(
     lm_artifact: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     artifact, hf = lm_artifact
-    extra = ["--batch-sizes", "1", "--seq-lens", "8", "--prompt-len", "8", "--new-tokens", "3"]
+    extra = ["--batch-sizes", "1", "--seq-lens", "8", "--prompt-len", "8", "--new-tokens", "12"]
     main(
         [
             "bench",
