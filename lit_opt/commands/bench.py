@@ -23,6 +23,7 @@ from lit_opt.export.format import MANIFEST, WEIGHTS
 from lit_opt.export.loader import load
 from lit_opt.export.onnx import ONNX_FILE, ONNX_MANIFEST
 from lit_opt.export.onnx_runtime import load_onnx
+from lit_opt.inference.generation import is_causal_lm, measure_generation
 from lit_opt.inference.measure import (
     PeakMemory,
     call_model,
@@ -226,6 +227,9 @@ def bench(
     find_batch_size: bool = False,
     latency_budget_ms: float | None = None,
     max_batch_size: int = 256,
+    prompt_len: int = 128,
+    new_tokens: int = 64,
+    decode_batch_sizes: str | Sequence[int] = "1,8",
 ) -> dict[str, Any]:
     """Measure ``artifact`` (and ``baseline``) on every batch size and sequence length; write the report.
 
@@ -254,6 +258,13 @@ def bench(
         latency_budget_ms: With ``find_batch_size``: pick the largest batch size whose median latency
             stays within it (default: the best throughput).
         max_batch_size: With ``find_batch_size``: the largest batch size tried.
+        prompt_len: For causal LMs, the prompt tokens of the generation figures (prefill at batch 1).
+        new_tokens: For causal LMs, the greedy tokens generated (KV cache) per decode measurement.
+        decode_batch_sizes: For causal LMs, the batch sizes decode tokens/s is measured at.
+
+    For causal LMs (``*ForCausalLM``) the report also holds ``generation``: per model the prefill
+    latency, decode tokens/s at each batch size and peak memory
+    (:func:`lit_opt.inference.generation.measure_generation`), printed as a second table.
 
     Returns:
         The report written to ``bench.json``.
@@ -326,14 +337,79 @@ def bench(
         text = format_search(found, budget)
     else:
         rows = _measure_all(models, vocab, sizes, lengths, repeats, warmup, target, progress)
-        env["loadavg_end"] = loadavg()
         report = {"settings": settings, "env": env, "rows": rows}
+        if all(is_causal_lm(model) for _, model in models.values()):
+            report["generation"] = _generation(
+                models, vocab, prompt_len, new_tokens, decode_batch_sizes, repeats, warmup
+            )
+            settings["generation"] = {
+                "prompt_len": prompt_len,
+                "new_tokens": new_tokens,
+                "decode_batch_sizes": parse_int_list("decode_batch_sizes", decode_batch_sizes),
+                "decode": "greedy, KV cache; tokens/s of the decode steps alone (generate(new_tokens) - generate(1))",
+            }
+        env["loadavg_end"] = loadavg()
         _plot(rows, out / "bench.png")
         text = format_table(rows)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     print(text)  # the command's output: the table (or the search's choice and curve), on stdout
+    if "generation" in report:
+        print(format_generation(report["generation"]))
     log.info("lit-opt bench: wrote %s and %s", out / "bench.json", out / "bench.png")
     return report
+
+
+def _generation(
+    models: dict[str, tuple[str, nn.Module]],
+    vocab: dict[str, int],
+    prompt_len: int,
+    new_tokens: int,
+    decode_batch_sizes: str | Sequence[int],
+    repeats: int,
+    warmup: int,
+) -> dict[str, dict[str, float]]:
+    decode_sizes = parse_int_list("decode_batch_sizes", decode_batch_sizes)
+    for name, (_, model) in models.items():
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if positions is not None and prompt_len + new_tokens > positions:
+            raise ValueError(
+                f"prompt_len={prompt_len} + new_tokens={new_tokens} exceeds the {positions} positions of the "
+                f"{name} model. HINT: shorten the prompt or generate fewer tokens."
+            )
+    return measure_generation(
+        {name: model for name, (_, model) in models.items()},
+        min(vocab.values()),
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+        batch_sizes=decode_sizes,
+        repeats=repeats,
+        warmup=warmup,
+    )
+
+
+def format_generation(figures: dict[str, dict[str, float]]) -> str:
+    """The generation figures as an aligned text table, one line per model.
+
+    Example::
+
+        >>> print(format_generation({"artifact": {"prefill_ms_b1": 12.0, "decode_tokens_per_s_b1": 50.0,
+        ...                                       "peak_bytes": 2**20}}))
+        model     prefill ms b1  decode tok/s b1  peak MB
+        artifact          12.00             50.0      1.0
+    """
+    keys = [k for k in next(iter(figures.values())) if k.startswith("decode_tokens_per_s_b")]
+    header = ["model", "prefill ms b1", *(f"decode tok/s b{k.rsplit('_b', 1)[1]}" for k in keys), "peak MB"]
+    lines = [
+        [name, f"{f['prefill_ms_b1']:.2f}", *(f"{f[k]:.1f}" for k in keys), f"{f['peak_bytes'] / 2**20:.1f}"]
+        for name, f in figures.items()
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        for cells in [header, *lines]
+    )
 
 
 def _measure_all(
@@ -435,6 +511,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=256,
         help="with --find-batch-size: the largest tried (default: 256)",
+    )
+    parser.add_argument(
+        "--prompt-len",
+        type=int,
+        default=128,
+        help="causal LMs: prompt tokens for prefill/decode (default: 128)",
+    )
+    parser.add_argument(
+        "--new-tokens",
+        type=int,
+        default=64,
+        help="causal LMs: greedy tokens generated per decode (default: 64)",
+    )
+    parser.add_argument(
+        "--decode-batch-sizes", default="1,8", help="causal LMs: decode batch sizes (default: 1,8)"
     )
     return parser
 

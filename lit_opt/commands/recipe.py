@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lit_opt.recipe.config import RecipeConfig, valid_keys
+from lit_opt.recipe.lm_config import CausalLMRecipeConfig
 
 USAGE = (
     "usage: lit-opt recipe CONFIG [--key=value ...]\n\n"
@@ -25,7 +26,12 @@ def recipe_main(argv: list[str]) -> None:
     from lit_opt.recipe.quiet import quiet
 
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE + ", ".join(valid_keys(RecipeConfig)))
+        print(
+            USAGE
+            + ", ".join(valid_keys(RecipeConfig))
+            + "\n\nkeys of task: causal_lm (configs/recipes/smollm2_rotten_tomatoes.yaml): "
+            + ", ".join(valid_keys(CausalLMRecipeConfig))
+        )
         if not argv:
             raise SystemExit(2)
         return

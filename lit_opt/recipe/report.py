@@ -1,10 +1,16 @@
-"""The recipe's report: ``report.json`` (rows, goals, stage times, machine), ``report.md`` and two PNG plots."""
+"""The recipe's report: ``report.json`` (rows, goals, stage times, machine), ``report.md`` and PNG plots.
+
+``markdown``, ``plot``, ``write`` and ``summary`` serve every task; ``goals`` and ``table`` are the
+classification task's.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from lit_opt.recipe.task import Task
 
 #: The row the goals compare with, and the row they are about.
 BASELINE, BF16, COMPRESSED, PEER = "teacher-fp32", "teacher-bf16", "lit-opt-compressed", "ptq-int8-torch-ao"
@@ -169,20 +175,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """``report.md``: the table, the goals in words, how each row was made, the stage times, the machine."""
-    s = report["config"]
+def markdown(report: dict[str, Any], task: Task) -> str:
+    """``report.md``: the task's table, the goals in words, how each row was made, the stage times, the machine."""
     env = report["env"]
     lines = [
         "# lit-opt recipe report",
         "",
-        f"Data: {report['data']['source']} ({report['data']['train']} train / {report['data']['val']} val / "
-        f"{report['data']['test']} test examples, {report['data']['classes']} classes). Accuracy on the test split; "
-        f"size = bytes of {', '.join(report['size_files'])} (tokenizer excluded); latency = median of "
-        f"{s['latency']['repeats']} calls, seq {s['latency']['seq_len']}, {s['latency']['threads']} threads, all rows "
-        "interleaved in one loop.",
+        task.method(report),
         "",
-        table(report["rows"]),
+        task.table(report["rows"]),
         "",
         "Fastest row: "
         + "; ".join(f"batch {b[1:]}: **{name}**" for b, name in report.get("fastest", {}).items())
@@ -200,6 +201,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *(f"- **{r['name']}**: {r['how']}" for r in report["rows"]),
         "",
+        *task.sections(report),
         "## Stage times",
         "",
         "| stage | seconds |",
@@ -210,7 +212,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{'yes' if env['mkldnn_bf16_supported'] else 'no'}); load average at start {env['loadavg_start']}, "
         f"at the end {env['loadavg_end']}. On a shared machine latencies vary; the ratios come from one interleaved loop.",
         "",
-        "Plots: `accuracy_vs_size.png`, `accuracy_vs_latency.png`.",
+        f"Plots: {', '.join(f'`{name}`' for _, _, name in task.plots)}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -218,8 +220,8 @@ def markdown(report: dict[str, Any]) -> str:
 MARKERS = "osD^vP*X<>"
 
 
-def plot(rows: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> None:
-    """Accuracy against ``x_key`` on a log axis, one marker per row named in the legend (Agg, no pyplot state)."""
+def plot(rows: list[dict[str, Any]], x_key: str, x_label: str, task: Task, path: Path) -> None:
+    """The task's metric against ``x_key`` on a log axis, one marker per row named in the legend (Agg, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
@@ -229,28 +231,24 @@ def plot(rows: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> No
     axes = figure.add_subplot()
     for i, r in enumerate(rows):
         x = r[x_key] / 1e6 if x_key == "size_bytes" else r[x_key]
-        axes.scatter([x], [100 * r["accuracy"]], s=60, marker=MARKERS[i % len(MARKERS)], label=r["name"])
+        y = task.metric_scale * r[task.metric]
+        axes.scatter([x], [y], s=60, marker=MARKERS[i % len(MARKERS)], label=r["name"])
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axes.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.margins(x=0.15, y=0.15)
     axes.set_xlabel(x_label)
-    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylabel(task.metric_label)
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
 
-def write(report: dict[str, Any], directory: Path) -> None:
-    """Write ``report.json``, ``report.md`` and the two plots into ``directory``."""
+def write(report: dict[str, Any], directory: Path, task: Task) -> None:
+    """Write ``report.json``, ``report.md`` and the task's plots into ``directory``."""
     (directory / "report.json").write_text(json.dumps(report, indent=2))
-    (directory / "report.md").write_text(markdown(report))
-    plot(report["rows"], "size_bytes", "file size (MB, log)", directory / "accuracy_vs_size.png")
-    plot(
-        report["rows"],
-        "latency_ms_b32",
-        "latency at batch 32 (ms, log)",
-        directory / "accuracy_vs_latency.png",
-    )
+    (directory / "report.md").write_text(markdown(report, task))
+    for x_key, x_label, name in task.plots:
+        plot(report["rows"], x_key, x_label, task, directory / name)

@@ -105,16 +105,17 @@ class Classifier(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 
-def _fit(
-    config: RecipeConfig,
+def fit(
+    config: Any,
     run_dir: Path,
     stage: str,
     module: L.LightningModule,
-    dm: RecipeDataModule,
+    dm: L.LightningDataModule,
     epochs: int,
     max_steps: int,
     callbacks: Sequence[L.Callback] = (),
 ) -> L.Trainer:
+    """One recipe stage's ``fit`` on CPU (``config.seed``, ``config.progress``), logged to ``run_dir/logs/<stage>``."""
     L.seed_everything(config.seed, verbose=False)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -146,7 +147,7 @@ def fine_tune_teacher(config: RecipeConfig, dm: RecipeDataModule, run_dir: Path)
     """Fine-tune the teacher on the training split; saved (with the tokenizer) under ``run_dir/teacher``."""
     L.seed_everything(config.seed, verbose=False)
     teacher: Any = name_labels(students.pretrained(config.teacher.path, num_labels=dm.num_classes), dm)
-    _fit(
+    fit(
         config,
         run_dir,
         "teacher",
@@ -194,7 +195,7 @@ def distill_student(
     """Distil the 3-layer student from the teacher (logits and labels); the teacher's logits are cached."""
     student = _student(config, teacher_dir, dm)
     module = _distillation(config, student, teacher, config.student.lr, run_dir / "teacher_cache")
-    _fit(config, run_dir, "distill", module, dm, config.student.epochs, config.student.max_steps)
+    fit(config, run_dir, "distill", module, dm, config.student.epochs, config.student.max_steps)
     return student.eval()
 
 
@@ -207,8 +208,19 @@ def vocabulary(dm: RecipeDataModule) -> list[int]:
 
 def pruning_callbacks(config: CompressConfig, steps: int) -> list[L.Callback]:
     """Structured pruning of the student: FFN neurons (rows) and attention heads, over the first steps."""
-    end = max(1, math.ceil(config.prune_fraction_of_training * steps))
     plan = [("rows", config.ffn_sparsity, FFN_TARGETS), ("heads", config.head_sparsity, HEAD_TARGETS)]
+    return structured_pruning(plan, config.prune_fraction_of_training, steps)
+
+
+def structured_pruning(
+    plan: list[tuple[str, float, list[str]]], prune_fraction_of_training: float, steps: int
+) -> list[L.Callback]:
+    """One cubic, local, magnitude ``IterativePruningCallback`` per ``(structure, sparsity, targets)`` with sparsity > 0.
+
+    Pruning runs over the first ``prune_fraction_of_training`` of ``steps`` (eight mask updates), the
+    rest of the training recovers.
+    """
+    end = max(1, math.ceil(prune_fraction_of_training * steps))
     return [
         IterativePruningCallback(
             sparsity,
@@ -226,16 +238,19 @@ def pruning_callbacks(config: CompressConfig, steps: int) -> list[L.Callback]:
     ]
 
 
-def qat_callbacks(config: CompressConfig) -> list[L.Callback]:
-    """int8 (``weight_bits``) QAT on the encoder and pooler; int4 per-group QAT on the word embeddings."""
+def qat_callbacks(
+    config: Any, layer_targets: list[str] = ENCODER_TARGETS, embedding_targets: list[str] = EMBEDDING_TARGETS
+) -> list[L.Callback]:
+    """``weight_bits`` QAT (with ``activations``) on ``layer_targets`` (default: the encoder and pooler);
+    ``embedding_bits`` per-group QAT on ``embedding_targets`` (default: the word embeddings)."""
     return [
-        QATCallback(weight_bits=config.weight_bits, activations=config.activations, targets=ENCODER_TARGETS),
+        QATCallback(weight_bits=config.weight_bits, activations=config.activations, targets=layer_targets),
         QATCallback(
             weight_bits=config.embedding_bits,
             activations="none",
             granularity="per_group",
             group_size=config.embedding_group_size,
-            targets=EMBEDDING_TARGETS,
+            targets=embedding_targets,
         ),
     ]
 
@@ -268,7 +283,7 @@ def compress_student(
         *qat_callbacks(c),
         ExportCallback(str(artifact), dtype=c.export_dtype),
     ]
-    _fit(config, run_dir, "compress", module, dm, c.epochs, c.max_steps, callbacks)
+    fit(config, run_dir, "compress", module, dm, c.epochs, c.max_steps, callbacks)
     return artifact
 
 
@@ -287,7 +302,7 @@ def ptq_peer(
     student = copy.deepcopy(distilled).train()
     module = _distillation(config, student, teacher, c.lr, run_dir / "teacher_cache")
     steps = train_steps(dm, c.epochs, c.max_steps)
-    _fit(config, run_dir, "ptq_peer", module, dm, c.epochs, c.max_steps, pruning_callbacks(c, steps))
+    fit(config, run_dir, "ptq_peer", module, dm, c.epochs, c.max_steps, pruning_callbacks(c, steps))
     pruned = load(export(student, run_dir / "ptq_peer_fp32"), kernel="reference")
     params = sum(p.numel() for p in pruned.parameters())
     try:

@@ -1,0 +1,158 @@
+"""``lit-opt recipe`` with ``task: causal_lm`` end to end on a tiny random Llama teacher and a tiny text file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lit_opt.cli import main
+from lit_opt.recipe import load_config
+from lit_opt.recipe.causal_lm import goals
+from tests.helpers.lm import lm_texts, tiny_lm_tokenizer
+from tests.helpers.models import tiny_llama
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "recipes" / "smollm2_rotten_tomatoes.yaml"
+ROW_NAMES = ["teacher-fp32", "student-distilled-fp32", "ptq-int8-torch-ao", "lit-opt-compressed"]
+
+
+def teacher_dir(path: Path) -> Path:
+    """The tiny 2-layer Llama (GQA 4/2 heads, tied) with the tiny tokenizer's vocabulary, saved with it."""
+    tokenizer = tiny_lm_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    model = tiny_llama()
+    model.resize_token_embeddings(len(AutoTokenizer.from_pretrained(tokenizer)))
+    model.save_pretrained(str(path))
+    return path
+
+
+def tiny(tmp_path: Path, data: Path) -> list[str]:
+    """Overrides that make the recipe a smoke run: the tiny teacher, 1 of its 2 layers, a few steps."""
+    return [
+        f"--teacher.path={teacher_dir(tmp_path / 'teacher')}",
+        f"--data.path={data}",
+        f"--data.cache_dir={tmp_path / 'cache'}",
+        f"--output_dir={tmp_path / 'run'}",
+        "--data.block_size=16",
+        "--data.batch_size=4",
+        "--data.val_fraction=0.1",
+        "--data.test_fraction=0.1",
+        "--data.eval_blocks=4",
+        "--student.layers=[1]",
+        "--student.max_steps=3",
+        "--compress.max_steps=4",
+        "--compress.mlp_sparsity=0.5",
+        "--compress.head_sparsity=0.5",
+        "--compress.embedding_group_size=16",
+        "--latency.prompt_len=8",
+        "--latency.new_tokens=3",
+        "--latency.repeats=1",
+        "--latency.warmup=0",
+        "--latency.samples=2",
+        "--latency.sample_prompt_tokens=4",
+        "--latency.sample_new_tokens=3",
+        "--progress=false",
+    ]
+
+
+@pytest.mark.slow
+def test_lm_recipe_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(f"{t}\n" for t in lm_texts(120)))
+    main(["recipe", str(CONFIG), *tiny(tmp_path, data)])
+    out = tmp_path / "run"
+    report = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in report["rows"]] == ROW_NAMES
+    for row in report["rows"]:
+        for key in (
+            "perplexity",
+            "size_bytes",
+            "params",
+            "prefill_ms_b1",
+            "decode_tokens_per_s_b1",
+            "decode_tokens_per_s_b8",
+        ):
+            assert row[key] > 0, (row["name"], key)
+        assert len(row["samples"]) == 2
+    by = {r["name"]: r for r in report["rows"]}
+    assert by["student-distilled-fp32"]["params"] < by["teacher-fp32"]["params"]
+    assert (
+        by["lit-opt-compressed"]["params"] < by["student-distilled-fp32"]["params"]
+    )  # rows and heads removed
+    assert by["lit-opt-compressed"]["size_bytes"] < by["student-distilled-fp32"]["size_bytes"] / 3
+    assert len({r["eval_tokens"] for r in report["rows"]}) == 1  # the same held-out tokens for every row
+    assert report["data"]["source"] == str(data) and report["data"]["texts"]["test"] == 12
+    assert len(report["goals"]) == 4
+    plan = json.loads((out / "compressed" / "lit_opt.json").read_text())["plan"]["structure"]
+    assert plan, "pruned rows/heads are physically removed"
+    text = (out / "report.md").read_text()
+    assert "| lit-opt-compressed |" in text and "## Samples" in text and "**Prompt 2**" in text
+    for name in ("perplexity_vs_size.png", "perplexity_vs_decode_speed.png"):
+        assert (out / name).is_file()
+    assert "lit-opt-compressed" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".run.incomplete-*"))
+
+
+def test_config_and_overrides() -> None:
+    config = load_config(CONFIG, ["--data.path", "notes.txt", "--data.text_column=body", "--output_dir=o"])
+    assert (config.task, config.data.path, config.data.text_column, config.output_dir) == (
+        "causal_lm",
+        "notes.txt",
+        "body",
+        "o",
+    )
+    assert len(config.student.layers) * 3 <= 30  # a third of SmolLM2's layers or fewer
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["--data.max_length=64"], r"unknown config key 'data.max_length'\. Valid keys: .*data\.block_size"),
+        (["--student.layers=[]"], r"student.layers=\[\] is not accepted; expected distinct layer indices"),
+        (["--student.layers=[1, 1]"], r"student.layers=\[1, 1\] is not accepted"),
+        (["--latency.batch_sizes=[0]"], r"latency.batch_sizes=\[0\] is not accepted"),
+        (["--compress.mlp_sparsity=1.0"], r"compress.mlp_sparsity=1.0 is not accepted; expected a fraction"),
+        (["--data.block_size=1"], r"data.block_size=1 is not accepted"),
+        (["--task=translation"], r"task='translation' is not accepted; expected one of"),
+    ],
+)
+def test_bad_config_is_refused(overrides: list[str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_config(CONFIG, overrides)
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "match"),
+    [
+        ("review\nnice\n", ["--data.text_column=body"], r"text_column='body' is not a column of .*'review'"),
+        ("text\n\n \n", [], r"holds no text|holds no rows"),
+        (None, ["--data.block_size=65"], r"block_size=65 is longer than the 64 positions of the teacher"),
+        (
+            None,
+            ["--student.layers=[0, 5]"],
+            r"student.layers=\[0, 5\] names layers the teacher's 2 do not have",
+        ),
+    ],
+    ids=["missing-column", "no-text", "block-beyond-positions", "layer-beyond-teacher"],
+)
+def test_bad_input_fails_before_any_output(
+    tmp_path: Path, content: str | None, extra: list[str], match: str
+) -> None:
+    data = tmp_path / "texts.csv"
+    data.write_text(content if content is not None else "text\n" + "".join(f"{t}\n" for t in lm_texts(120)))
+    with pytest.raises(ValueError, match=match):
+        main(["recipe", str(CONFIG), *tiny(tmp_path, data), *extra])
+    assert not (tmp_path / "run").exists()
+    assert not list(tmp_path.glob(".run.incomplete-*"))
+
+
+def test_goals_in_words() -> None:
+    base = {"perplexity": 10.0, "size_bytes": 1000, "decode_tokens_per_s_b1": 10.0}
+    rows = [
+        {"name": "teacher-fp32", **base},
+        {"name": "ptq-int8-torch-ao", **base, "perplexity": 14.0, "size_bytes": 300},
+        {"name": "lit-opt-compressed", "perplexity": 13.0, "size_bytes": 90, "decode_tokens_per_s_b1": 40.0},
+    ]
+    assert [g["met"] for g in goals(rows)] == [False, True, True, True]
