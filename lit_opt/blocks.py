@@ -243,13 +243,16 @@ def find_blocks(model: nn.Module) -> list[Block]:
     return attention + mlps[::-1]
 
 
-def head_attributes(module: nn.Module, heads: int, kv_heads: int, head_dim: int) -> dict[str, int]:
-    """The width attributes an attention module of ``heads`` query heads reads in its forward, as a
-    pruned one needs them (only those the module has)."""
+def head_attributes(
+    module: nn.Module, heads: int, kv_heads: int, head_dim: int, group: int = 1
+) -> dict[str, int]:
+    """The width attributes an attention module of ``heads`` query heads (``group`` per key/value head)
+    reads in its forward, as a pruned one needs them (only those the module has)."""
     values = {
         "num_heads": heads,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
+        "num_key_value_groups": group,
         "all_head_size": heads * head_dim,
         "split_size": heads * head_dim,
     }

@@ -47,7 +47,8 @@ from lit_opt.parametrizations.ordering import register_in_order
 from lit_opt.targets import select_modules, validate_patterns
 
 CRITERIA: tuple[str, ...] = ("magnitude", "activation", "movement", "random")
-STRUCTURES: tuple[str, ...] = ("unstructured", "rows", "heads", "N:M (e.g. '2:4')")
+STRUCTURES: tuple[str, ...] = ("unstructured", "rows", "heads", "query_heads", "N:M (e.g. '2:4')")
+HEAD_STRUCTURES: tuple[str, ...] = ("heads", "query_heads")
 SCOPES: tuple[str, ...] = ("global", "local")
 
 
@@ -92,7 +93,7 @@ class PruningConfig:
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion={self.criterion!r} is not one of {CRITERIA}.")
         n_m = parse_n_m(self.structure) if isinstance(self.structure, str) else None
-        if self.structure not in STRUCTURES[:3] and n_m is None:
+        if self.structure not in STRUCTURES[:4] and n_m is None:
             raise ValueError(
                 f"structure={self.structure!r} is not one of {STRUCTURES}. HINT: N:M is written as two "
                 "integers with a colon, N kept of every M, e.g. '2:4'."
@@ -110,9 +111,9 @@ class PruningConfig:
                 )
         if self.scope not in SCOPES:
             raise ValueError(f"scope={self.scope!r} is not one of {SCOPES}.")
-        if self.structure == "heads" and self.criterion == "activation":
+        if self.structure in HEAD_STRUCTURES and self.criterion == "activation":
             raise ValueError(
-                "criterion='activation' scores output units and is not defined for structure='heads'. "
+                f"criterion='activation' scores output units and is not defined for structure={self.structure!r}. "
                 "HINT: use 'magnitude' or 'movement' for heads."
             )
         _check_int(self.start_step, "start_step", 0)
@@ -156,6 +157,9 @@ class PrunableGroup:
     members: list[Member]
     units: int | None = None
     scored: nn.Module | None = None
+    #: units come in runs of this many that must all keep the same count (query heads of one key/value
+    #: head under ``query_heads``, so grouped-query attention stays valid)
+    even_runs: int = 1
 
     def masks(self) -> list[Mask]:
         return [_mask_of(m.module, m.tensor_name) for m in self.members]
@@ -200,27 +204,46 @@ def _rows(module: nn.Module) -> list[Member]:
 
 
 def _head_groups(model: nn.Module, config: PruningConfig) -> list[PrunableGroup]:
-    """Attention blocks (:func:`lit_opt.blocks.find_blocks`) the targets select, one group each."""
+    """Attention blocks (:func:`lit_opt.blocks.find_blocks`) the targets select, one group each: key/value
+    heads with their query groups (``heads``) or query heads, evenly per group (``query_heads``)."""
+    query = config.structure == "query_heads"
     groups = []
     for block in find_blocks(model):
         if block.kind != "attention" or not _matches(block.name, config):
             continue
-        if block.units < 2:
+        if query and block.group < 2:
+            raise ValueError(
+                f"structure='query_heads' needs grouped-query attention (several query heads per key/value "
+                f"head), but attention block {block.name!r} has one query head per key/value head, so removing "
+                "one would break the grouping. HINT: use structure='heads' for this model."
+            )
+        if not query and block.units < 2:
             raise ValueError(
                 f"structure='heads' cannot prune attention block {block.name!r}: it has a single key/value "
                 f"head ({block.group} query heads share it), and removing it would leave the layer with no "
-                "heads. HINT: exclude the block (exclude=[...]) or prune its rows instead."
+                "heads. HINT: use structure='query_heads' (query heads within the group), exclude the block "
+                "(exclude=[...]) or prune its rows instead."
             )
         members: list[Member] = []
-        for piece in block.slices:
-            module = model.get_submodule(piece.module)
-            if piece.role == "producer":
-                members += [m._replace(sections=piece.sections) for m in _rows(module)]
-            else:
-                members.append(Member(module, "weight", 1 - cast(Any, layout_of(module)).out_dim))
+        for piece in block.slices[:1] if query else block.slices[:-1]:  # query only, or all producers
+            members += [m._replace(sections=piece.sections) for m in _rows(model.get_submodule(piece.module))]
+        consumer = model.get_submodule(block.consumer.module)
+        members.append(Member(consumer, "weight", 1 - cast(Any, layout_of(consumer)).out_dim))
         scored = model.get_submodule(block.value) if block.value else None
-        groups.append(PrunableGroup(block.name, members, block.units, scored))
+        if query:
+            groups.append(PrunableGroup(block.name, members, block.units * block.group, None, block.group))
+        else:
+            groups.append(PrunableGroup(block.name, members, block.units, scored))
     return groups
+
+
+def _even(keep: Tensor, score: Tensor, runs: int) -> Tensor:
+    """``keep`` rebalanced so each run of ``runs`` units keeps the same number (at least one), the best
+    scored of each run; ``score`` is -inf for pruned units, so pruning stays monotone."""
+    per_run = max(1, round(int(keep.sum()) * runs / len(keep)))
+    ranked = score.reshape(-1, runs).argsort(dim=1, descending=True)[:, :per_run]  # (run count, per_run)
+    even = torch.zeros(len(keep) // runs, runs, dtype=torch.bool, device=keep.device)
+    return even.scatter_(1, ranked, True).reshape(-1)
 
 
 def _row_groups(model: nn.Module, selected: dict[str, nn.Module]) -> list[PrunableGroup]:
@@ -272,11 +295,11 @@ def prepare_pruning(model: nn.Module, config: PruningConfig, owner: str = "") ->
         ValueError: targets matching nothing, ``heads`` on a model without attention heads, N:M on
             a layer whose width is not a multiple of M, or tensors already pruned by another owner.
     """
-    if config.structure == "heads":
+    if config.structure in HEAD_STRUCTURES:
         groups = _head_groups(model, config)
         if not groups:
             raise ValueError(
-                f"structure='heads' found no attention block among targets={list(config.targets)} "
+                f"structure={config.structure!r} found no attention block among targets={list(config.targets)} "
                 f"(exclude={list(config.exclude)}): a module with a head size (head_dim or "
                 "attention_head_size) and query/key/value projections (or one fused projection) from the "
                 "hidden size, as in BERT, Llama or GPT-2. HINT: use structure='rows' for other models, or "
@@ -429,16 +452,26 @@ def _unit_mask(group: PrunableGroup) -> Tensor:
 
 
 def sync_scores(groups: list[PrunableGroup], config: PruningConfig) -> None:
-    """All-reduce (sum) activation statistics across DDP ranks so every rank scores alike.
+    """Average activation statistics across DDP ranks (one all-reduce), so every rank holds the same scores.
 
+    A score is used as ``score / score_count``, which averaging leaves as pooled over all ranks; and
+    averaging equal values changes nothing, so calling this after every step (as the callback does,
+    keeping checkpoints identical on every rank) counts each rank's statistics exactly once.
     Movement scores need no reduction: they are built from gradients DDP has already averaged.
     """
     if config.criterion != "activation" or not (dist.is_available() and dist.is_initialized()):
         return
-    for group in groups:
-        mask = _mask_of(cast(nn.Module, group.scored), "weight")
-        dist.all_reduce(mask.score)
-        dist.all_reduce(mask.score_count)
+    masks = [_mask_of(cast(nn.Module, group.scored), "weight") for group in groups]
+    if not masks:
+        return
+    flat = torch.cat([t.reshape(-1) for m in masks for t in (m.score, m.score_count)])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for m in masks:
+        for t in (m.score, m.score_count):
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def update_masks(groups: list[PrunableGroup], config: PruningConfig, sparsity: float, step: int) -> None:
@@ -465,7 +498,9 @@ def update_masks(groups: list[PrunableGroup], config: PruningConfig, sparsity: f
     else:
         keeps = [unstructured_mask(s, sparsity) for s in scores]
     with torch.no_grad():
-        for group, keep in zip(groups, keeps, strict=True):
+        for group, keep, score in zip(groups, keeps, scores, strict=True):
+            if group.even_runs > 1:
+                keep = _even(keep, score, group.even_runs)
             if group.units is not None and not bool(keep.any()):
                 keep[
                     int(torch.argmax(torch.where(keep, -math.inf, _unit_scores(group, config, step).float())))

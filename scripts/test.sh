@@ -22,15 +22,15 @@ elif [ "$pytest_rc" -ne 0 ]; then
     status=1
 fi
 
-echo "test.sh: ruff check lit_opt tests"
-if ! .venv/bin/python -m ruff check lit_opt tests; then
+echo "test.sh: ruff check lit_opt tests benchmarks"
+if ! .venv/bin/python -m ruff check lit_opt tests benchmarks; then
     echo "test.sh: ruff check failed" >&2
     status=1
 fi
 
-echo "test.sh: ruff format --check lit_opt tests"
-if ! .venv/bin/python -m ruff format --check lit_opt tests; then
-    echo "test.sh: ruff format --check failed (run: ruff format lit_opt tests)" >&2
+echo "test.sh: ruff format --check lit_opt tests benchmarks"
+if ! .venv/bin/python -m ruff format --check lit_opt tests benchmarks; then
+    echo "test.sh: ruff format --check failed (run: ruff format lit_opt tests benchmarks)" >&2
     status=1
 fi
 

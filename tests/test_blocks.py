@@ -100,3 +100,28 @@ def test_head_attributes_only_those_the_module_has() -> None:
     assert head_attributes(gpt2_attention, 2, 2, 8) == {"num_heads": 2, "split_size": 16}
     bert_self = tiny_bert().bert.encoder.layer[0].attention.self
     assert head_attributes(bert_self, 1, 1, 16) == {"num_attention_heads": 1, "all_head_size": 16}
+
+
+class _Attention(nn.Module):
+    """Grouped-query attention under names no rule knows: 6 query heads, 2 key/value heads of size 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head_dim = 4
+        self.wq, self.wk, self.wv = nn.Linear(16, 24), nn.Linear(16, 8), nn.Linear(16, 8)
+        self.wo = nn.Linear(24, 16)
+
+
+def test_blocks_are_found_by_shape_not_by_name() -> None:
+    model = nn.Module()
+    model.mixer = _Attention()
+    model.ffn = nn.Sequential(nn.Linear(16, 40), nn.GELU(), nn.Linear(40, 16))
+    attention, mlp = find_blocks(model)
+    assert (attention.name, attention.units, attention.group, attention.consumer.module) == (
+        "mixer",
+        2,
+        3,
+        "mixer.wo",
+    )
+    assert [s.module for s in attention.producers] == ["mixer.wq", "mixer.wk", "mixer.wv"]
+    assert (mlp.name, mlp.units, mlp.gated) == ("ffn", 40, False)

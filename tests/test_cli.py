@@ -10,9 +10,13 @@ import torch
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
+import lit_opt
 from lit_opt.cli import LitOptCLI, main
 from lit_opt.data import DigitsDataModule
+from lit_opt.inference.measure import call_model, synthetic_batch
 from lit_opt.models import MLPClassifier
+from tests.helpers.configs import smoke_config, write_tiny_minilm
+from tests.recipe.test_recipe import write_reviews
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 #: LightningCLI configs; configs/recipes/ holds `lit-opt recipe` configs (tests/recipe runs them).
@@ -93,11 +97,29 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -
     assert printed["model"]["class_path"]
 
 
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A tiny MiniLM-shaped model directory, a small review file and a data cache, shared by the config runs."""
+    root = tmp_path_factory.mktemp("stand_ins")
+    return write_tiny_minilm(root / "model"), write_reviews(root / "reviews.csv", rows=96), root / "cache"
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
-def test_every_config_fits_fast(config: Path, tmp_path: Path) -> None:
-    # The config's own logger stays on; it writes under the temporary working directory.
-    main(["fit", "--config", str(config), *FAST, f"--trainer.default_root_dir={tmp_path / 'run'}"])
+def test_every_config_fits_fast(config: Path, tmp_path: Path, stand_ins: tuple[Path, Path, Path]) -> None:
+    # The real configs with a tiny model and file in place of MiniLM and Rotten Tomatoes, and schedules
+    # shrunk to the few steps run (so every callback acts); the config's own logger stays on, under tmp_path.
+    smoke, overrides = smoke_config(config, tmp_path / "smoke.yaml", *stand_ins)
+    main(["fit", "--config", str(smoke), *FAST, *overrides, f"--trainer.default_root_dir={tmp_path / 'run'}"])
     assert any(tmp_path.rglob("*.ckpt")) or any(tmp_path.rglob("events.out.tfevents.*"))
+    callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks") or []
+    for callback in callbacks:
+        if callback["class_path"] == "lit_opt.ExportCallback":  # the artifact loads and runs
+            model = lit_opt.load(tmp_path / callback["init_args"]["dirpath"], kernel="reference")
+            vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+            if vocab is not None:
+                with torch.inference_mode():
+                    logits = call_model(model, synthetic_batch(2, 8, vocab)).logits
+                assert logits.shape == (2, 2) and bool(logits.isfinite().all())
 
 
 def test_optimizer_and_scheduler_from_the_command_line() -> None:

@@ -128,3 +128,79 @@ def test_help_lists_the_standalone_subcommand(capsys: pytest.CaptureFixture) -> 
 def test_litoptcli_refuses_standalone_subcommands() -> None:
     with pytest.raises(ValueError, match=r"'bench' is a standalone subcommand that LitOptCLI does not run"):
         LitOptCLI(args=["bench", "x"])
+
+
+def test_find_batch_size_prints_the_choice_and_the_curve(
+    models: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["bench", models[0], "--find-batch-size", "--latency-budget-ms", "1e6", "--max-batch-size", "4"]
+    main([*args, "--seq-lens", "8", "--output-dir", str(tmp_path), *FAST])
+    (result,) = json.loads((tmp_path / "bench.json").read_text())["search"]
+    # an unreachable budget: every size up to the maximum is tried and the largest is chosen
+    assert [t["batch_size"] for t in result["trials"]] == [1, 2, 4]
+    assert result["batch_size"] == 4 and result["stopped"] == "reached max_batch_size=4"
+    out = capsys.readouterr().out
+    assert "artifact, seq 8: batch size 4 (largest within 1000000.0 ms" in out
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("*")] == [["*", "4"]]
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_find_batch_size_without_a_budget_picks_the_best_throughput(
+    models: tuple[str, str], tmp_path: Path
+) -> None:
+    args = ["bench", models[0], "--baseline", models[1], "--find-batch-size", "--max-batch-size", "2"]
+    main([*args, "--seq-lens", "8", "--output-dir", str(tmp_path), *FAST])
+    found = json.loads((tmp_path / "bench.json").read_text())["search"]
+    assert [r["model"] for r in found] == ["artifact", "baseline"]
+    for result in found:
+        best = max(result["trials"], key=lambda t: t["throughput"])
+        assert result["batch_size"] == best["batch_size"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (
+            ["--find-batch-size", "--latency-budget-ms", "0"],
+            r"latency_budget_ms=0.0 is not accepted; expected a number of milliseconds > 0\. HINT",
+        ),
+        (["--find-batch-size", "--latency-budget-ms", "-5"], r"latency_budget_ms=-5.0 is not accepted"),
+        (
+            ["--latency-budget-ms", "50"],
+            r"latency_budget_ms=50.0 only applies to the batch-size search\. HINT: add --find-batch-size",
+        ),
+        (
+            ["--find-batch-size", "--max-batch-size", "0"],
+            r"max_batch_size=0 is not accepted; expected an integer >= 1",
+        ),
+    ],
+)
+def test_bad_batch_size_search_options(
+    models: tuple[str, str], tmp_path: Path, extra: list[str], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        main(["bench", models[0], "--output-dir", str(tmp_path), *FAST, *extra])
+
+
+def test_bench_runs_an_onnx_export_beside_its_artifact(models: tuple[str, str], tmp_path: Path) -> None:
+    onnx_dir = lit_opt.export_onnx(models[0], tmp_path / "onnx")
+    args = [
+        "bench",
+        str(onnx_dir / "model.onnx"),
+        "--baseline",
+        models[0],
+        "--batch-sizes",
+        "2",
+        "--seq-lens",
+        "8",
+    ]
+    main([*args, "--output-dir", str(tmp_path / "out"), *FAST])
+    rows = {r["model"]: r for r in json.loads((tmp_path / "out" / "bench.json").read_text())["rows"]}
+    assert (
+        rows["artifact"]["speedup"] > 0
+        and rows["artifact"]["weights_bytes"] == (onnx_dir / "model.onnx").stat().st_size
+    )
+    with pytest.raises(
+        ValueError, match="is an ONNX graph, which lit-opt bench runs with ONNX Runtime on the CPU only"
+    ):
+        main(["bench", str(onnx_dir), "--device", "meta", "--output-dir", str(tmp_path), *FAST])

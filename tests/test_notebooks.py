@@ -15,7 +15,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 
 def test_notebooks_exist() -> None:
-    assert [p.name for p in NOTEBOOKS] == ["walkthrough.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["real_model.ipynb", "walkthrough.ipynb"]
 
 
 @pytest.mark.slow

@@ -76,7 +76,8 @@ class IterativePruningCallback(Callback):
             gate and up projections prune the same units), ``"heads"`` (attention heads of BERT,
             Llama/Qwen2/Mistral or GPT-2 blocks, found from module shapes: query/key/value rows and
             output-projection columns; with grouped-query attention a key/value head goes with the
-            query heads that share it), or
+            query heads that share it), ``"query_heads"`` (grouped-query attention only: query heads,
+            the same number from every key/value group, so the grouping stays valid), or
             ``"N:M"`` such as ``"2:4"`` (keep N of every M inputs; ``target_sparsity`` must be 1 - N/M).
         scope: ``"global"`` (one threshold across all targets, on scores divided by each layer's mean
             score, so a layer on a smaller scale, e.g. a freshly initialised pooler, is not wiped
@@ -211,7 +212,6 @@ class IterativePruningCallback(Callback):
             step, config.schedule, config.start_step, self.end_step, config.every_n_steps
         ):
             return
-        sync_scores(self.groups, config)
         self.current_sparsity = sparsity_at(
             step, config.target_sparsity, config.schedule, config.start_step, self.end_step
         )
@@ -226,6 +226,12 @@ class IterativePruningCallback(Callback):
             }
             trainer.logger.log_metrics({"pruning/sparsity": report["global"], **metrics}, step=step)
         log.debug("pruned to %.4f at step %d (scheduled %.4f)", report["global"], step, self.current_sparsity)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        sync_scores(self.groups, self.config)  # every step: checkpoints hold the same scores on every rank
 
     @override
     def on_before_optimizer_step(

@@ -18,8 +18,11 @@ import torch
 from torch import nn
 
 from lit_opt._checks import check_device
+from lit_opt.commands.batch_size_search import check_latency_budget, format_search, plot_search, search
 from lit_opt.export.format import MANIFEST, WEIGHTS
 from lit_opt.export.loader import load
+from lit_opt.export.onnx import ONNX_FILE, ONNX_MANIFEST
+from lit_opt.export.onnx_runtime import load_onnx
 from lit_opt.inference.generation import is_causal_lm, measure_generation
 from lit_opt.inference.measure import (
     PeakMemory,
@@ -77,8 +80,23 @@ def _check_bench_device(device: Any) -> torch.device:
     return resolved
 
 
+def _onnx_dir(path: str) -> Path | None:
+    """The ONNX export directory ``path`` names (it, or its ``model.onnx``), else None."""
+    root = Path(path)
+    root = root.parent if root.suffix == ".onnx" else root
+    return root if (root / ONNX_MANIFEST).is_file() or Path(path).suffix == ".onnx" else None
+
+
 def _load_artifact(name: str, path: str, kernel: str, device: torch.device) -> nn.Module:
     root = Path(path)
+    onnx_dir = _onnx_dir(path)
+    if onnx_dir is not None:
+        if device.type != "cpu":
+            raise ValueError(
+                f"{name}={path!r} is an ONNX graph, which lit-opt bench runs with ONNX Runtime on the CPU only, "
+                f"not device={str(device)!r}. HINT: drop --device."
+            )
+        return load_onnx(onnx_dir, threads=torch.get_num_threads())
     if not (root / MANIFEST).is_file():
         raise ValueError(
             f"{name}={path!r} is not a lit_opt artifact (no {MANIFEST} in it). HINT: pass the directory that "
@@ -89,7 +107,7 @@ def _load_artifact(name: str, path: str, kernel: str, device: torch.device) -> n
 
 def _load_baseline(path: str, kernel: str, device: torch.device) -> nn.Module:
     root = Path(path)
-    if (root / MANIFEST).is_file():
+    if (root / MANIFEST).is_file() or _onnx_dir(path) is not None:
         return _load_artifact("baseline", path, kernel, device)
     config_file = root / "config.json"
     if not config_file.is_file():
@@ -111,6 +129,9 @@ def _load_baseline(path: str, kernel: str, device: torch.device) -> nn.Module:
 
 def _weights_bytes(path: str) -> int:
     root = Path(path)
+    onnx_dir = _onnx_dir(path)
+    if onnx_dir is not None:
+        return file_bytes(onnx_dir / ONNX_FILE)
     if (root / MANIFEST).is_file():
         return file_bytes(root / WEIGHTS)
     files = {p for pattern in HF_WEIGHT_PATTERNS for p in root.glob(pattern)}
@@ -203,6 +224,9 @@ def bench(
     kernel: str = "auto",
     device: str = "cpu",
     progress: bool = True,
+    find_batch_size: bool = False,
+    latency_budget_ms: float | None = None,
+    max_batch_size: int = 256,
     prompt_len: int = 128,
     new_tokens: int = 64,
     decode_batch_sizes: str | Sequence[int] = "1,8",
@@ -215,7 +239,8 @@ def bench(
     one extra call and, for the artifact, the speedup over the baseline.
 
     Args:
-        artifact: A lit_opt artifact directory.
+        artifact: A lit_opt artifact directory, or an ONNX export (its directory or ``model.onnx``, run by
+            ONNX Runtime with the process's torch thread count).
         baseline: A lit_opt artifact or a Hugging Face model directory to compare with.
         batch_sizes: Batch sizes, e.g. ``"1,8,32"``.
         seq_lens: Sequence lengths, e.g. ``"32,128"``.
@@ -227,6 +252,12 @@ def bench(
         device: Where the models run, e.g. ``"cuda"``; on a GPU every call is timed until the device
             has finished, and peak memory is the CUDA allocator's.
         progress: Show a progress bar.
+        find_batch_size: Instead of the ``batch_sizes`` grid, search each model's batch size per sequence
+            length (:func:`~lit_opt.inference.find_batch_size`: 1, 2, 4, ... up to ``max_batch_size``);
+            prints the choice and the curve, and ``bench.json`` holds them under ``search``.
+        latency_budget_ms: With ``find_batch_size``: pick the largest batch size whose median latency
+            stays within it (default: the best throughput).
+        max_batch_size: With ``find_batch_size``: the largest batch size tried.
         prompt_len: For causal LMs, the prompt tokens of the generation figures (prefill at batch 1).
         new_tokens: For causal LMs, the greedy tokens generated (KV cache) per decode measurement.
         decode_batch_sizes: For causal LMs, the batch sizes decode tokens/s is measured at.
@@ -240,20 +271,24 @@ def bench(
 
     Raises:
         ValueError: For a path that is not an artifact (or model directory), a malformed list, a
-            non-positive count, a sequence longer than the model's positions, or a device torch
-            does not know or this machine does not have.
+            non-positive count, a sequence longer than the model's positions, a device torch
+            does not know or this machine does not have, or a latency budget that is not > 0 or is
+            given without ``find_batch_size``.
 
     Example::
 
         >>> report = bench("artifacts/minilm-int8", baseline="path/to/all-MiniLM-L6-v2")  # doctest: +SKIP
         >>> sorted(report)  # doctest: +SKIP
         ['env', 'rows', 'settings']
+        >>> bench("artifacts/minilm-int8", find_batch_size=True, latency_budget_ms=50)  # doctest: +SKIP
     """
+    budget = check_latency_budget(latency_budget_ms, find_batch_size)
     sizes, lengths = parse_int_list("batch_sizes", batch_sizes), parse_int_list("seq_lens", seq_lens)
     for name, value, minimum in (
         ("repeats", repeats, 1),
         ("warmup", warmup, 0),
         ("threads", threads or 1, 1),
+        ("max_batch_size", max_batch_size, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}.")
@@ -287,26 +322,38 @@ def bench(
     env = {**environment(threads), "loadavg_start": loadavg()}
     if target.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(target)
-    rows = _measure_all(models, vocab, sizes, lengths, repeats, warmup, target, progress)
-    report: dict[str, Any] = {"settings": settings, "env": env, "rows": rows}
-    if all(is_causal_lm(model) for _, model in models.values()):
-        report["generation"] = _generation(
-            models, vocab, prompt_len, new_tokens, decode_batch_sizes, repeats, warmup
-        )
-        settings["generation"] = {
-            "prompt_len": prompt_len,
-            "new_tokens": new_tokens,
-            "decode_batch_sizes": parse_int_list("decode_batch_sizes", decode_batch_sizes),
-            "decode": "greedy, KV cache; tokens/s of the decode steps alone (generate(new_tokens) - generate(1))",
-        }
-    env["loadavg_end"] = loadavg()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if find_batch_size:
+        settings.update(batch_sizes=None, latency_budget_ms=budget, max_batch_size=max_batch_size)
+        found = [
+            result
+            for name, (_, model) in models.items()
+            for result in search(name, model, lengths, budget, max_batch_size, warmup, repeats, target)
+        ]
+        env["loadavg_end"] = loadavg()
+        report: dict[str, Any] = {"settings": settings, "env": env, "search": found}
+        plot_search(found, budget, out / "bench.png")
+        text = format_search(found, budget)
+    else:
+        rows = _measure_all(models, vocab, sizes, lengths, repeats, warmup, target, progress)
+        report = {"settings": settings, "env": env, "rows": rows}
+        text = format_table(rows)
+        if all(is_causal_lm(model) for _, model in models.values()):
+            report["generation"] = _generation(
+                models, vocab, prompt_len, new_tokens, decode_batch_sizes, repeats, warmup
+            )
+            settings["generation"] = {
+                "prompt_len": prompt_len,
+                "new_tokens": new_tokens,
+                "decode_batch_sizes": parse_int_list("decode_batch_sizes", decode_batch_sizes),
+                "decode": "greedy, KV cache; tokens/s of the decode steps alone (generate(new_tokens) - generate(1))",
+            }
+            text += "\n\n" + format_generation(report["generation"])
+        env["loadavg_end"] = loadavg()
+        _plot(rows, out / "bench.png")
     (out / "bench.json").write_text(json.dumps(report, indent=2))
-    _plot(rows, out / "bench.png")
-    print(format_table(rows))  # the command's output: the table, on stdout
-    if "generation" in report:
-        print(format_generation(report["generation"]))
+    print(text)  # the command's output: the table (or the search's choice and curve), on stdout
     log.info("lit-opt bench: wrote %s and %s", out / "bench.json", out / "bench.png")
     return report
 
@@ -425,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Latency (median, p90), throughput, file size and peak memory of a lit_opt artifact, "
         "side by side with a baseline; prints a table, writes bench.json and bench.png.",
     )
-    parser.add_argument("artifact", metavar="ARTIFACT", help="a lit_opt artifact directory")
+    parser.add_argument(
+        "artifact", metavar="ARTIFACT", help="a lit_opt artifact directory, or an ONNX export (model.onnx)"
+    )
     parser.add_argument(
         "--baseline", help="a lit_opt artifact or a Hugging Face model directory to compare with"
     )
@@ -444,6 +493,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="where the models run, e.g. cuda (default: cpu)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    parser.add_argument(
+        "--find-batch-size",
+        action="store_true",
+        help="search the batch size per sequence length (1, 2, 4, ...) instead of --batch-sizes; "
+        "prints the choice and the latency/throughput curve",
+    )
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=None,
+        help="with --find-batch-size: the largest batch size within this median latency (default: best throughput)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=256,
+        help="with --find-batch-size: the largest tried (default: 256)",
+    )
     parser.add_argument(
         "--prompt-len",
         type=int,

@@ -71,8 +71,11 @@ class DistillationModule(pl.LightningModule):
         alpha: weight of the soft (teacher) term, in [0, 1]; ``1 - alpha`` weighs cross-entropy.
         hidden_weight: weight of the hidden-state MSE (Hugging Face models; 0 disables it).
         layer_map: ``{student_layer: teacher_layer}`` of hidden states to match (indices into
-            ``hidden_states``, 0 being the embeddings); default: evenly spaced layers. A linear
-            projection learns the map when the widths differ.
+            ``hidden_states``, 0 being the embedding layer's output). Default (TinyBERT's uniform
+            map): every student hidden state ``i`` in ``0..L_s``, the embeddings included, against the
+            teacher's ``round(i * L_t / L_s)``, e.g. ``{0: 0, 1: 2, 2: 4, 3: 6}`` for 3 student and
+            6 teacher layers. A linear projection per mapped state learns the map when the widths
+            differ (TinyBERT's :math:`W_h`, one per layer here).
         attention_weight: weight of the attention-map MSE (TinyBERT): layer ``i`` of the student's
             attention probabilities against layer ``j`` of the teacher's for each ``i: j`` of
             ``layer_map`` (maps averaged over heads when the head counts differ); switches both
@@ -148,8 +151,12 @@ class DistillationModule(pl.LightningModule):
         if teacher_cache is not None and hidden_weight + attention_weight > 0:
             raise ValueError(
                 f"teacher_cache={teacher_cache!r} keeps logits only, but hidden_weight={hidden_weight!r} / "
-                f"attention_weight={attention_weight!r} need the teacher's intermediate outputs on every batch. "
-                "HINT: set both to 0, or teacher_cache=None."
+                f"attention_weight={attention_weight!r} need the teacher's hidden states and attention maps, "
+                "which are too large to cache (MiniLM at 64 tokens, float16: up to 0.35 MB of hidden states and "
+                "0.6 MB of attention maps per example, some 10 GB for Rotten Tomatoes). HINT: teacher_cache=None "
+                "runs the teacher on every batch; or train in TinyBERT's two stages: a fit with the intermediate "
+                "losses and teacher_cache=None, then a new DistillationModule on the same student with "
+                "hidden_weight=0, attention_weight=0 and the cache."
             )
         classes_s, classes_t = _num_classes(student), _num_classes(teacher)
         if classes_s is not None and classes_t is not None and classes_s != classes_t:
@@ -193,14 +200,16 @@ class DistillationModule(pl.LightningModule):
                 "hidden_weight > 0 or attention_weight > 0 needs Hugging Face student and teacher "
                 "(config.num_hidden_layers, output_hidden_states). HINT: set both to 0 for other models."
             )
-        if layer_map is None:  # evenly spaced: student layer i <- teacher layer i * (L_t / L_s)
-            return {i: round(i * layers_t / layers_s) for i in range(1, layers_s + 1)}
+        if layer_map is None:  # TinyBERT's uniform map, embeddings (0 <- 0) included
+            return {i: round(i * layers_t / layers_s) for i in range(layers_s + 1)}
         mapping = {int(k): int(v) for k, v in layer_map.items()}
         bad = {k: v for k, v in mapping.items() if not (0 <= k <= layers_s and 0 <= v <= layers_t)}
         if bad:
             raise ValueError(
                 f"layer_map={layer_map!r} names layers that don't exist: {bad}. The student has hidden states "
-                f"0..{layers_s} and the teacher 0..{layers_t} (0 is the embedding output)."
+                f"0..{layers_s} and the teacher 0..{layers_t} (0 is the embedding output). HINT: map student "
+                f"hidden states 0..{layers_s} to teacher ones 0..{layers_t}, or leave layer_map=None for "
+                f"{ {i: round(i * layers_t / layers_s) for i in range(layers_s + 1)} }."
             )
         return mapping
 

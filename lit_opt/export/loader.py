@@ -42,7 +42,7 @@ def best_kernel(device: torch.device) -> str:
 
     Measured on all-MiniLM-L6-v2 (2 threads, seq 128): with AMX, bf16 3.1x fp32 at batch 32; on an
     AVX2-only CPU (AMD EPYC), bf16 is emulated (5.5x slower than fp32), ``torch._int_mm`` 28x slower,
-    and ``packed_int8`` 1.5x faster than fp32. On an H200 (``scripts/bench_load_kernels.py``, seq 128):
+    and ``packed_int8`` 1.5x faster than fp32. On an H200 (``python -m benchmarks.load_kernels``, seq 128):
     ``bf16`` 2.3x eager fp32 at batch 256 (launch-bound, about 0.9x, at batch 1 and 32), ``int8`` 0.9x.
     An AMD EPYC with AVX-512 BF16 (no AMX) also runs bf16 natively: a MiniLM-sized Linear (384 -> 1536,
     4096 tokens, 2 threads) took 34-39 ms in bf16, 40-45 ms in torch.ao dynamic int8, 79-84 ms in fp32.

@@ -31,6 +31,7 @@ from lit_opt.export.exporter import export
 from lit_opt.export.format import MANIFEST, WEIGHTS, read_artifact, sha256, write_atomically
 from lit_opt.export.loader import load
 from lit_opt.export.onnx_graph import OnnxInt8Linear, OnnxQuantizedEmbedding
+from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
 from lit_opt.nn.quantized import QuantizedEmbedding, QuantizedLinear
 from lit_opt.submodules import replace_submodule
 
@@ -95,9 +96,7 @@ def _swap(model: nn.Module, int4_embeddings: str) -> dict[str, str]:
                 codes[f"{name}.codes"] = f"{name}.weight"
             replace_submodule(model, name, replacement)
     for name, module in model.named_modules():
-        if any(hasattr(module, attr) for attr in ("input_quantizer",)) and not isinstance(
-            module, OnnxInt8Linear
-        ):
+        if hasattr(module, INPUT_QUANTIZER):  # e.g. a quantized convolution: no integer ONNX operator here
             raise ValueError(
                 f"export_onnx cannot express layer {name!r}: a {type(module).__name__} with quantized inputs "
                 "(ONNX integer operators cover Linear layers and embeddings). HINT: exclude it from QATCallback."
@@ -195,7 +194,7 @@ def export_onnx(
             f"int4_embeddings={int4_embeddings!r} is not one of ('gather', 'dequantize'). "
             "HINT: 'gather' keeps the file small."
         )
-    onnx, ort = require_onnxruntime()
+    _, ort = require_onnxruntime()
     with tempfile.TemporaryDirectory(prefix="lit_opt_onnx-") as scratch_name:
         scratch = Path(scratch_name)
         artifact = _artifact(source, scratch)

@@ -9,7 +9,9 @@ can compare the two), and their ``symbolic`` writes the graph:
   scales as initializers; the input quantized to uint8 per tensor at run time
   (``DynamicQuantizeLinear``) or with the trained static range (``QuantizeLinear``), then
   ``MatMulInteger`` -> ``Cast`` -> ``Mul`` by ``input_scale * weight_scale`` -> ``Add`` bias: the
-  pattern ONNX Runtime fuses into ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat``.
+  pattern ONNX Runtime fuses into ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat``. A layer trained
+  with weight-only QAT (no activation quantizer) gets dynamic activations too: the integer product
+  needs integer inputs.
 - :class:`OnnxQuantizedEmbedding`: ``Gather`` over the stored codes (int4 kept packed two per
   byte and unpacked after the gather, so the file holds half a byte per weight), then the rows'
   scales: the table is never dequantized as a whole.

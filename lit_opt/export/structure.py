@@ -79,24 +79,36 @@ def _mlp_removal(model: nn.Module, block: Block) -> Removal | None:
 
 
 def _attention_removal(model: nn.Module, block: Block) -> Removal | None:
+    """Key/value heads whose value rows are zero go with their query groups; with grouped-query attention,
+    query heads whose output-projection columns are zero go too when every kept group loses as many."""
     fused = block.value is None
-    value_layer = model.get_submodule(block.value or block.producers[0].module)
-    rows = _dead_rows(value_layer)
+    rows = _dead_rows(model.get_submodule(block.value or block.producers[0].module))
     if fused:  # the value section of query | key | value
         rows = rows.reshape(3, -1)[2]
-    alive = ~rows.reshape(block.units, -1).all(dim=1)
+    alive = ~rows.reshape(block.units, -1).all(dim=1)  # (kv units,)
+    consumer = linear_weight(model.get_submodule(block.consumer.module))
+    query_alive = ~consumer.eq(0).all(dim=0).reshape(block.units, block.group, -1).all(
+        dim=-1
+    )  # (units, group)
+    counts = query_alive[alive].sum(dim=1)
+    group = block.group
+    if len(counts) and bool((counts == counts[0]).all()) and 0 < int(counts[0]) < group:
+        group, query_keep = int(counts[0]), query_alive & alive[:, None]
+    else:
+        query_keep = alive[:, None].expand(block.units, block.group)
     kept = int(alive.sum())
-    if not 0 < kept < block.units:
+    if kept == 0 or (kept == block.units and group == block.group):
         return None
-    query_rows = _unit_rows(alive, block.group * block.head_dim)
+    query_rows = _unit_rows(query_keep.reshape(-1), block.head_dim)
     producers = {}
-    for piece in block.producers:
-        layer = model.get_submodule(piece.module)
-        per_unit = out_features(layer) // (piece.sections * block.units)
-        producers[piece.module] = _unit_rows(alive, per_unit, piece.sections)
+    for index, piece in enumerate(block.producers):
+        if piece.sections > 1:  # fused query | key | value (one query head per key/value head)
+            per_unit = out_features(model.get_submodule(piece.module)) // (piece.sections * block.units)
+            producers[piece.module] = _unit_rows(alive, per_unit, piece.sections)
+        else:
+            producers[piece.module] = query_rows if index == 0 else _unit_rows(alive, block.head_dim)
     attention = model.get_submodule(block.name)
-    heads = kept * block.group
-    attributes = head_attributes(attention, heads, kept, block.head_dim)
+    attributes = head_attributes(attention, kept * group, kept, block.head_dim, group)
     return Removal(producers, block.consumer.module, query_rows, block.name, attributes)
 
 

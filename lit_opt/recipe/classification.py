@@ -23,6 +23,7 @@ from lit_opt.export.loader import best_kernel
 from lit_opt.recipe import report as report_lib
 from lit_opt.recipe.config import RecipeConfig
 from lit_opt.recipe.evaluation import measure
+from lit_opt.recipe.onnx_rows import onnx_candidates
 from lit_opt.recipe.task import Candidate, Task, Trained
 from lit_opt.recipe.training import (
     RecipeDataModule,
@@ -68,6 +69,8 @@ class ClassificationTask(Task):
         super().__init__(config)
         #: The token ids the compressed student's embeddings keep (None: all), set by :meth:`compress`.
         self.keep: list[int] | None = None
+        #: Seconds ``export_onnx`` of the compressed student took (None: no ONNX rows), set by :meth:`extra_candidates`.
+        self.export_seconds: float | None = None
 
     def make_data(self) -> RecipeDataModule:
         return make_data(self.config.data)
@@ -122,7 +125,12 @@ class ClassificationTask(Task):
                 teacher_bf16,
                 run_dir / "teacher_bf16",
                 params(teacher),
-                "the same teacher cast to bf16, eager",
+                "the same teacher cast to bf16, eager; bf16 "
+                + (
+                    "native"
+                    if torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                    else "emulated (this CPU has no native bf16)"
+                ),
             ),
             Candidate(
                 "student-distilled-fp32",
@@ -150,12 +158,32 @@ class ClassificationTask(Task):
             ),
         ]
 
+    def extra_stage(self) -> tuple[str, str] | None:
+        if not self.config.latency.onnx:
+            return None
+        return "onnx", "ONNX export of the teacher and the compressed student, ORT int8 of the teacher"
+
+    def extra_candidates(self, dm: RecipeDataModule, trained: Trained) -> list[Candidate]:
+        rows, self.export_seconds = onnx_candidates(
+            trained.teacher,
+            params(trained.teacher),
+            trained.artifact,
+            artifact_params(trained.artifact),
+            trained.run_dir,
+            self.config.latency.threads,
+            dm,
+        )
+        return rows
+
+    def report_extras(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"fastest": report_lib.fastest(rows)}
+
     def evaluate(self, candidates: list[Candidate], dm: RecipeDataModule) -> list[dict[str, Any]]:
         vocab_size = int(cast(Any, candidates[0].model).config.vocab_size)
         return measure(candidates, dm, vocab_size, self.config.latency)
 
     def goals(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return report_lib.goals(rows)
+        return report_lib.goals(rows) + report_lib.onnx_goals(rows, self.export_seconds)
 
     def table(self, rows: list[dict[str, Any]]) -> str:
         return report_lib.table(rows)

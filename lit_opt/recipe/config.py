@@ -92,13 +92,18 @@ class CompressConfig:
 
 @dataclass
 class LatencyConfig:
-    """Latency at batch 1 and 32: synthetic token ids, all rows interleaved in one loop, medians."""
+    """Latency at batch 1 and 32: synthetic token ids, all rows interleaved in one loop, medians.
+
+    ``onnx`` adds the ONNX Runtime rows (``teacher-onnx-fp32``, ``teacher-onnx-int8``,
+    ``lit-opt-compressed-onnx``; needs ``pip install 'lit_opt[onnx]'``).
+    """
 
     threads: int = 2
     seq_len: int = 128
     repeats: int = 10
     warmup: int = 2
     kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8"] = "auto"
+    onnx: bool = True
 
 
 @dataclass

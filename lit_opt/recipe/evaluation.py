@@ -23,7 +23,14 @@ from lit_opt.recipe.training import RecipeDataModule, model_inputs
 #: The batch sizes latency is measured at.
 BATCH_SIZES: tuple[int, ...] = (1, 32)
 #: The files of a model a user ships (weights and manifest or config); the tokenizer's, shared by all rows, are not.
-SHIPPED_FILES: tuple[str, ...] = ("model.safetensors", "lit_opt.json", "config.json", "model.pt")
+SHIPPED_FILES: tuple[str, ...] = (
+    "model.safetensors",
+    "lit_opt.json",
+    "config.json",
+    "model.pt",
+    "model.onnx",
+    "lit_opt_onnx.json",
+)
 
 
 def shipped_bytes(directory: Path) -> int:

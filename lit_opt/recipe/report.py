@@ -67,6 +67,86 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+#: The ONNX Runtime rows (see :mod:`lit_opt.recipe.onnx_rows`).
+ONNX_FP32, ONNX_INT8, COMPRESSED_ONNX = "teacher-onnx-fp32", "teacher-onnx-int8", "lit-opt-compressed-onnx"
+#: Longest accepted :func:`lit_opt.export_onnx` of the compressed student, in seconds.
+EXPORT_SECONDS = 60.0
+
+
+def onnx_goals(rows: list[dict[str, Any]], export_seconds: float | None) -> list[dict[str, Any]]:
+    """The goals for ``lit-opt-compressed-onnx`` (none when the ONNX rows were not run).
+
+    Example::
+
+        >>> row = {"accuracy": 0.8, "size_bytes": 100, "latency_ms_b1": 10.0, "latency_ms_b32": 10.0}
+        >>> rows = [{"name": n, **row} for n in ("teacher-fp32", "teacher-onnx-fp32", "teacher-onnx-int8")]
+        >>> ours = {**row, "name": "lit-opt-compressed-onnx", "size_bytes": 5, "latency_ms_b1": 1.0}
+        >>> [g["met"] for g in onnx_goals(rows + [ours], 12.0)]
+        [True, True, True, False, True, False, True, False, False, True]
+    """
+    by = {r["name"]: r for r in rows}
+    if COMPRESSED_ONNX not in by:
+        return []
+    ours, base, fp32, int8 = by[COMPRESSED_ONNX], by[BASELINE], by[ONNX_FP32], by[ONNX_INT8]
+    goals = [
+        (
+            f"{COMPRESSED_ONNX} accuracy >= 99% of {BASELINE}'s",
+            ours["accuracy"] / base["accuracy"],
+            0.99,
+            "pct",
+        ),
+        (
+            f"{COMPRESSED_ONNX} file >= 10x smaller than {BASELINE}'s",
+            base["size_bytes"] / ours["size_bytes"],
+            10,
+            "x",
+        ),
+    ]
+    for peer, factor in ((base, 8.0), (fp32, 4.0), (int8, 1.0)):
+        for b in (1, 32):
+            speedup = peer[f"latency_ms_b{b}"] / ours[f"latency_ms_b{b}"]
+            what = f">= {factor:g}x faster" if factor > 1 else "faster"
+            goals.append((f"{COMPRESSED_ONNX} {what} than {peer['name']} at batch {b}", speedup, factor, "x"))
+    out = [
+        {
+            "goal": goal,
+            "measured": f"{100 * value:.1f}%" if unit == "pct" else f"{value:.2f}x",
+            "met": value >= bound if bound != 1.0 else value > 1.0,
+        }
+        for goal, value, bound, unit in goals
+    ]
+    out.append(
+        {
+            "goal": f"{COMPRESSED_ONNX} more accurate and smaller than {ONNX_INT8}",
+            "measured": f"{100 * ours['accuracy']:.2f}% vs {100 * int8['accuracy']:.2f}%, "
+            f"{ours['size_bytes'] / 1e6:.2f} MB vs {int8['size_bytes'] / 1e6:.2f} MB",
+            "met": ours["accuracy"] > int8["accuracy"] and ours["size_bytes"] < int8["size_bytes"],
+        }
+    )
+    if export_seconds is not None:
+        out.append(
+            {
+                "goal": f"export_onnx of the compressed student <= {EXPORT_SECONDS:g} s",
+                "measured": f"{export_seconds:.1f} s",
+                "met": export_seconds <= EXPORT_SECONDS,
+            }
+        )
+    return out
+
+
+def fastest(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The row with the lowest median latency at each batch size.
+
+    Example::
+
+        >>> fastest([{"name": "a", "latency_ms_b1": 2.0, "latency_ms_b32": 5.0},
+        ...          {"name": "b", "latency_ms_b1": 3.0, "latency_ms_b32": 4.0}])
+        {'b1': 'a', 'b32': 'b'}
+    """
+    keys = sorted({k for r in rows for k in r if k.startswith("latency_ms_b")}, key=lambda k: int(k[12:]))
+    return {k.removeprefix("latency_ms_"): min(rows, key=lambda r: r[k])["name"] for k in keys}
+
+
 def summary(goal_rows: list[dict[str, Any]]) -> str:
     """The goals in words: which were met and which were not."""
     met = [g["goal"] for g in goal_rows if g["met"]]
@@ -105,6 +185,16 @@ def markdown(report: dict[str, Any], task: Task) -> str:
         "",
         task.table(report["rows"]),
         "",
+        *(
+            [
+                "Fastest row: "
+                + "; ".join(f"batch {b[1:]}: **{name}**" for b, name in report["fastest"].items())
+                + ".",
+                "",
+            ]
+            if report.get("fastest")
+            else []
+        ),
         "## Goals",
         "",
         report["goals_summary"],

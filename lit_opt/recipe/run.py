@@ -103,7 +103,12 @@ def run_recipe(config: Any) -> dict[str, Any]:
         artifact = task.compress(dm, distilled, teacher, run_dir)
     with clock.stage("ptq_peer", task.stages["ptq_peer"]):
         peer = task.peer(dm, distilled, teacher, run_dir)
-    candidates = task.candidates(dm, Trained(teacher, teacher_dir, distilled, artifact, peer, run_dir))
+    trained = Trained(teacher, teacher_dir, distilled, artifact, peer, run_dir)
+    candidates = task.candidates(dm, trained)
+    extra = task.extra_stage()
+    if extra is not None:
+        with clock.stage(*extra):
+            candidates += task.extra_candidates(dm, trained)
     with clock.stage("evaluate", task.stages["evaluate"]):
         rows = task.evaluate(candidates, dm)
     env["loadavg_end"] = loadavg()
@@ -112,6 +117,7 @@ def run_recipe(config: Any) -> dict[str, Any]:
         "rows": rows,
         "goals": goal_rows,
         "goals_summary": report_lib.summary(goal_rows),
+        **task.report_extras(rows),
         "stage_seconds": {**clock.seconds, "total": clock.total()},
         "data": task.data_summary(dm),
         "size_files": list(SHIPPED_FILES),

@@ -108,6 +108,18 @@ class Task(ABC):
     def method(self, report: dict[str, Any]) -> str:
         """``report.md``'s first paragraph: the data and how each column was measured."""
 
+    def extra_stage(self) -> tuple[str, str] | None:
+        """``(name, what it does)`` of a stage run after :meth:`candidates` that adds rows; none by default."""
+        return None
+
+    def extra_candidates(self, dm: Any, trained: Trained) -> list[Candidate]:
+        """The rows :meth:`extra_stage` adds (called only when it names a stage)."""
+        return []
+
+    def report_extras(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Task-specific top-level entries of ``report.json``; none by default."""
+        return {}
+
     def sections(self, report: dict[str, Any]) -> list[str]:
         """Extra ``report.md`` lines after the rows (e.g. sample outputs); none by default."""
         return []

@@ -63,8 +63,14 @@ def test_class_mismatch_and_bad_layer_map():
         ValueError, match=r"the student predicts 3 classes but the teacher 4. HINT: .*num_labels=4"
     ):
         DistillationModule(TinyMLP(num_classes=3), TinyMLP())
-    with pytest.raises(ValueError, match=r"layer_map=\{5: 1\} names layers that don't exist: \{5: 1\}"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer_map=\{5: 1\} names layers that don't exist: \{5: 1\}\. The student has hidden states 0\.\.2 "
+        r"and the teacher 0\.\.2 .* HINT: .* or leave layer_map=None for \{0: 0, 1: 1, 2: 2\}",
+    ):
         DistillationModule(tiny_bert(), tiny_bert(), hidden_weight=1.0, layer_map={5: 1})
+    with pytest.raises(ValueError, match=r"layer_map=\{1: 7\} names layers that don't exist: \{1: 7\}"):
+        DistillationModule(tiny_bert(), tiny_bert(), attention_weight=1.0, layer_map={1: 7})
 
 
 def test_checkpoints_leave_the_teacher_out_and_resume_with_it_given_again(tmp_path):
@@ -95,7 +101,7 @@ def test_hugging_face_batches_with_hidden_state_projection(tmp_path):
     )
     student = BertForSequenceClassification(config)
     module = DistillationModule(student, tiny_bert(), hidden_weight=1.0, lr=1e-2)
-    assert module.layer_map == {1: 2} and list(module.projections) == ["1"]
+    assert module.layer_map == {0: 0, 1: 2} and list(module.projections) == ["0", "1"]
     batch = next(iter(hf_dataloader()))
     parts = module.losses(batch)
     assert set(parts) == {"loss", "soft_loss", "hard_loss", "hidden_loss"} and torch.isfinite(parts["loss"])
@@ -188,3 +194,28 @@ def test_a_student_loaded_in_eval_mode_trains_in_training_mode(tmp_path, monkeyp
         tiny_trainer(tmp_path, max_steps=1).fit(module, hf_dataloader())
     (in_eval,) = fits
     assert in_eval and all(name.startswith("teacher") for name in in_eval)  # the frozen teacher only
+
+
+def test_tinybert_default_layer_map_includes_the_embedding_layer():
+    teacher, student = tiny_bert(num_layers=6), tiny_bert(num_layers=4)
+    module = DistillationModule(student, teacher, hidden_weight=1.0, attention_weight=1.0)
+    assert module.layer_map == {0: 0, 1: 2, 2: 3, 3: 4, 4: 6}  # round(i * 6 / 4), Python's rounding
+
+
+def test_embedding_layer_loss_matches_hidden_state_zero():
+    from lit_opt.functional.distillation import hidden_state_loss
+
+    student, teacher = tiny_bert(seed=1), tiny_bert(seed=2)
+    module = DistillationModule(student, teacher, alpha=1.0, hidden_weight=2.0, layer_map={0: 0})
+    batch = next(iter(hf_dataloader()))
+    parts = module.losses(batch)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        embeddings_s = student(**inputs, output_hidden_states=True).hidden_states[0]
+        embeddings_t = teacher(**inputs, output_hidden_states=True).hidden_states[0]
+    expected = hidden_state_loss(
+        embeddings_s, embeddings_t, batch["attention_mask"]
+    )  # equal widths: no projection
+    assert list(module.projections) == []
+    torch.testing.assert_close(parts["hidden_loss"], expected)
+    torch.testing.assert_close(parts["loss"], parts["soft_loss"] + 2.0 * expected)

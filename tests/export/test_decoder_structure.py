@@ -127,3 +127,65 @@ def test_unrecognised_producer_keeps_its_masks_and_export_says_so(tmp_path, capl
     torch.manual_seed(0)
     loaded = lit_opt.load(path, model=Odd(), kernel="reference")
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_qwen2_heads_remove_query_key_value_biases_too(tmp_path) -> None:
+    model = tiny_llama(family="qwen2")
+    assert model.model.layers[0].self_attn.q_proj.bias is not None
+    _prune(model, "heads", ["*.self_attn"])
+    loaded = lit_opt.load(lit_opt.export(model, tmp_path / "a"), kernel="reference")
+    attention = loaded.model.layers[0].self_attn
+    assert (attention.q_proj.bias.shape[0], attention.k_proj.bias.shape[0]) == (16, 8)
+    ids = lm_ids()
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["int8", "packed_int8", "bf16"])
+def test_quantized_pruned_gpt2_runs_on_every_kernel(tmp_path, kernel) -> None:
+    from lit_opt.quantization import QuantizationConfig, prepare_quantization
+
+    model = tiny_gpt2()
+    prepare_quantization(model, QuantizationConfig(weight_bits=8))
+    _prune(model, "heads", ["*.attn"])
+    path = lit_opt.export(model, tmp_path / "a")
+    loaded = lit_opt.load(path, kernel=kernel)
+    assert loaded.transformer.h[0].attn.c_attn.kernel == kernel
+    ids = lm_ids()
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0.05)
+    assert loaded.generate(ids[:1, :4], max_new_tokens=4, do_sample=False, pad_token_id=0).shape == (1, 8)
+
+
+def test_query_heads_prune_evenly_within_groups_and_load_with_fewer_per_group(tmp_path) -> None:
+    model = tiny_llama(kv_heads=2, heads=8)  # 4 query heads of size 4 per key/value head
+    _prune(model, "query_heads", ["*.self_attn"], sparsity=0.5)
+    attention = model.model.layers[0].self_attn
+    dead = attention.o_proj.weight.eq(0).all(dim=0).reshape(2, 4, 4).all(dim=-1)  # (kv head, query head)
+    assert dead.sum(dim=1).tolist() == [2, 2]
+    assert torch.equal(attention.q_proj.weight.eq(0).all(dim=1).reshape(2, 4, 4).all(dim=-1), dead)
+    assert not bool(attention.k_proj.weight.eq(0).any()) and not bool(attention.v_proj.weight.eq(0).any())
+
+    loaded = lit_opt.load(lit_opt.export(model, tmp_path / "a"), kernel="reference")
+    shrunk = loaded.model.layers[0].self_attn
+    assert shrunk.num_key_value_groups == 2
+    assert (shrunk.q_proj.out_features, shrunk.k_proj.out_features, shrunk.o_proj.in_features) == (16, 8, 16)
+    ids = lm_ids()
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+    options = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
+    assert torch.equal(loaded.generate(ids[:1, :4], **options), model.generate(ids[:1, :4], **options))
+
+
+def test_query_heads_serve_a_single_kv_head() -> None:
+    model = tiny_llama(kv_heads=1)
+    _prune(model, "query_heads", ["*.self_attn"], sparsity=0.75)
+    dead = model.model.layers[1].self_attn.o_proj.weight.eq(0).all(dim=0).reshape(4, 8).all(dim=-1)
+    assert int(dead.sum()) == 3  # one query head stays
+
+
+def test_query_heads_without_grouped_query_attention_is_refused() -> None:
+    with pytest.raises(ValueError, match="structure='query_heads' needs grouped-query attention.*'heads'"):
+        _prune(tiny_gpt2(), "query_heads", ["*.attn"])
+
+
+def test_query_heads_refuse_the_activation_criterion() -> None:
+    with pytest.raises(ValueError, match="criterion='activation'.*structure='query_heads'"):
+        PruningConfig(structure="query_heads", criterion="activation")

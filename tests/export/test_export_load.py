@@ -414,7 +414,7 @@ def test_manifest_contents(artifacts) -> None:
     model, path = artifacts["embedding", "int8-per_tensor-asym-static"]
     manifest = json.loads((path / "lit_opt.json").read_text())
     assert manifest["format"] == "lit_opt"
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["lit_opt_version"] == lit_opt.__version__
     assert manifest["torch_version"] == torch.__version__
     assert manifest["plan"] == {"quantization": "qat", "structure": [], "notes": []}

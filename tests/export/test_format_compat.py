@@ -1,10 +1,10 @@
 """Artifacts written by an earlier format version keep loading (the compatibility promise of docs/format.md).
 
-``tests/fixtures/artifact_v1`` was written by lit_opt with ``format_version`` 1: a tiny BERT student
+``tests/fixtures/artifact_v<N>`` was written by lit_opt with ``format_version`` N: a tiny BERT student
 distilled with heads and FFN-row pruning (physically removed), static int8 QAT on the encoder and int4
-word embeddings over a pruned vocabulary. ``expected.safetensors`` beside it holds inputs and the
-logits the trained model gave for them. When the format version moves, keep this fixture and add one
-written by the new version with::
+word embeddings over a pruned vocabulary. ``artifact_v<N>_expected.safetensors`` beside it holds inputs
+and the logits the trained model gave for them. When the format version moves, keep every fixture and
+add one written by the new version with::
 
     python -m tests.export.test_format_compat tests/fixtures/artifact_v<N>
 """
@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -26,10 +27,11 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPECTED = "expected.safetensors"
 
 
-def test_format_version_1_artifact_loads_and_reproduces_its_logits():
-    artifact = FIXTURES / "artifact_v1"
-    assert json.loads((artifact / MANIFEST).read_text())["format_version"] == 1
-    expected = load_file(FIXTURES / "artifact_v1_expected.safetensors")
+@pytest.mark.parametrize("version", range(1, FORMAT_VERSION + 1))
+def test_artifacts_of_every_format_version_load_and_reproduce_their_logits(version: int) -> None:
+    artifact = FIXTURES / f"artifact_v{version}"
+    assert json.loads((artifact / MANIFEST).read_text())["format_version"] == version
+    expected = load_file(FIXTURES / f"artifact_v{version}_{EXPECTED}")
     loaded = lit_opt.load(artifact, kernel="reference")
     with torch.no_grad():
         got = loaded(input_ids=expected["input_ids"], attention_mask=expected["attention_mask"]).logits

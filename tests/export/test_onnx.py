@@ -214,3 +214,26 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch, tmp_path):
         lit_opt.export_onnx(STATIC, tmp_path / "out")
     with pytest.raises(ImportError, match=r"pip install 'lit_opt\[onnx\]'"):
         lit_opt.load_onnx(tmp_path)
+
+
+def test_a_quantized_convolution_is_named(tmp_path):
+    from transformers import ConvBertConfig, ConvBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = ConvBertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        embedding_size=32,
+        max_position_embeddings=64,
+    )
+    model = ConvBertForSequenceClassification(config).eval()
+    prepare_quantization(
+        model, QuantizationConfig(weight_bits=8, activations="dynamic", targets=["*.depthwise"])
+    )
+    with pytest.raises(
+        ValueError, match=r"cannot express layer '.*key_conv_attn_layer.depthwise': a Conv1d with quantized"
+    ):
+        lit_opt.export_onnx(model, tmp_path / "out")

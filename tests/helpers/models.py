@@ -96,22 +96,29 @@ def _seeded(model_class: Any, config: Any, seed: int) -> nn.Module:
     return model.eval()
 
 
-def tiny_llama(seed: int = 0, tie: bool = True, kv_heads: int = 2) -> nn.Module:
-    """A 2-layer, 32-wide ``LlamaForCausalLM`` with random weights (no download): 4 query heads sharing
-    ``kv_heads`` key/value heads (grouped-query attention), MLP 64 wide, tied embeddings by default."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama(
+    seed: int = 0, tie: bool = True, kv_heads: int = 2, heads: int = 4, family: str = "llama"
+) -> nn.Module:
+    """A 2-layer, 32-wide ``LlamaForCausalLM`` (``family="qwen2"``: ``Qwen2ForCausalLM``, biased q/k/v)
+    with random weights (no download): ``heads`` query heads of size ``32 // heads`` sharing ``kv_heads``
+    key/value heads (grouped-query attention), MLP 64 wide, tied embeddings by default."""
+    import transformers
 
-    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-    tokens = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
-    config = LlamaConfig(
+    prefix = {"llama": "Llama", "qwen2": "Qwen2"}[family]
+    config = getattr(transformers, f"{prefix}Config")(
         vocab_size=LM_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=64,
         tie_word_embeddings=tie,
-        **sizes,
-        **tokens,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
-    return _seeded(LlamaForCausalLM, config, seed)
+    return _seeded(getattr(transformers, f"{prefix}ForCausalLM"), config, seed)
 
 
 def tiny_gpt2(seed: int = 0) -> nn.Module:
@@ -206,8 +213,10 @@ class BoringClassifier(L.LightningModule):
         return random_dataloader(self.hparams["net"], n=16, seed=self.hparams["seed"] + 1)
 
 
-def tiny_bert(num_labels: int = 2, seed: int = 0, vocab_size: int = BERT_VOCAB) -> nn.Module:
-    """A 2-layer, 32-wide ``BertForSequenceClassification`` with random weights (no download).
+def tiny_bert(
+    num_labels: int = 2, seed: int = 0, vocab_size: int = BERT_VOCAB, num_layers: int = 2
+) -> nn.Module:
+    """A 2-layer (``num_layers``), 32-wide ``BertForSequenceClassification`` with random weights (no download).
 
     ``vocab_size=30522`` reads all-MiniLM-L6-v2's token ids (the data modules' default tokenizer).
     """
@@ -216,7 +225,7 @@ def tiny_bert(num_labels: int = 2, seed: int = 0, vocab_size: int = BERT_VOCAB) 
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=num_layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,

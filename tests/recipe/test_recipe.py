@@ -20,6 +20,9 @@ ROW_NAMES = [
     "student-distilled-fp32",
     "ptq-int8-torch-ao",
     "lit-opt-compressed",
+    "teacher-onnx-fp32",
+    "teacher-onnx-int8",
+    "lit-opt-compressed-onnx",
 ]
 GOOD = ["a moving", "a brilliant", "a warm", "a clever", "an excellent", "a gripping"]
 BAD = ["a dull", "a tedious", "a clumsy", "a boring", "an awful", "a lifeless"]
@@ -79,13 +82,17 @@ def test_recipe_end_to_end_on_a_user_file(tmp_path: Path, capsys: pytest.Capture
     assert by["lit-opt-compressed"]["size_bytes"] < by["student-distilled-fp32"]["size_bytes"] / 4
     assert by["lit-opt-compressed"]["params"] < by["student-distilled-fp32"]["params"]
     assert report["data"]["source"] == str(data) and report["data"]["test"] == 24
-    assert len(report["goals"]) == 6 and "goals" in report["goals_summary"]
+    assert len(report["goals"]) == 6 + 10 and "goals" in report["goals_summary"]
+    assert set(report["fastest"]) == {"b1", "b32"} and report["fastest"]["b1"] in ROW_NAMES
+    assert (out / "compressed_onnx" / "model.onnx").is_file()
+    assert 0.0 <= by["lit-opt-compressed-onnx"]["top1_agreement_vs_reference"] <= 1.0
     assert set(report["stage_seconds"]) >= {
         "data",
         "teacher",
         "distill",
         "compress",
         "ptq_peer",
+        "onnx",
         "evaluate",
         "total",
     }

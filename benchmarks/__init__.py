@@ -1,0 +1,45 @@
+"""lit_opt's benchmarks: one module per benchmark, run as ``python -m benchmarks.<name> [--quick]``.
+
+``python -m benchmarks`` lists them; :mod:`benchmarks.harness` does what they share and
+:mod:`benchmarks.tables` writes their committed results into the README. See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import TYPE_CHECKING
+
+# Nothing here downloads: models come from installed packages, the data from lit_opt.data's cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+if TYPE_CHECKING:
+    from benchmarks.harness import Benchmark
+
+#: Every benchmark, in the order ``python -m benchmarks all`` runs them.
+NAMES = [
+    "clustering",
+    "load_kernels",
+    "teacher_cache",
+    "batching",
+    "qat",
+    "compression",
+    "embeddings",
+    "distillation",
+    "students",
+    "static_int8",
+    "pruning",
+    "onnx_runtime",
+]
+
+
+def load(name: str) -> Benchmark:
+    """The :class:`~benchmarks.harness.Benchmark` declared by ``benchmarks/<name>.py``.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`NAMES`.
+    """
+    if name not in NAMES:
+        raise ValueError(f"benchmark {name!r} is not one of {NAMES}. HINT: python -m benchmarks lists them.")
+    return importlib.import_module(f"benchmarks.{name}").BENCH

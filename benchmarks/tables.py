@@ -1,0 +1,78 @@
+"""Write the README's benchmark tables from the committed results: ``python -m benchmarks.tables [--check]``.
+
+Each region of README.md between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` is replaced
+by the markdown of ``benchmarks/results/NAME.json`` (:func:`benchmarks.harness.render`); the rest of
+the file is left as it is. ``--check`` changes nothing and exits 1 when a region is out of date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import RESULTS, ROOT, render, validate
+
+REGION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
+
+
+def load_result(name: str, results: Path = RESULTS) -> dict[str, Any]:
+    """A result file, checked against the schema.
+
+    Raises:
+        ValueError: the file is missing or does not follow the schema.
+    """
+    path = results / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(
+            f"README region bench:{name} has no result file {path}. "
+            f"HINT: run python -m benchmarks.{name} (a full run writes it), or remove the region."
+        )
+    result = json.loads(path.read_text())
+    validate(result)
+    return result
+
+
+def regenerate(text: str, results: Path = RESULTS) -> str:
+    """``text`` with every benchmark region rewritten from its result file."""
+    return REGION.sub(lambda m: m.group(1) + render(load_result(m.group(2), results)) + m.group(4), text)
+
+
+def regions(text: str) -> list[str]:
+    """The benchmark names that have a region in ``text``."""
+    return [m.group(2) for m in REGION.finditer(text)]
+
+
+def stale(text: str, results: Path = RESULTS) -> list[str]:
+    """The regions of ``text`` whose contents differ from their result file's markdown."""
+    return [
+        m.group(2) for m in REGION.finditer(text) if m.group(3) != render(load_result(m.group(2), results))
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if README.md is out of date; write nothing"
+    )
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    if args.check:
+        if stale(text):
+            print(
+                f"{args.readme}: out of date for {stale(text)}. HINT: python -m benchmarks.tables",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    args.readme.write_text(regenerate(text))
+    print(f"{args.readme}: rewrote {regions(text)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
