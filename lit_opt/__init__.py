@@ -29,11 +29,12 @@ if TYPE_CHECKING:
         QATCallback,
         WeightSharingCallback,
     )
-    from lit_opt.distillation import DistillationModule
+    from lit_opt.distillation import CausalLMDistillationModule, DistillationModule
 
 # The Lightning adapters are imported on first use, so that `import lit_opt.functional` (pure
 # torch) and `lit_opt.load` do not pull in Lightning; the names above it need torch only.
 _LAZY = {
+    "CausalLMDistillationModule": "lit_opt.distillation",
     "DistillationModule": "lit_opt.distillation",
     "ExportCallback": "lit_opt.callbacks",
     "IterativePruningCallback": "lit_opt.callbacks",
@@ -58,6 +59,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CausalLMDistillationModule",
     "DistillationModule",
     "ExportCallback",
     "IterativePruningCallback",

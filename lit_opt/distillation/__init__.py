@@ -1,5 +1,6 @@
-"""Knowledge distillation: the ``DistillationModule`` LightningModule."""
+"""Knowledge distillation: ``DistillationModule`` (classifiers) and ``CausalLMDistillationModule``."""
 
+from lit_opt.distillation.causal_lm import CausalLMDistillationModule
 from lit_opt.distillation.module import DistillationModule
 
-__all__ = ["DistillationModule"]
+__all__ = ["CausalLMDistillationModule", "DistillationModule"]

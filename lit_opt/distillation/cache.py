@@ -2,7 +2,7 @@
 
 A distillation run with a frozen teacher recomputes the same teacher outputs every epoch. The cache
 keeps them per example (every logit, or the ``top_k`` largest as float16 values plus int32 class
-indices) in safetensors shards, one per rank (``teacher-logits-rank{r}.safetensors``: under DDP each
+indices; for a causal LM, per token of the example) in safetensors shards, one per rank (``teacher-logits-rank{r}.safetensors``: under DDP each
 rank writes only the examples it computed, the one exception to DESIGN.md's rank-0 rule), and reads
 every shard back, so later epochs and later runs skip the teacher's forward pass.
 
@@ -11,6 +11,12 @@ teacher's weights (:func:`state_fingerprint`), the data's fingerprint (e.g.
 :attr:`lit_opt.data.TextClassificationDataModule.fingerprint`: file, tokenizer, ``max_length``,
 columns) and ``top_k``. A shard written for another teacher, data or ``top_k`` is never used: opening
 the cache raises ``ValueError`` (nothing is deleted; remove the directory or choose another).
+
+Size, in memory and on disk: ``examples x positions x top_k x 6`` bytes (float16 value + int32
+index), or ``examples x positions x vocabulary x 4`` with every logit kept (``positions`` is 1 for a
+classifier). A causal LM's cache keeps every token: 10,000 blocks of 256 tokens at ``top_k=32``
+is 492 MB; the full 49,152-token vocabulary would be 503 GB, so keep ``top_k`` small for LMs.
+Every example of a causal-LM cache has the same number of positions (fixed-length blocks).
 
 Example::
 
@@ -82,8 +88,8 @@ class TeacherCache:
         self.directory = Path(directory).expanduser()
         self.fingerprint = json.dumps(dict(sorted(fingerprint.items())))
         self.top_k, self.rank = top_k, rank
-        self._values: Tensor | None = None  # (N, W) float32 (all logits) or float16 (top-k values)
-        self._indices: Tensor | None = None  # (N, W) int32 class indices, top-k only
+        self._values: Tensor | None = None  # (N, *S, W) float32 (all logits) or float16 (top-k values)
+        self._indices: Tensor | None = None  # (N, *S, W) int32 class indices, top-k only
         self._present = torch.zeros(0, dtype=torch.bool)  # (N,) rows held
         self._own = torch.zeros(0, dtype=torch.bool)  # (N,) rows this rank computed (its shard)
         self._dirty = False
@@ -96,22 +102,28 @@ class TeacherCache:
     def __len__(self) -> int:
         return int(self._present.sum())
 
-    def _grow(self, size: int, width: int, sparse: bool) -> None:
-        """Make room for example indices below ``size``, with ``width`` stored values per example."""
+    def _grow(self, size: int, shape: tuple[int, ...], sparse: bool) -> None:
+        """Make room for example indices below ``size``, each holding ``shape`` (``(*S, W)``) stored values."""
         if self._values is None:
-            self._values = torch.zeros(0, width, dtype=torch.float16 if sparse else torch.float32)
-            self._indices = torch.zeros(0, width, dtype=torch.int32) if sparse else None
+            self._values = torch.zeros(0, *shape, dtype=torch.float16 if sparse else torch.float32)
+            self._indices = torch.zeros(0, *shape, dtype=torch.int32) if sparse else None
+        if tuple(self._values.shape[1:]) != shape:
+            raise ValueError(
+                f"the teacher cache holds {tuple(self._values.shape[1:])} values per example, but got {shape}. "
+                "HINT: every example needs the same number of positions: pack a causal LM's text into "
+                "fixed-length blocks (or pad to max_length), or set teacher_cache=None."
+            )
         if size <= len(self._present):
             return
-        extra = size - len(self._present)
-        self._values = torch.cat([self._values, self._values.new_zeros(extra, self._values.shape[1])])
+        extra = max(size, 2 * len(self._present)) - len(self._present)  # doubling: appends stay linear
+        self._values = torch.cat([self._values, self._values.new_zeros(extra, *shape)])
         if self._indices is not None:
-            self._indices = torch.cat([self._indices, self._indices.new_zeros(extra, self._indices.shape[1])])
+            self._indices = torch.cat([self._indices, self._indices.new_zeros(extra, *shape)])
         self._present = torch.cat([self._present, torch.zeros(extra, dtype=torch.bool)])
         self._own = torch.cat([self._own, torch.zeros(extra, dtype=torch.bool)])
 
     def _store(self, index: Tensor, values: Tensor, indices: Tensor | None, own: bool) -> None:
-        self._grow(int(index.max()) + 1, values.shape[1], indices is not None)
+        self._grow(int(index.max()) + 1, tuple(values.shape[1:]), indices is not None)
         assert self._values is not None  # set by _grow
         self._values[index] = values.to(self._values.dtype)
         if self._indices is not None and indices is not None:
@@ -121,27 +133,29 @@ class TeacherCache:
             self._own[index] = True
 
     def put(self, index: Tensor, logits: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Keep the teacher's ``logits`` (B, C) of the examples ``index`` (B,); returns them as :meth:`get` will."""
-        if logits.dim() != 2 or index.shape != logits.shape[:1]:
+        """Keep the teacher's ``logits`` ``(B, C)`` or ``(B, L, C)`` of the examples ``index`` ``(B,)``;
+        returns them as :meth:`get` will."""
+        if logits.dim() < 2 or index.shape != logits.shape[:1]:
             raise ValueError(
-                f"the teacher cache keeps one row of logits per example, but got logits of shape "
-                f"{tuple(logits.shape)} for example indices of shape {tuple(index.shape)}. HINT: teacher_cache "
-                "works with sequence-level classifiers (logits (B, C)); leave it unset for token-level outputs."
+                f"the teacher cache keeps the logits of each example, but got logits of shape "
+                f"{tuple(logits.shape)} for example indices of shape {tuple(index.shape)}. HINT: logits are "
+                "(batch, classes) or (batch, seq, vocab), one example index per batch row."
             )
-        rows, cpu_logits = index.detach().cpu().long(), logits.detach().float().cpu()
-        if 0 < self.top_k < cpu_logits.shape[1]:
-            values, indices = cpu_logits.topk(self.top_k, dim=1)  # (B, k) each, largest first
+        rows = index.detach().cpu().long()
+        if 0 < self.top_k < logits.shape[-1]:  # top-k on the logits' device: only (B, ..., k) is copied
+            values, indices = logits.detach().topk(self.top_k, dim=-1)  # largest first
+            values, indices = values.float().cpu(), indices.cpu()
             self._store(rows, values, indices, own=True)
         else:
-            self._store(rows, cpu_logits, None, own=True)
+            self._store(rows, logits.detach().float().cpu(), None, own=True)
         self._dirty = True
         return self._rows(rows, index.device)
 
     def get(self, index: Tensor) -> tuple[Tensor, Tensor | None] | None:
         """``(values, indices)`` of the examples ``index``, or None unless every one of them is cached.
 
-        ``values`` is float32 (B, W) on ``index``'s device; ``indices`` (B, k) int64, or None when
-        every logit is kept (then ``values`` are the logits).
+        ``values`` is float32 ``(B, *S, W)`` on ``index``'s device; ``indices`` ``(B, *S, k)`` int64, or
+        None when every logit is kept (then ``values`` are the logits).
         """
         rows = index.detach().cpu().long()
         if (
@@ -154,7 +168,7 @@ class TeacherCache:
 
     def _rows(self, rows: Tensor, device: torch.device) -> tuple[Tensor, Tensor | None]:
         assert self._values is not None  # internal: rows are stored before they are read
-        values = self._values[rows].to(device=device, dtype=torch.float32)  # (B, W)
+        values = self._values[rows].to(device=device, dtype=torch.float32)  # (B, *S, W)
         indices = None if self._indices is None else self._indices[rows].to(device=device, dtype=torch.long)
         return values, indices
 

@@ -158,12 +158,7 @@ class DistillationModule(pl.LightningModule):
                 "losses and teacher_cache=None, then a new DistillationModule on the same student with "
                 "hidden_weight=0, attention_weight=0 and the cache."
             )
-        classes_s, classes_t = _num_classes(student), _num_classes(teacher)
-        if classes_s is not None and classes_t is not None and classes_s != classes_t:
-            raise ValueError(
-                f"the student predicts {classes_s} classes but the teacher {classes_t}. HINT: build the student "
-                f"with the teacher's number of labels (num_labels={classes_t})."
-            )
+        self._check_models(student, teacher)
         self.save_hyperparameters(ignore=["student", "teacher"])
         self.student = student.train()  # from_pretrained gives eval mode; Lightning keeps modes
         self.teacher = teacher.eval().requires_grad_(False)
@@ -188,7 +183,19 @@ class DistillationModule(pl.LightningModule):
                 if width_s is not None and width_t is not None and width_s != width_t
             }
         )
-        classes = classes_s or classes_t or 2
+        self._build_metrics()
+
+    def _check_models(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Raise ``ValueError`` for a student and teacher that cannot be distilled into one another."""
+        classes_s, classes_t = _num_classes(student), _num_classes(teacher)
+        if classes_s is not None and classes_t is not None and classes_s != classes_t:
+            raise ValueError(
+                f"the student predicts {classes_s} classes but the teacher {classes_t}. HINT: build the student "
+                f"with the teacher's number of labels (num_labels={classes_t})."
+            )
+
+    def _build_metrics(self) -> None:
+        classes = _num_classes(self.student) or _num_classes(self.teacher) or 2
         self.val_accuracy = MulticlassAccuracy(num_classes=classes)
         self.test_accuracy = MulticlassAccuracy(num_classes=classes)
 
@@ -296,21 +303,28 @@ class DistillationModule(pl.LightningModule):
                 cached = self._cache.put(index, self._run(self.teacher, inputs, hidden=False)[0])
         return cached[0], cached[1], None
 
+    def _labels_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy with the labels alone (``alpha == 0``)."""
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
+
+    def _output_loss(
+        self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, teacher_indices: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(total, soft, hard)`` from the two models' outputs (teacher: logits, or top-k values and indices)."""
+        return distillation_loss(
+            student_logits, teacher_logits, labels, self.temperature, self.alpha, teacher_indices
+        )
+
     def losses(self, batch: Any) -> dict[str, Tensor]:
         """Every part of the loss for ``batch`` (``loss`` is the total)."""
         inputs, labels, index = self._split(batch)
         hidden = self.hidden_weight + self.attention_weight > 0
         if self.alpha == 0 and not hidden:  # labels only: the teacher's forward pass would be wasted
-            logits = self._run(self.student, inputs, False)[0]
-            hard = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1)
-            )
+            hard = self._labels_loss(self._run(self.student, inputs, False)[0], labels)
             return {"loss": hard, "soft_loss": torch.zeros_like(hard), "hard_loss": hard}
         teacher_logits, teacher_indices, teacher_hidden = self._teacher_logits(inputs, index, hidden)
         student_logits, student_hidden = self._run(self.student, inputs, hidden)
-        total, soft, hard = distillation_loss(
-            student_logits, teacher_logits, labels, self.temperature, self.alpha, teacher_indices
-        )
+        total, soft, hard = self._output_loss(student_logits, teacher_logits, labels, teacher_indices)
         parts = {"loss": total, "soft_loss": soft, "hard_loss": hard}
         if hidden and student_hidden is not None and teacher_hidden is not None:
             mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None

