@@ -338,6 +338,7 @@ def bench(
     else:
         rows = _measure_all(models, vocab, sizes, lengths, repeats, warmup, target, progress)
         report = {"settings": settings, "env": env, "rows": rows}
+        text = format_table(rows)
         if all(is_causal_lm(model) for _, model in models.values()):
             report["generation"] = _generation(
                 models, vocab, prompt_len, new_tokens, decode_batch_sizes, repeats, warmup
@@ -348,13 +349,11 @@ def bench(
                 "decode_batch_sizes": parse_int_list("decode_batch_sizes", decode_batch_sizes),
                 "decode": "greedy, KV cache; tokens/s of the decode steps alone (generate(new_tokens) - generate(1))",
             }
+            text += "\n\n" + format_generation(report["generation"])
         env["loadavg_end"] = loadavg()
         _plot(rows, out / "bench.png")
-        text = format_table(rows)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     print(text)  # the command's output: the table (or the search's choice and curve), on stdout
-    if "generation" in report:
-        print(format_generation(report["generation"]))
     log.info("lit-opt bench: wrote %s and %s", out / "bench.json", out / "bench.png")
     return report
 

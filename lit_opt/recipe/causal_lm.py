@@ -103,7 +103,7 @@ class CausalLMTask(Task):
 
     def teacher(self, dm: CausalLMDataModule, run_dir: Path) -> tuple[nn.Module, Path]:
         assert self.source is not None  # make_data ran first
-        return load_teacher(self.config, dm, self.source, run_dir)
+        return load_teacher(self.source), self.source
 
     def distill(
         self, dm: CausalLMDataModule, teacher: nn.Module, teacher_dir: Path, run_dir: Path
@@ -133,14 +133,13 @@ class CausalLMTask(Task):
         from lit_opt.models.smollm2 import PROVENANCE
 
         source = PROVENANCE if config.teacher.path is None else f"{trained.teacher_dir}"
-        tuned = f", fine-tuned {config.teacher.max_steps} steps" if config.teacher.max_steps > 0 else ""
         return [
             Candidate(
                 BASELINE,
                 trained.teacher,
                 trained.teacher_dir,
                 params(trained.teacher),
-                f"the teacher ({teacher_layers} layers): {source}{tuned}; fp32, eager",
+                f"the teacher ({teacher_layers} layers): {source}; fp32, eager",
             ),
             Candidate(
                 "student-distilled-fp32",

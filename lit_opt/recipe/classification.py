@@ -58,7 +58,6 @@ class ClassificationTask(Task):
         "distill": "distilling the student",
         "compress": "structured pruning + QAT of the student, then export",
         "ptq_peer": "the peer: the same pruning without QAT, then torch.ao dynamic int8",
-        "deploy": "ONNX export of the teacher and the compressed student, ORT int8 of the teacher",
         "evaluate": "accuracy on the test split, sizes and latency of every row",
     }
     plots = (
@@ -70,8 +69,8 @@ class ClassificationTask(Task):
         super().__init__(config)
         #: The token ids the compressed student's embeddings keep (None: all), set by :meth:`compress`.
         self.keep: list[int] | None = None
-        #: Seconds export_onnx took for the compressed artifact, set by :meth:`deploy` (None: not run).
-        self.onnx_export_seconds: float | None = None
+        #: Seconds ``export_onnx`` of the compressed student took (None: no ONNX rows), set by :meth:`extra_candidates`.
+        self.export_seconds: float | None = None
 
     def make_data(self) -> RecipeDataModule:
         return make_data(self.config.data)
@@ -128,7 +127,7 @@ class ClassificationTask(Task):
                 params(teacher),
                 "the same teacher cast to bf16, eager; bf16 "
                 + (
-                    "native on this CPU"
+                    "native"
                     if torch.ops.mkldnn._is_mkldnn_bf16_supported()
                     else "emulated (this CPU has no native bf16)"
                 ),
@@ -159,27 +158,32 @@ class ClassificationTask(Task):
             ),
         ]
 
-    def evaluate(self, candidates: list[Candidate], dm: RecipeDataModule) -> list[dict[str, Any]]:
-        vocab_size = int(cast(Any, candidates[0].model).config.vocab_size)
-        return measure(candidates, dm, vocab_size, self.config.latency)
-
-    def deploy(self, dm: RecipeDataModule, trained: Trained) -> list[Candidate]:
+    def extra_stage(self) -> tuple[str, str] | None:
         if not self.config.latency.onnx:
-            return []
-        teacher, artifact = trained.teacher, trained.artifact
-        rows, self.onnx_export_seconds = onnx_candidates(
-            teacher,
-            params(teacher),
-            artifact,
-            artifact_params(artifact),
+            return None
+        return "onnx", "ONNX export of the teacher and the compressed student, ORT int8 of the teacher"
+
+    def extra_candidates(self, dm: RecipeDataModule, trained: Trained) -> list[Candidate]:
+        rows, self.export_seconds = onnx_candidates(
+            trained.teacher,
+            params(trained.teacher),
+            trained.artifact,
+            artifact_params(trained.artifact),
             trained.run_dir,
             self.config.latency.threads,
             dm,
         )
         return rows
 
+    def report_extras(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"fastest": report_lib.fastest(rows)}
+
+    def evaluate(self, candidates: list[Candidate], dm: RecipeDataModule) -> list[dict[str, Any]]:
+        vocab_size = int(cast(Any, candidates[0].model).config.vocab_size)
+        return measure(candidates, dm, vocab_size, self.config.latency)
+
     def goals(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return report_lib.goals(rows) + report_lib.onnx_goals(rows, self.onnx_export_seconds)
+        return report_lib.goals(rows) + report_lib.onnx_goals(rows, self.export_seconds)
 
     def table(self, rows: list[dict[str, Any]]) -> str:
         return report_lib.table(rows)

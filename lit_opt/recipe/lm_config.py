@@ -38,14 +38,10 @@ class LMDataConfig:
 
 @dataclass
 class LMTeacherConfig:
-    """The teacher: a Hugging Face causal-LM directory; ``null`` is SmolLM2-135M-Instruct from its Q4_1 GGUF.
-
-    It is used as it is (``max_steps: 0``) or first fine-tuned on the training split for ``max_steps``.
-    """
+    """The teacher, used as it is: a Hugging Face causal-LM directory saved with its tokenizer; ``null`` is
+    SmolLM2-135M-Instruct from its Q4_1 GGUF file."""
 
     path: str | None = None
-    max_steps: int = 0
-    lr: float = 2.0e-5
 
 
 @dataclass
@@ -126,7 +122,6 @@ class CausalLMRecipeConfig:
             ("data.batch_size", self.data.batch_size, 1),
             ("data.max_texts", self.data.max_texts or 3, 3),
             ("data.eval_blocks", self.data.eval_blocks or 1, 1),
-            ("teacher.max_steps", self.teacher.max_steps, 0),
             ("student.epochs", self.student.epochs, 1),
             ("compress.epochs", self.compress.epochs, 1),
             ("compress.embedding_group_size", self.compress.embedding_group_size, 1),

@@ -185,10 +185,16 @@ def markdown(report: dict[str, Any], task: Task) -> str:
         "",
         task.table(report["rows"]),
         "",
-        "Fastest row: "
-        + "; ".join(f"batch {b[1:]}: **{name}**" for b, name in report.get("fastest", {}).items())
-        + ".",
-        "",
+        *(
+            [
+                "Fastest row: "
+                + "; ".join(f"batch {b[1:]}: **{name}**" for b, name in report["fastest"].items())
+                + ".",
+                "",
+            ]
+            if report.get("fastest")
+            else []
+        ),
         "## Goals",
         "",
         report["goals_summary"],

@@ -105,9 +105,10 @@ def run_recipe(config: Any) -> dict[str, Any]:
         peer = task.peer(dm, distilled, teacher, run_dir)
     trained = Trained(teacher, teacher_dir, distilled, artifact, peer, run_dir)
     candidates = task.candidates(dm, trained)
-    if "deploy" in task.stages:
-        with clock.stage("deploy", task.stages["deploy"]):
-            candidates += task.deploy(dm, trained)
+    extra = task.extra_stage()
+    if extra is not None:
+        with clock.stage(*extra):
+            candidates += task.extra_candidates(dm, trained)
     with clock.stage("evaluate", task.stages["evaluate"]):
         rows = task.evaluate(candidates, dm)
     env["loadavg_end"] = loadavg()
@@ -116,7 +117,7 @@ def run_recipe(config: Any) -> dict[str, Any]:
         "rows": rows,
         "goals": goal_rows,
         "goals_summary": report_lib.summary(goal_rows),
-        "fastest": report_lib.fastest(rows),
+        **task.report_extras(rows),
         "stage_seconds": {**clock.seconds, "total": clock.total()},
         "data": task.data_summary(dm),
         "size_files": list(SHIPPED_FILES),

@@ -88,10 +88,6 @@ class Task(ABC):
     def candidates(self, dm: Any, trained: Trained) -> list[Candidate]:
         """The report's rows, in order, before measurement."""
 
-    def deploy(self, dm: Any, trained: Trained) -> list[Candidate]:
-        """Rows of the trained models on other runtimes (stage ``deploy``, run when ``stages`` names it)."""
-        return []
-
     @abstractmethod
     def evaluate(self, candidates: list[Candidate], dm: Any) -> list[dict[str, Any]]:
         """Every row measured in this process (metric, size, parameters, speed): the report's rows."""
@@ -111,6 +107,18 @@ class Task(ABC):
     @abstractmethod
     def method(self, report: dict[str, Any]) -> str:
         """``report.md``'s first paragraph: the data and how each column was measured."""
+
+    def extra_stage(self) -> tuple[str, str] | None:
+        """``(name, what it does)`` of a stage run after :meth:`candidates` that adds rows; none by default."""
+        return None
+
+    def extra_candidates(self, dm: Any, trained: Trained) -> list[Candidate]:
+        """The rows :meth:`extra_stage` adds (called only when it names a stage)."""
+        return []
+
+    def report_extras(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Task-specific top-level entries of ``report.json``; none by default."""
+        return {}
 
     def sections(self, report: dict[str, Any]) -> list[str]:
         """Extra ``report.md`` lines after the rows (e.g. sample outputs); none by default."""

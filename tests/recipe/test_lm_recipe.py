@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -66,11 +67,13 @@ def test_lm_recipe_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     report = json.loads((out / "report.json").read_text())
     assert [r["name"] for r in report["rows"]] == ROW_NAMES
     for row in report["rows"]:
-        for key in ("perplexity", "size_bytes", "params", "prefill_ms_b1"):
+        for key in ("perplexity", "size_bytes", "params", "prefill_ms_b1", "peak_bytes"):
             assert row[key] > 0, (row["name"], key)
-        for key in ("decode_tokens_per_s_b1", "decode_tokens_per_s_b8"):
-            # a rate, positive; NaN where a loaded machine's timing noise exceeds the tiny decode time
-            assert isinstance(row[key], float) and not row[key] <= 0, (row["name"], key)
+        for key in (
+            "decode_tokens_per_s_b1",
+            "decode_tokens_per_s_b8",
+        ):  # NaN: within a loaded machine's noise
+            assert row[key] > 0 or math.isnan(row[key]), (row["name"], key)
         assert len(row["samples"]) == 2
     by = {r["name"]: r for r in report["rows"]}
     assert by["student-distilled-fp32"]["params"] < by["teacher-fp32"]["params"]

@@ -92,7 +92,7 @@ def test_recipe_end_to_end_on_a_user_file(tmp_path: Path, capsys: pytest.Capture
         "distill",
         "compress",
         "ptq_peer",
-        "deploy",
+        "onnx",
         "evaluate",
         "total",
     }
