@@ -19,6 +19,7 @@ import re
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Callable
@@ -294,17 +295,20 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         if not table.get("plot"):
             continue
         column = table["columns"].index(table["plot"])
+        labels = [row[0] for row in table["rows"]]
+        if len(set(labels)) < len(labels):  # e.g. one row per model and batch size: name both
+            labels = [f"{row[0]}, {table['columns'][1]} {row[1]}" for row in table["rows"]]
         points = []
-        for row in table["rows"]:
+        for label, row in zip(labels, table["rows"], strict=True):
             number = re.match(r"[-+]?\d[\d,]*\.?\d*(e[-+]?\d+)?", row[column])
             if number:
-                points.append((row[0], float(number.group(0).replace(",", ""))))
+                points.append((label, float(number.group(0).replace(",", ""))))
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(8, 0.45 * len(points) + 1.2))
         ax.barh([label for label, _ in points][::-1], [value for _, value in points][::-1])
         ax.set_xlabel(table["plot"])
-        ax.set_title(table["title"][:90], fontsize=9)
+        ax.set_title(textwrap.fill(table["title"], 100), fontsize=8)
         fig.tight_layout()
         path = (
             directory / f"{result['benchmark']}-{re.sub(r'[^a-z0-9]+', '-', table['title'].lower())[:40]}.png"
