@@ -21,7 +21,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from lit_opt.inference.measure import Timing, environment, loadavg
+from lit_opt.recipe.quiet import quiet
 
 log = logging.getLogger("benchmarks")
 
@@ -48,7 +48,8 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
 #: What ``--quick`` sets in every benchmark that has the setting: the tiny model and data (no download).
 QUICK = {"model": "tiny", "data": "synthetic"}
 HARNESS_RUN = "measured by this run of the benchmarks harness"
-NOISY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lit_opt", "datasets", "httpx")
+#: loggers kept to warnings while a benchmark runs (third-party chatter is silenced by ``quiet``)
+OWN_LOGGERS = ("lit_opt", "httpx")
 
 
 @dataclass
@@ -135,13 +136,19 @@ class Benchmark:
     def execute(self, argv: list[str]) -> dict[str, Any]:
         """Parse ``argv``, run, write and print the result; returns it."""
         args = self.parse(argv)
-        quiet()
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         threads = torch.get_num_threads()
+        levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
         torch.set_num_threads(getattr(args, "threads", threads))
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
-            return self._execute(args, argv)
+            with quiet(verbose=False):
+                return self._execute(args, argv)
         finally:
             torch.set_num_threads(threads)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
     def _execute(self, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         work = args.work_dir or ROOT / "outputs" / "benchmarks" / self.name
@@ -174,26 +181,6 @@ class Benchmark:
             log.info("plot: %s", path)
         log.info("wrote %s (%.0f s)", out, result["wall_s"])
         return result
-
-
-def quiet() -> None:
-    """Log our progress at INFO; Lightning, lit_opt and transformers only when something is wrong."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    import datasets
-
-    datasets.disable_progress_bars()
-    for message in (
-        ".*does not have many workers.*",
-        ".*module\\(s\\) in eval mode.*",
-        ".*`training_step` returned.*",
-    ):
-        warnings.filterwarnings("ignore", message=message)
 
 
 def git_state() -> str:
