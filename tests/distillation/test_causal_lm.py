@@ -101,6 +101,7 @@ def _ddp_perplexity(rank, world_size):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # two spawned processes: ~30 s on 2 shared cores
 def test_perplexity_sums_tokens_over_ranks():
     with torch.no_grad():
         sums = _per_batch(tiny_llama(seed=1), [_batch(seed=0), _batch(batch=1, seq_len=4, seed=1)])
