@@ -136,14 +136,26 @@ def _output_names(output: Any) -> list[str]:
     return ["output"]
 
 
-def _optimize(ort: ModuleType, raw: Path, target: Path) -> str:
-    """ORT's transformer fusions (LayerNorm, GELU, SkipLayerNorm) where they load, else its session optimizer."""
+def _attention_shape(model: nn.Module) -> tuple[int, int]:
+    """``(heads, hidden)`` for ORT's attention fusion when every attention keeps the config's heads, else
+    ``(0, 0)`` (ORT then detects them; layers with pruned heads differ, and are left unfused)."""
+    config: Any = getattr(model, "config", None)
+    heads = {getattr(m, "num_attention_heads", None) for m in model.modules()} - {None}
+    expected, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    if isinstance(expected, int) and isinstance(hidden, int) and heads == {expected}:
+        return expected, hidden
+    return 0, 0
+
+
+def _optimize(ort: ModuleType, raw: Path, target: Path, heads: int, hidden: int) -> str:
+    """ORT's transformer fusions (attention, LayerNorm, GELU, SkipLayerNorm) where they load, else its session
+    optimizer."""
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optimized = optimize_model(str(raw), model_type="bert", num_heads=0, hidden_size=0)
+            optimized = optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden)
         optimized.save_model_to_file(str(target))
         return "onnxruntime.transformers.optimizer (model_type=bert)"
     except Exception as err:  # noqa: BLE001 - any failure of the optional fusions falls back to ORT's own
@@ -237,7 +249,7 @@ def export_onnx(
         graph_file = scratch / ONNX_FILE
         how = "none"
         if optimize:
-            how = _optimize(ort, raw, graph_file)
+            how = _optimize(ort, raw, graph_file, *_attention_shape(reference))
         else:
             shutil.copyfile(raw, graph_file)
         check = _token_inputs(reference, vocab, 4, 32, seed=1)

@@ -237,3 +237,14 @@ def test_a_quantized_convolution_is_named(tmp_path):
         ValueError, match=r"cannot express layer '.*key_conv_attn_layer.depthwise': a Conv1d with quantized"
     ):
         lit_opt.export_onnx(model, tmp_path / "out")
+
+
+def test_an_unpruned_model_gets_ort_attention_fusion(tmp_path):
+    path = lit_opt.export_onnx(tiny_bert(), tmp_path / "plain")
+    assert [n.op_type for n in onnx.load(str(path / ONNX_FILE)).graph.node].count(
+        "Attention"
+    ) == 2  # one per layer
+    inputs = _inputs()
+    with torch.inference_mode():
+        expected = tiny_bert()(**inputs).logits
+    torch.testing.assert_close(lit_opt.load_onnx(path)(**inputs).logits, expected, atol=1e-5, rtol=0)
