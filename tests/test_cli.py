@@ -15,7 +15,7 @@ from lit_opt.cli import LitOptCLI, main
 from lit_opt.data import DigitsDataModule
 from lit_opt.inference.measure import call_model, synthetic_batch
 from lit_opt.models import MLPClassifier
-from tests.helpers.configs import smoke_config, write_tiny_minilm
+from tests.helpers.configs import StandIns, smoke_config, write_texts, write_tiny_minilm, write_tiny_smollm2
 from tests.recipe.test_recipe import write_reviews
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -98,17 +98,24 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.fixture(scope="module")
-def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A tiny MiniLM-shaped model directory, a small review file and a data cache, shared by the config runs."""
+def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> StandIns:
+    """Tiny MiniLM- and SmolLM2-shaped model directories, small review and text files and a data cache,
+    shared by the config runs."""
     root = tmp_path_factory.mktemp("stand_ins")
-    return write_tiny_minilm(root / "model"), write_reviews(root / "reviews.csv", rows=96), root / "cache"
+    return StandIns(
+        minilm=write_tiny_minilm(root / "model"),
+        reviews=write_reviews(root / "reviews.csv", rows=96),
+        cache=root / "cache",
+        llama=write_tiny_smollm2(root / "llama"),
+        texts=write_texts(root / "texts.txt"),
+    )
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
-def test_every_config_fits_fast(config: Path, tmp_path: Path, stand_ins: tuple[Path, Path, Path]) -> None:
+def test_every_config_fits_fast(config: Path, tmp_path: Path, stand_ins: StandIns) -> None:
     # The real configs with a tiny model and file in place of MiniLM and Rotten Tomatoes, and schedules
     # shrunk to the few steps run (so every callback acts); the config's own logger stays on, under tmp_path.
-    smoke, overrides = smoke_config(config, tmp_path / "smoke.yaml", *stand_ins)
+    smoke, overrides = smoke_config(config, tmp_path / "smoke.yaml", stand_ins)
     main(["fit", "--config", str(smoke), *FAST, *overrides, f"--trainer.default_root_dir={tmp_path / 'run'}"])
     assert any(tmp_path.rglob("*.ckpt")) or any(tmp_path.rglob("events.out.tfevents.*"))
     callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks") or []
@@ -119,7 +126,10 @@ def test_every_config_fits_fast(config: Path, tmp_path: Path, stand_ins: tuple[P
             if vocab is not None:
                 with torch.inference_mode():
                     logits = call_model(model, synthetic_batch(2, 8, vocab)).logits
-                assert logits.shape == (2, 2) and bool(logits.isfinite().all())
+                causal_lm = getattr(model, "generate", None) is not None and logits.dim() == 3
+                assert logits.shape == ((2, 8, vocab) if causal_lm else (2, 2)) and bool(
+                    logits.isfinite().all()
+                )
 
 
 def test_optimizer_and_scheduler_from_the_command_line() -> None:

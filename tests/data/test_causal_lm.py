@@ -116,12 +116,25 @@ def test_default_corpus_is_rotten_tomatoes(
     assert make(tmp_path, None, tokenizer).text_counts["train"] == 48
 
 
+def test_default_tokenizer_is_smollm2s(
+    tmp_path: Path, tokenizer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lit_opt.models.smollm2 as smollm2
+
+    asked = []
+    monkeypatch.setattr(
+        smollm2, "smollm2_135m_instruct", lambda cache_dir: asked.append(cache_dir) or tokenizer
+    )
+    dm = CausalLMDataModule(tokenizer=None, cache_dir=str(tmp_path))
+    assert dm.tokenizer().vocab_size == 300 and asked == [tmp_path]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"path": "notes.docx"}, r"path='notes.docx' is not accepted; expected a file ending in one of"),
         ({"path": "missing.txt"}, r"path='missing.txt' is not a file"),
-        ({"tokenizer": None}, r"tokenizer=None is not accepted; expected a non-empty string"),
+        ({"tokenizer": ""}, r"tokenizer='' is not accepted; expected a non-empty string"),
         ({"block_size": 1}, r"block_size=1 is not accepted"),
         ({"block_size": 128, "max_positions": 64}, r"block_size=128 is longer than the 64 positions"),
         ({"val_fraction": 0.6, "test_fraction": 0.5}, r"add up to 1.1"),
