@@ -11,6 +11,7 @@ model) and the artifact's tokenizer files beside it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -18,6 +19,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -60,10 +62,34 @@ def require_onnxruntime() -> tuple[ModuleType, ModuleType]:
     return onnx, onnxruntime
 
 
+class _Without(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _without_log(logger: logging.Logger, prefix: str) -> Iterator[None]:
+    """``logger`` drops messages starting with ``prefix`` for the duration."""
+    dropped = _Without(prefix)
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropped)
+
+
 def _artifact(source: Any, scratch: Path) -> Path:
     """The artifact directory ``source`` names, or one exported from the model ``source`` into ``scratch``."""
     if isinstance(source, nn.Module):
-        return export(source, scratch / "artifact")
+        # a float model (a teacher) is a normal source here: no "carries no quantizer" advice
+        with _without_log(logging.getLogger("lit_opt.export.exporter"), "export: %s carries no quantizer"):
+            return export(source, scratch / "artifact")
     if not isinstance(source, (str, os.PathLike)) or not str(source):
         raise ValueError(
             f"source={source!r} is not accepted; expected a trained model (nn.Module) or a lit_opt artifact "
@@ -327,7 +353,11 @@ def quantize_onnx_dynamic(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def fill(tmp: Path) -> None:
-        with warnings.catch_warnings():
+        # ORT advises pre-processing on the root logger: the graph is already optimized
+        with (
+            warnings.catch_warnings(),
+            _without_log(logging.getLogger(), "Please consider"),
+        ):
             warnings.simplefilter("ignore")
             quantize_dynamic(
                 str(root / ONNX_FILE),

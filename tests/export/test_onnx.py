@@ -1,6 +1,7 @@
 """ONNX export of lit_opt artifacts and the ONNX Runtime wrapper: equivalence, trained codes kept, bad input."""
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -143,9 +144,19 @@ def test_the_wrapper_serves_a_dynamic_batcher(exported):
     torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=0)
 
 
-def test_ort_quantize_dynamic_peer_runs(tmp_path, exported):
+def test_ort_quantize_dynamic_peer_runs(tmp_path, exported, caplog):
+    caplog.set_level(logging.INFO)
     path = quantize_onnx_dynamic(exported["static"], tmp_path / "int8")
     assert lit_opt.load_onnx(path)(**_inputs()).logits.shape == (5, 2)
+    assert "Please consider" not in caplog.text  # ORT's pre-processing advice: the graph is already optimized
+
+
+def test_a_float_model_exports_without_the_no_compression_advice(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    lit_opt.export_onnx(tiny_bert(), tmp_path / "teacher")
+    assert "carries no quantizer" not in caplog.text
+    lit_opt.export(tiny_bert(), tmp_path / "artifact")  # export() itself still says so
+    assert "carries no quantizer" in caplog.text
 
 
 # -- bad input ------------------------------------------------------------------------------------
