@@ -1,15 +1,12 @@
 """Length bucketing and the DynamicBatcher on Rotten Tomatoes with all-MiniLM-L6-v2 (CPU, or a GPU for serving).
 
 1. **Bucketing.** The data module (``max_length`` tokens, batch 32) with and without ``bucketing=True``:
-   padding over the whole training epoch, and the time of its first ``batches`` training steps (forward,
-   backward, AdamW) of the same fp32 classifier (same initial weights), taking turns batch by batch
-   (``time_round_robin``), then of the forward passes alone. Padding to ``max_length`` is shown for reference.
-2. **Dynamic batching.** The model exported as int8 and loaded with ``lit_opt.load`` (or ``artifact``) on
-   ``device``; ``clients`` threads each send ``requests`` test texts in a closed loop (send, wait, send the
-   next) to a ``DynamicBatcher``, to the same batcher with ``max_batch_size=1`` (batch-1 serving, the
-   baseline) and to sequential direct calls, taking turns for ``rounds`` rounds after an untimed warm-up
-   round. The batcher's timed forward passes are then replayed alone: what a batcher without overhead
-   of its own would reach.
+   padding over the training epoch, and the time of its first ``batches`` training steps, then forward
+   passes, of the same fp32 classifier, the two loaders taking turns batch by batch.
+2. **Dynamic batching.** The model exported as int8 (or ``artifact``) loaded on ``device``; ``clients``
+   threads each send ``requests`` texts in a closed loop to a ``DynamicBatcher``, to batch-1 serving
+   (``max_batch_size=1``, the baseline) and to sequential direct calls, taking turns for ``rounds`` rounds.
+   The batcher's forward passes are then replayed alone: what a batcher without overhead would reach.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,7 @@ from transformers import AutoTokenizer
 
 import lit_opt
 from benchmarks.common import SEED, classifier, csv_path, text_data
-from benchmarks.harness import Benchmark, Run
+from benchmarks.harness import Benchmark, Run, reject
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.inference import DynamicBatcher
 from lit_opt.inference.measure import percentile, time_round_robin
@@ -72,7 +68,7 @@ def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:
         dms[bucketed] = text_data(s, out.work_dir, max_length=s.max_length, batch_size=32, bucketing=bucketed)
         dms[bucketed].setup("fit")
         torch.manual_seed(SEED)  # the plain loader's shuffling
-        batches[bucketed] = list(islice(iter(dms[bucketed].train_dataloader()), s.batches))
+        batches[bucketed] = list(itertools.islice(iter(dms[bucketed].train_dataloader()), s.batches))
     times = timed_steps(model, {str(b): batches[b] for b in batches})
     cells = []
     for bucketed, dm in dms.items():
@@ -235,10 +231,7 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
 def run(s: argparse.Namespace, out: Run) -> None:
     """Raises ValueError: ``max_batch_size`` < 2 (nothing to compare with batch-1 serving)."""
     if s.max_batch_size < 2:
-        raise ValueError(
-            f"max_batch_size={s.max_batch_size} is not accepted; expected 2 or more. HINT: batch-1 serving is "
-            "the baseline it is compared with."
-        )
+        reject("max_batch_size", s.max_batch_size, "2 or more", "batch-1 serving is the baseline.")
     if s.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     artifact = Path(s.artifact) if s.artifact else None

@@ -324,5 +324,10 @@ def fine_tune_teacher(s: Any, work_dir: Path) -> tuple[nn.Module, dict[str, Any]
     return model, row, directory
 
 
+def standard_error(accuracy: float, n: int) -> float:
+    """The binomial standard error of an accuracy measured on ``n`` examples."""
+    return (accuracy * (1 - accuracy) / n) ** 0.5
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"

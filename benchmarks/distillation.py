@@ -1,16 +1,11 @@
 """DistillationModule on Rotten Tomatoes (CPU): student accuracy against the teacher, and the teacher cache.
 
-On ``train_rows`` of the stratified training split (``common.epoch_data``: bucketed batches carrying
-``idx``, the same in every run), constant-lr AdamW, no validation during training:
-
-1. the teacher, all-MiniLM-L6-v2, fine-tuned with cross-entropy for ``epochs`` epochs and saved;
-2. 3-layer students, the same steps on the same batches: distilled on logits from both initialisations
-   (``keep_layers(teacher, keep_layers)`` and the pretrained ``minilm_l3()``; the one with the higher
-   *validation* accuracy is used for the rest); labels only (the plain ``Classifier``: no teacher runs,
-   the floor the cache's epochs are compared with); logits + hidden states (``hidden_weight``); and
-   logits with ``teacher_cache`` (its first epoch stores the teacher's logits, its second reads them:
-   it must reach the uncached accuracy, and its epochs are timed against the uncached run's);
-3. test accuracy of every model, and McNemar's paired test of the distilled students vs labels only.
+On ``train_rows`` of the training split (``common.epoch_data``: the same batches in every run): the teacher,
+all-MiniLM-L6-v2, fine-tuned for ``epochs``; then 3-layer students on the same steps, distilled on logits
+from two initialisations (``keep_layers`` of the teacher and the pretrained ``minilm_l3()``; the better by
+*validation* accuracy is used for the rest), on labels only (no teacher), on logits + hidden states, and on
+logits with ``teacher_cache`` (its first epoch stores the teacher's logits, its second reads them: timed
+against the uncached run). Test accuracy of each, and McNemar's paired test of distilled vs labels only.
 """
 
 from __future__ import annotations
@@ -33,8 +28,9 @@ from benchmarks.common import (
     fit_epochs,
     pct,
     small_student,
+    standard_error,
 )
-from benchmarks.harness import Benchmark, Run
+from benchmarks.harness import Benchmark, Run, reject
 from lit_opt import DistillationModule
 from lit_opt.distillation import students
 
@@ -51,15 +47,9 @@ def mcnemar(a: dict[int, tuple[int, int]], b: dict[int, tuple[int, int]]) -> dic
 
 
 def student(
-    s: argparse.Namespace,
-    out: Run,
-    name: str,
-    init: str,
-    teacher_dir: Path,
-    alpha: float,
-    hidden: float = 0.0,
+    s: argparse.Namespace, out: Run, name: str, init: str, teacher_dir: Path, alpha: float, hidden: float = 0.0,
     cache: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Train a 3-layer student (``init``: ``keep_layers`` or ``minilm_l3``; ``alpha`` 0: labels only): one row."""
     L.seed_everything(SEED, verbose=False)  # the same new head in every run
     if init == "keep_layers":
@@ -91,19 +81,12 @@ def student(
 def run(s: argparse.Namespace, out: Run) -> None:
     """Raises ValueError: ``epochs`` < 2 (the cache's second epoch is what is timed)."""
     if s.epochs < 2:
-        raise ValueError(
-            f"epochs={s.epochs} is not accepted; expected 2 or more. HINT: the teacher cache's second epoch, "
-            "which reads the cache, is what is timed."
-        )
+        reject("epochs", s.epochs, "2 or more", "the teacher cache's second epoch, its reads, is timed.")
     shutil.rmtree(out.work_dir / "teacher_cache", ignore_errors=True)
     _, measured, teacher_dir = fine_tune_teacher(s, out.work_dir)
-    teacher = {
-        "name": "teacher",
-        "model_desc": "6 layers" if s.model == "minilm" else "tiny",
-        "init": "pretrained + new head",
-        "loss": f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})",
-        **measured,
-    }
+    teacher = {"name": "teacher", "model_desc": "6 layers" if s.model == "minilm" else "tiny",
+               "init": "pretrained + new head", "loss": f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})",
+               **measured}  # fmt: skip
     candidates = {
         i: student(s, out, "distilled logits", i, teacher_dir, s.alpha) for i in ("keep_layers", "minilm_l3")
     }
@@ -121,14 +104,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
             raise RuntimeError(f"{r['name']} ran {r['steps']} steps, the teacher {teacher['steps']}")
     distilled = {"distilled logits": c, "distilled logits + hidden": hidden}
     paired = [
-        {"first": name, "second": "labels only", **mcnemar(r["test"], labels["test"])}
-        for name, r in distilled.items()
+        {"first": n, "second": "labels only", **mcnemar(r["test"], labels["test"])}
+        for n, r in distilled.items()
     ]
-    out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows] + [
-        {"name": "paired", "tests": paired}
-    ]
-    mean = sum(r["test_acc"] for r in rows) / len(rows)
-    se = math.sqrt(mean * (1 - mean) / teacher["test_n"])
+    out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows]
+    out.rows.append({"name": "paired", "tests": paired})
+    se = standard_error(sum(r["test_acc"] for r in rows) / len(rows), teacher["test_n"])
     out.table(
         f"Accuracy ({s.data}: {teacher['train_rows']} train rows, {teacher['test_n']} test rows, max_length "
         f"{s.max_length}, batch {s.batch_size}, {s.epochs} epochs = {teacher['steps']} steps each)",
@@ -171,11 +152,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
         diff = f"{pct(r['test_acc'])} vs {pct(labels['test_acc'])} ({100 * (r['test_acc'] - labels['test_acc']):+.2f} pts)"
         out.goal(f"{name} beats labels only (test)", diff, r["test_acc"] > labels["test_acc"])
     same = abs(cached["test_acc"] - c["test_acc"]) < 1e-9
-    out.goal(
-        "cached run reaches the uncached run's test accuracy",
-        f"{pct(cached['test_acc'])} vs {pct(c['test_acc'])}",
-        same,
-    )
+    goal = "cached run reaches the uncached run's test accuracy"
+    out.goal(goal, f"{pct(cached['test_acc'])} vs {pct(c['test_acc'])}", same)
 
 
 BENCH = Benchmark(

@@ -30,6 +30,7 @@ from benchmarks.common import (
     evaluate,
     fit_epochs,
     pct,
+    standard_error,
 )
 from benchmarks.harness import Benchmark, Run
 
@@ -122,7 +123,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
         ],
         notes="Embedding bytes: the word-embedding tensors in model.safetensors (codes, scales, remap); file bytes: the "
         "whole artifact (the rest stays fp32). Accuracies from lit_opt.load(kernel='reference'). One seed: standard "
-        f"error ~{pct((acc * (1 - acc) / fp32['test_n']) ** 0.5)}.",
+        f"error ~{pct(standard_error(acc, fp32['test_n']))}.",
         plot="x smaller",
     )  # fmt: skip
     out.table(

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -196,6 +196,11 @@ def time_models(
     calls = {name: functools.partial(synced_forward, model, inputs) for name, model in models.items()}
     with torch.inference_mode():
         return compare(time_round_robin(calls, warmup, repeats), baseline)
+
+
+def reject(setting: str, value: Any, expected: str, hint: str) -> NoReturn:
+    """Raise the ValueError for a setting a benchmark cannot run with."""
+    raise ValueError(f"{setting}={value} is not accepted; expected {expected}. HINT: {hint}")
 
 
 def validate(result: dict[str, Any]) -> None:

@@ -38,18 +38,16 @@ from benchmarks.common import (
     fit_batches,
     fixed_batches,
     logit_diff,
+    standard_error,
 )
-from benchmarks.harness import Benchmark, Run, compare, time_models
+from benchmarks.harness import Benchmark, Run, compare, reject, time_models
 from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
 from lit_opt.inference.measure import dir_bytes, file_bytes, percentile, synthetic_batch, time_round_robin
 from lit_opt.pruning import PruningConfig, accumulate_movement, prepare_pruning, update_masks, zero_pruned
 from lit_opt.targets import select_modules
 
-STRUCTURED = {
-    "rows": "50% of FFN rows",
-    "heads": "50% of heads",
-    "rows+heads": "50% of FFN rows + 50% of heads",
-}
+STRUCTURED = {"rows": "50% of FFN rows", "heads": "50% of heads"}
+STRUCTURED["rows+heads"] = f"{STRUCTURED['rows']} + {STRUCTURED['heads']}"
 LOAD_KERNELS = ("auto", "reference")  # "auto": bf16 on CPUs with native bf16
 STEP_VARIANTS = [
     "dense",
@@ -79,9 +77,7 @@ def check(s: argparse.Namespace) -> None:
             f"< steps={s.steps}. HINT: leave them 0 for one dense epoch and the target at half the steps."
         )
     if any(not 0 < x < 1 for x in s.sparsities):
-        raise ValueError(
-            f"sparsities={s.sparsities} is not accepted; expected fractions in (0, 1). HINT: e.g. 0.5 0.9."
-        )
+        reject("sparsities", s.sparsities, "fractions in (0, 1)", "e.g. 0.5 0.9.")
 
 
 def targeted(module: nn.Module) -> dict[str, nn.Module]:
@@ -96,9 +92,7 @@ def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
     for epoch in range(s.epochs):
         step = (epoch + 1) * s.steps_per_epoch  # global_step after the epoch's last optimizer step
         current = (
-            sparsity_at(step, target, "cubic", s.prune_start, s.prune_end)
-            if step <= s.prune_end
-            else previous
+            previous if step > s.prune_end else sparsity_at(step, target, "cubic", s.prune_start, s.prune_end)
         )
         amounts.append(1.0 - (1.0 - current) / (1.0 - previous))
         previous = current
@@ -110,12 +104,8 @@ def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) 
         schedule="cubic", start_step=s.prune_start, end_step=s.prune_end, every_n_steps=s.prune_every
     )
     if row["kind"] == "lit_opt":
-        return [
-            lit_opt.IterativePruningCallback(
-                target_sparsity=row["target"], criterion=row["criterion"], scope=s.scope,
-                **ENCODER, **schedule,
-            )
-        ]  # fmt: skip
+        config = {"target_sparsity": row["target"], "criterion": row["criterion"], "scope": s.scope}
+        return [lit_opt.IterativePruningCallback(**config, **ENCODER, **schedule)]
     if row["kind"] == "model_pruning":
         from lightning.pytorch.callbacks import ModelPruning
 
@@ -178,11 +168,8 @@ def step_overhead(row: dict[str, Any], dense: dict[str, Any], s: argparse.Namesp
     """Step cost vs dense from ``prune_end`` on (every callback holds its final masks), pruning steps left
     out: ``ratio_of_medians`` and ``paired_median_ratio`` (per-step ratios: the same batch in both runs)."""
     late = [i for i, step in enumerate(row["step_of_batch"]) if step >= s.prune_end]
-    pairs = [
-        (row["step_ms"][i], dense["step_ms"][i])
-        for i in late
-        if row["step_of_batch"][i] not in row["pruning_steps"]
-    ]
+    kept = [i for i in late if row["step_of_batch"][i] not in row["pruning_steps"]]
+    pairs = [(row["step_ms"][i], dense["step_ms"][i]) for i in kept]
     row["step_median_ms"] = statistics.median(t for t, _ in pairs)
     row["step_p90_ms"] = percentile([t for t, _ in pairs], 90)
     row["ratio_of_medians"] = row["step_median_ms"] / statistics.median(d for _, d in pairs)
@@ -258,10 +245,8 @@ def export_rows(
     name: str, model: nn.Module, data: dict[str, Any], out: Run, masked: float, models: dict[str, nn.Module]
 ) -> list[dict[str, Any]]:
     """Export ``model`` (masks and all), load it with each of ``LOAD_KERNELS`` into ``models``: a row per kernel."""
-    model = model.eval()
-    path = lit_opt.export(
-        model, out.work_dir / "artifacts" / name.replace(" ", "_").replace("%", "pct").replace("+", "_")
-    )
+    model, slug = model.eval(), name.replace(" ", "_").replace("%", "pct").replace("+", "_")
+    path = lit_opt.export(model, out.work_dir / "artifacts" / slug)
     rows = []
     for kernel in LOAD_KERNELS:
         loaded = models[f"{name} (load {kernel})"] = lit_opt.load(path, kernel=kernel)
@@ -390,7 +375,7 @@ def report(
     data: dict[str, Any],
 ) -> None:
     dense, n_test = rows[0], data["sizes"]["test"]
-    se = 100 * (dense["accuracy"] * (1 - dense["accuracy"]) / n_test) ** 0.5
+    se = 100 * standard_error(dense["accuracy"], n_test)
     out.table(
         f"Fine-tuning rows ({s.model}, {s.steps} steps x batch 32, max_length 64, AdamW lr {s.lr:g}, unstructured scope "
         f"{s.scope}, {s.epochs} epochs of {s.steps_per_epoch} steps, target reached at step {s.prune_end}; test n={n_test})",

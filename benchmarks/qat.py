@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 import lit_opt
 from benchmarks.common import Classifier, Clock, classifier, trainer
-from benchmarks.harness import Benchmark, Run, time_models
+from benchmarks.harness import Benchmark, Run, reject, time_models
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.export.loader import best_kernel
 from lit_opt.inference.measure import dir_bytes, file_bytes, percentile
@@ -171,10 +171,7 @@ def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, A
 def run(s: argparse.Namespace, out: Run) -> None:
     """Raises ValueError: ``train_steps`` < 3 (the first 2 steps are warm-up)."""
     if s.train_steps < 3:
-        raise ValueError(
-            f"train_steps={s.train_steps} is not accepted; expected 3 or more. HINT: the first 2 steps are "
-            "warm-up and not timed."
-        )
+        reject("train_steps", s.train_steps, "3 or more", "the first 2 steps are warm-up and not timed.")
     base = classifier(s.model).eval()
     rows = inference(s, out, base)
     plain, qat = step_times(base, False, s), step_times(base, True, s)

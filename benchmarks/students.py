@@ -30,6 +30,7 @@ from benchmarks.common import (
     fine_tune_teacher,
     fit_epochs,
     pct,
+    standard_error,
 )
 from benchmarks.harness import Benchmark, Run, time_models
 from lit_opt import DistillationModule
@@ -123,7 +124,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
         ],
         notes=f"One seed each; fp32, {s.threads} thread(s), seq {s.seq_len}, latency ratios are paired medians "
         f"over {s.repeats} round-robin rounds against the teacher. Test accuracy's standard error is about "
-        f"{pct((teacher['test_acc'] * (1 - teacher['test_acc']) / teacher['test_n']) ** 0.5)}.",
+        f"{pct(standard_error(teacher['test_acc'], teacher['test_n']))}.",
         plot="test acc",
     )
     by = {r["name"]: r for r in rows}
