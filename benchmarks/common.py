@@ -61,15 +61,15 @@ def small_student(model: str) -> nn.Module:
     return classifier("tiny", seed=SEED + 1, layers=1)
 
 
-def csv_path(data: str, work_dir: Path, rows: int = 480) -> Path:
-    """The CSV (``text,label``) of ``data``: Rotten Tomatoes, or ``rows`` synthetic snippets."""
+def csv_path(data: str, work_dir: Path) -> Path:
+    """The CSV (``text,label``) of ``data``: Rotten Tomatoes, or 480 synthetic snippets."""
     if data == "rotten_tomatoes":
         return rotten_tomatoes_csv()
     path = work_dir / "synthetic.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
-        for i in range(rows):
+        for i in range(480):
             label = "fresh" if i % 2 else "rotten"
             length = 4 + (i * 7) % 29
             pool = f"{WORDS[label]} {WORDS['either']}".split()

@@ -337,13 +337,13 @@ def row_cells(r: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
     """A fine-tuning row of the table."""
     layers = r["layer_sparsity"]
     sparsest = max(layers, key=layers.__getitem__)
+    events = f"{r['pruning_events']} ({r['pruning_median_ms']:.0f})" if r["pruning_events"] else "-"
     return {
         "row": r["name"], "target": fmt(r["target"], ".0%"), "measured sparsity": f"{100 * r['sparsity_targeted']:.2f}%",
         "test acc": f"{100 * r['accuracy']:.2f}%", "vs dense (pts)": f"{100 * (r['accuracy'] - dense['accuracy']):+.2f}",
         "step median ms": f"{r['step_median_ms']:.0f}", "step vs dense (ratio of medians)": f"{r['ratio_of_medians']:.3f}x",
         "step vs dense (paired median)": f"{r['paired_median_ratio']:.3f}x",
-        "pruning events (median ms each)": f"{r['pruning_events']} ({r['pruning_median_ms']:.0f})" if r["pruning_events"] else "-",
-        "fit s": f"{r['fit_s']:.0f}", "cpu/wall": f"{r['cpu_per_wall']:.2f}",
+        "pruning events (median ms each)": events, "fit s": f"{r['fit_s']:.0f}", "cpu/wall": f"{r['cpu_per_wall']:.2f}",
         "sparsest layer": f"{sparsest} {layers[sparsest]:.1%}",
     }  # fmt: skip
 
@@ -352,14 +352,15 @@ def export_cells(e: dict[str, Any], by: dict[str, dict[str, Any]]) -> dict[str, 
     """An exported row of the table; speedups against dense in eager fp32 and loaded with the same kernel."""
     same = by.get(f"dense (load {e.get('kernel')})")
     b32 = e["b32_median_ms"]
+    widths = (
+        "/".join(map(str, sorted(set(e["ffn_width"])))) + " / " + "/".join(map(str, sorted(set(e["heads"]))))
+    )
     return {
         "row": e["name"], "dtype": e["dtype"], "masked acc": fmt(e.get("masked_accuracy"), ".2%"),
         "loaded acc": f"{100 * e['accuracy']:.2f}%",
         "max abs logit diff loaded vs masked": fmt(e.get("max_abs_logit_diff_vs_masked"), ".2g"),
         "params": f"{e['params']:,}", "nonzero params": f"{e['nonzero_params']:,}",
-        "FFN width / heads per layer": "/".join(map(str, sorted(set(e["ffn_width"]))))
-        + " / " + "/".join(map(str, sorted(set(e["heads"])))),
-        "file MB": fmt(e.get("bytes") and e["bytes"] / 1e6, ".1f"),
+        "FFN width / heads per layer": widths, "file MB": fmt(e.get("bytes") and e["bytes"] / 1e6, ".1f"),
         "b1 ms": f"{e['b1_median_ms']:.1f}", "b32 ms": f"{b32:.0f}",
         "b32 speedup vs dense eager fp32": f"{by['dense eager fp32']['b32_median_ms'] / b32:.2f}x",
         "b32 speedup vs dense loaded same kernel": f"{same['b32_median_ms'] / b32:.2f}x" if same else "n/a",

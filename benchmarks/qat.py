@@ -79,15 +79,11 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[Callable[[], nn.Modu
         rows[name] = (lambda m=model: m, {"bytes": size, "size_how": "save_pretrained model.safetensors"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ao = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8
-        ).eval()
+        ao = torch.ao.quantization.quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8)
     torch.save(ao.state_dict(), work / "torch_ao_int8.pt")
     how = "torch.save(state_dict) (packed int8 Linear params; embeddings stay fp32)"
-    rows["torch.ao dynamic int8"] = (
-        lambda: ao,
-        {"bytes": file_bytes(work / "torch_ao_int8.pt"), "size_how": how},
-    )
+    size = {"bytes": file_bytes(work / "torch_ao_int8.pt"), "size_how": how}
+    rows["torch.ao dynamic int8"] = (lambda: ao.eval(), size)
     int8 = lit_opt.export(base, work / "lit_opt_int8", quantization=INT8)
     int4 = lit_opt.export(base, work / "lit_opt_int4_g32", quantization=INT4)
     auto = best_kernel(torch.device("cpu"))
@@ -177,10 +173,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
     plain, qat = step_times(base, False, s), step_times(base, True, s)
     torch.set_num_threads(s.threads)
     ratio = qat["step_median_ms"] / plain["step_median_ms"]
-    out.rows += rows + [
-        {"name": "training plain", **plain},
-        {"name": "training QAT", **qat, "qat_over_plain": ratio},
-    ]
+    training = [{"name": "training plain", **plain}, {"name": "training QAT", **qat, "qat_over_plain": ratio}]
+    out.rows += rows + training
     big = max(s.batches)
     out.table(
         f"Inference ({s.model}, seq {s.seq_len}, {s.threads} threads, rows interleaved)",
