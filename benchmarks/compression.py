@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 from typing import Any
 
 import torch
 
 import lit_opt
 from benchmarks.common import (
-    ENCODER_EXCLUDE,
-    ENCODER_TARGETS,
+    ENCODER,
     VOCAB,
     Classifier,
     accuracy,
@@ -31,8 +29,8 @@ from benchmarks.common import (
     fixed_batches,
     logit_diff,
 )
-from benchmarks.harness import Benchmark, Run, compare
-from lit_opt.inference.measure import call_model, file_bytes, synthetic_batch, time_round_robin
+from benchmarks.harness import Benchmark, Run, time_models
+from lit_opt.inference.measure import file_bytes, synthetic_batch
 
 ROWS: list[dict[str, Any]] = [
     {"name": "dense"},
@@ -45,12 +43,11 @@ def train_row(
     row: dict[str, Any], start: torch.nn.Module, data: dict[str, Any], s: argparse.Namespace, out: Run
 ) -> torch.nn.Module:
     """Train ``row`` from ``start``, export it and load it back; fills ``row``, returns the loaded model."""
-    common = {"targets": ENCODER_TARGETS, "exclude": ENCODER_EXCLUDE}
     callbacks: list[Any] = []
     if "n_clusters" in row:
-        callbacks = [lit_opt.WeightSharingCallback(n_clusters=row["n_clusters"], **common)]
+        callbacks = [lit_opt.WeightSharingCallback(n_clusters=row["n_clusters"], **ENCODER)]
     elif "energy" in row:
-        callbacks = [lit_opt.LowRankCallback(energy=row["energy"], at_step=0, **common)]
+        callbacks = [lit_opt.LowRankCallback(energy=row["energy"], at_step=0, **ENCODER)]
     module = Classifier(copy.deepcopy(start).train(), lr=s.lr)
     row["fit_s"] = fit_batches(module, data, data["batches"][s.base_steps :], callbacks=callbacks)
     torch.set_num_threads(s.threads)
@@ -66,6 +63,20 @@ def train_row(
     return loaded
 
 
+def cells(row: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
+    """One row of the table: accuracy, size, parameters, fidelity and latency against ``dense``."""
+    if "reason" in row:
+        return {"row": row["name"], "accuracy": f"n/a: {row['reason']}"}
+    timed = "b32_ratio" in row
+    return {
+        "row": row["name"], "accuracy": f"{row['accuracy']:.4f}", "exported MB": f"{row['bytes'] / 1e6:.1f}",
+        "size vs dense": f"{row['bytes'] / dense['bytes']:.2f}x", "parameters": f"{row['parameters'] / 1e6:.2f}M",
+        "loaded vs trained (max abs logit diff)": f"{row['max_abs_logit_diff_loaded_vs_trained']:.1e}",
+        "b32 median ms": f"{row['b32_median_ms']:.0f}" if timed else "-",
+        "latency vs dense": f"{row['b32_ratio']:.2f}x" if timed else "-",
+    }  # fmt: skip
+
+
 def run(s: argparse.Namespace, out: Run) -> None:
     data = fixed_batches(s, out.work_dir, s.base_steps + s.steps)
     start = Classifier(classifier(s.model), lr=s.lr)
@@ -78,47 +89,23 @@ def run(s: argparse.Namespace, out: Run) -> None:
             loaded[row["name"]] = train_row(row, start.model, data, s, out)
         except Exception as err:  # report what a row does, whatever it is; the others still run
             row["reason"] = f"{type(err).__name__}: {err}"
+    timed = {name: model for name, model in loaded.items() if "sharing" not in name}
     inputs = synthetic_batch(32, s.latency_seq_len, VOCAB, seed=0)
-    calls = {n: functools.partial(call_model, m, inputs) for n, m in loaded.items() if "sharing" not in n}
-    with torch.inference_mode():
-        stats = compare(time_round_robin(calls, s.warmup, s.repeats), baseline="dense")
+    stats = time_models(timed, inputs, "dense", s.warmup, s.repeats)
+    notes = []
     for row in rows:
         row.update({f"b32_{k}": v for k, v in stats.get(row["name"], {}).items()})
-    out.rows += [{"name": "dense start", "accuracy": start_accuracy, "sizes": data["sizes"]}, *rows]
-    dense, cells, notes = rows[0], [], []
-    for r in rows:
-        if "reason" in r:
-            cells.append([r["name"], f"n/a: {r['reason']}", "", "", "", "", "", ""])
-            continue
-        latency = [f"{r['b32_median_ms']:.0f}", f"{r['b32_ratio']:.2f}x"] if "b32_ratio" in r else ["-", "-"]
-        cells.append(
-            [
-                r["name"],
-                f"{r['accuracy']:.4f}",
-                f"{r['bytes'] / 1e6:.1f}",
-                f"{r['bytes'] / dense['bytes']:.2f}x",
-            ]
-            + [f"{r['parameters'] / 1e6:.2f}M", f"{r['max_abs_logit_diff_loaded_vs_trained']:.1e}", *latency]
-        )
-        if r.get("ranks") is not None:
-            ranks = sorted(r["ranks"].values())
+        if row.get("ranks") is not None:
+            ranks = sorted(row["ranks"].values())
             rank_text = (
                 f"ranks {ranks[0]}..{ranks[-1]} (median {ranks[len(ranks) // 2]})" if ranks else "none"
             )
-            notes.append(f"{r['name']}: {len(ranks)} layers factorized, {rank_text}.")
+            notes.append(f"{row['name']}: {len(ranks)} layers factorized, {rank_text}.")
+    out.rows += [{"name": "dense start", "accuracy": start_accuracy, "sizes": data["sizes"]}, *rows]
     out.table(
         f"Weight sharing and low rank ({s.model}: {s.base_steps} dense steps, then {s.steps} steps per row, batch 32, "
         f"max_length 64; test accuracy on {data['sizes']['test']} snippets, dense start {start_accuracy:.4f})",
-        [
-            "row",
-            "accuracy",
-            "exported MB",
-            "size vs dense",
-            "parameters",
-            "loaded vs trained (max abs logit diff)",
-        ]
-        + ["b32 median ms", "latency vs dense"],
-        cells,
+        [cells(r, rows[0]) for r in rows],
         notes=" ".join(notes)
         + f" Latency: loaded artifacts, fp32 reference kernel, batch 32 x seq {s.latency_seq_len}, median of "
         f"{s.repeats} interleaved rounds, {s.threads} threads (a shared machine: the ratios are the fair part).",
@@ -130,20 +117,12 @@ BENCH = Benchmark(
     "compression",
     __doc__,
     settings={
-        "model": "minilm",
-        "data": "rotten_tomatoes",
-        "threads": 2,
-        "base_steps": 150,
-        "steps": 60,
-        "test_size": 800,
-        "lr": 5e-5,
-        "repeats": 15,
-        "warmup": 2,
-        "latency_seq_len": 128,
+        "model": "minilm", "data": "rotten_tomatoes", "threads": 2, "base_steps": 150, "steps": 60, "test_size": 800,
+        "lr": 5e-5, "repeats": 15, "warmup": 2, "latency_seq_len": 128,
     },
     quick={"base_steps": 2, "steps": 2, "test_size": 32, "repeats": 2, "warmup": 1, "latency_seq_len": 16},
     run=run,
-)
+)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())

@@ -1,42 +1,37 @@
 """DistillationModule on Rotten Tomatoes (CPU): student accuracy against the teacher, and the teacher cache.
 
-On ``train_rows`` of the stratified training split (``common.epoch_data``: bucketed batches carrying
-``idx``, the same in every run), constant-lr AdamW, no validation during training:
-
-1. the teacher, all-MiniLM-L6-v2, fine-tuned with cross-entropy for ``epochs`` epochs and saved;
-2. 3-layer students, the same steps on the same batches: distilled on logits from both initialisations
-   (``keep_layers(teacher, keep_layers)`` and the pretrained ``minilm_l3()``; the one with the higher
-   *validation* accuracy is used for the rest); labels only (the plain ``Classifier``: no teacher runs,
-   the floor the cache's epochs are compared with); logits + hidden states (``hidden_weight``); and
-   logits with ``teacher_cache`` (its first epoch stores the teacher's logits, its second reads them:
-   it must reach the uncached accuracy, and its epochs are timed against the uncached run's);
-3. test accuracy of every model, and McNemar's paired test of the distilled students vs labels only.
+On ``train_rows`` of the training split (``common.epoch_data``: the same batches in every run): the teacher,
+all-MiniLM-L6-v2, fine-tuned for ``epochs``; then 3-layer students on the same steps, distilled on logits
+from two initialisations (``keep_layers`` of the teacher and the pretrained ``minilm_l3()``; the better by
+*validation* accuracy is used for the rest), on labels only (no teacher), on logits + hidden states, and on
+logits with ``teacher_cache`` (its first epoch stores the teacher's logits, its second reads them: timed
+against the uncached run). Test accuracy of each, and McNemar's paired test of distilled vs labels only.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch import nn
 
 from benchmarks.common import (
     EPOCH_QUICK,
     EPOCH_SETTINGS,
     SEED,
     Classifier,
-    classifier,
     evaluate,
+    fine_tune_teacher,
     fit_epochs,
     pct,
     small_student,
+    standard_error,
 )
-from benchmarks.harness import Benchmark, Run
+from benchmarks.harness import Benchmark, Run, reject
 from lit_opt import DistillationModule
-from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.distillation import students
 
 
@@ -51,36 +46,21 @@ def mcnemar(a: dict[int, tuple[int, int]], b: dict[int, tuple[int, int]]) -> dic
     return {"only_first_right": only_a, "only_second_right": only_b, "p_value": p}
 
 
-def train(
-    s: argparse.Namespace, out: Run, name: str, model: nn.Module, module: L.LightningModule, **info: Any
-) -> dict[str, Any]:
-    """Fit ``module`` (which trains ``model``), evaluate ``model``: one row."""
-    row = {"name": name, **info, **fit_epochs(s, out.work_dir, module)}
-    return row | evaluate(s, out.work_dir, model)
-
-
 def student(
-    s: argparse.Namespace,
-    out: Run,
-    name: str,
-    init: str,
-    teacher_dir: Path,
-    alpha: float,
-    hidden: float = 0.0,
+    s: argparse.Namespace, out: Run, name: str, init: str, teacher_dir: Path, alpha: float, hidden: float = 0.0,
     cache: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
+    """Train a 3-layer student (``init``: ``keep_layers`` or ``minilm_l3``; ``alpha`` 0: labels only): one row."""
     L.seed_everything(SEED, verbose=False)  # the same new head in every run
-    model = (
-        students.keep_layers(str(teacher_dir), s.keep_layers, num_labels=2)
-        if init == "keep_layers"
-        else small_student(s.model)
-    )
+    if init == "keep_layers":
+        model = students.keep_layers(str(teacher_dir), s.keep_layers, num_labels=2)
+        label = f"keep_layers(teacher, {s.keep_layers})"
+    else:
+        model, label = small_student(s.model), "minilm_l3() (new pooler and head)"
     module: L.LightningModule
     if alpha == 0.0:  # labels only: no teacher at all
-        module, loss = (
-            Classifier(model, lr=s.student_lr),
-            f"cross-entropy only (Classifier, AdamW lr {s.student_lr:g}; no teacher)",
-        )
+        module = Classifier(model, lr=s.student_lr)
+        loss = f"cross-entropy only (Classifier, AdamW lr {s.student_lr:g}; no teacher)"
     else:
         module = DistillationModule(
             model, students.pretrained(str(teacher_dir), num_labels=2), temperature=s.temperature, alpha=alpha,
@@ -89,43 +69,24 @@ def student(
         loss = f"{alpha:g}·T²·KL (T={s.temperature:g}) + {1 - alpha:g}·CE"
         loss += f" + {hidden:g}·hidden MSE (layers {dict(module.layer_map)})" if hidden else ""
         loss += " [teacher cache]" if cache else ""
-    label = (
-        f"keep_layers(teacher, {s.keep_layers})"
-        if init == "keep_layers"
-        else "minilm_l3() (new pooler and head)"
-    )
-    return train(
-        s,
-        out,
-        name,
-        model,
-        module,
-        model_desc=f"{len(model.bert.encoder.layer)} layers",
-        init=label,
-        init_key=init,
-        loss=loss,
-    )
+    row = {
+        "name": name,
+        "model_desc": f"{len(model.bert.encoder.layer)} layers",
+        "init": label,
+        "init_key": init,
+    }
+    return row | {"loss": loss} | fit_epochs(s, out.work_dir, module) | evaluate(s, out.work_dir, model)
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
     """Raises ValueError: ``epochs`` < 2 (the cache's second epoch is what is timed)."""
-    import shutil
-
     if s.epochs < 2:
-        raise ValueError(
-            f"epochs={s.epochs} is not accepted; expected 2 or more. HINT: the teacher cache's second epoch, "
-            "which reads the cache, is what is timed."
-        )
+        reject("epochs", s.epochs, "2 or more", "the teacher cache's second epoch, its reads, is timed.")
     shutil.rmtree(out.work_dir / "teacher_cache", ignore_errors=True)
-    L.seed_everything(SEED, verbose=False)
-    model = classifier(s.model)
-    teacher = train(s, out, "teacher", model, Classifier(model, lr=s.teacher_lr), model_desc="6 layers" if s.model == "minilm" else "tiny",
-                    init="pretrained + new head", loss=f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})")  # fmt: skip
-    teacher_dir = out.work_dir / "teacher"
-    model.save_pretrained(str(teacher_dir), safe_serialization=True)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(default_tokenizer()).save_pretrained(str(teacher_dir))
+    _, measured, teacher_dir = fine_tune_teacher(s, out.work_dir)
+    teacher = {"name": "teacher", "model_desc": "6 layers" if s.model == "minilm" else "tiny",
+               "init": "pretrained + new head", "loss": f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})",
+               **measured}  # fmt: skip
     candidates = {
         i: student(s, out, "distilled logits", i, teacher_dir, s.alpha) for i in ("keep_layers", "minilm_l3")
     }
@@ -141,20 +102,21 @@ def run(s: argparse.Namespace, out: Run) -> None:
     for r in rows:
         if r["steps"] != teacher["steps"]:
             raise RuntimeError(f"{r['name']} ran {r['steps']} steps, the teacher {teacher['steps']}")
+    distilled = {"distilled logits": c, "distilled logits + hidden": hidden}
     paired = [
-        {"first": name, "second": "labels only", **mcnemar(r["test"], labels["test"])}
-        for name, r in (("distilled logits", c), ("distilled logits + hidden", hidden))
+        {"first": n, "second": "labels only", **mcnemar(r["test"], labels["test"])}
+        for n, r in distilled.items()
     ]
-    out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows] + [
-        {"name": "paired", "tests": paired}
-    ]
+    out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows]
+    out.rows.append({"name": "paired", "tests": paired})
+    se = standard_error(sum(r["test_acc"] for r in rows) / len(rows), teacher["test_n"])
     out.table(
         f"Accuracy ({s.data}: {teacher['train_rows']} train rows, {teacher['test_n']} test rows, max_length "
         f"{s.max_length}, batch {s.batch_size}, {s.epochs} epochs = {teacher['steps']} steps each)",
-        ["model", "init", "loss", "steps", "val acc", "test acc", "% of teacher (test)", "fit s"],
         [
-            [r["name"], r["init"], r["loss"], r["steps"], pct(r["val_acc"]), pct(r["test_acc"])]
-            + [f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%", f"{r['fit_wall_s']:.0f}"]
+            {"model": r["name"], "init": r["init"], "loss": r["loss"], "steps": r["steps"], "val acc": pct(r["val_acc"]),
+             "test acc": pct(r["test_acc"]), "% of teacher (test)": f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%",
+             "fit s": f"{r['fit_wall_s']:.0f}"}
             for r in rows
         ],
         notes=f"Student initialisation chosen by validation accuracy: **{c['init']}** ({choice}). Paired test "
@@ -163,10 +125,10 @@ def run(s: argparse.Namespace, out: Run) -> None:
             f"{p['first']} vs {p['second']}: {p['only_first_right']} only-first-right, "
             f"{p['only_second_right']} only-second-right, p={p['p_value']:.3g}"
             for p in paired
-        )  # fmt: skip
-        + f". One seed: test accuracy's standard error is about {pct(se(rows))}.",
+        )
+        + f". One seed: test accuracy's standard error is about {pct(se)}.",
         plot="test acc",
-    )
+    )  # fmt: skip
     runs = {
         "distilled logits, no cache": c,
         "distilled logits, teacher_cache (epoch 1 fills it)": cached,
@@ -176,47 +138,30 @@ def run(s: argparse.Namespace, out: Run) -> None:
     baseline = sum(c["epoch_wall_s"]) / len(c["epoch_wall_s"])
     out.table(
         "Epoch time, teacher cache (the chosen student, same batches)",
-        ["run", "epoch", "wall s", "cpu/wall", "uncached distilled epoch / this"],
         [
-            [label, e, f"{w:.1f}", f"{cpu:.2f}", f"{baseline / w:.2f}x"]
+            {"run": label, "epoch": e, "wall s": f"{w:.1f}", "cpu/wall": f"{cpu:.2f}", "uncached distilled epoch / this": f"{baseline / w:.2f}x"}
             for label, r in runs.items()
             for e, (w, cpu) in enumerate(zip(r["epoch_wall_s"], r["epoch_cpu_per_wall"], strict=True), 1)
         ],
         notes="The cache stores every logit (float32, cache_top_k=0), so the cached run trains on the same targets.",
-    )
-    for name, r in (("distilled logits", c), ("distilled logits + hidden", hidden)):
+    )  # fmt: skip
+    for name, r in distilled.items():
         ratio = r["test_acc"] / teacher["test_acc"]
         measured = f"{100 * ratio:.1f}% ({pct(r['test_acc'])} / {pct(teacher['test_acc'])})"
         out.goal(f"{name} recovers >= 97% of the teacher's test accuracy", measured, ratio >= 0.97)
         diff = f"{pct(r['test_acc'])} vs {pct(labels['test_acc'])} ({100 * (r['test_acc'] - labels['test_acc']):+.2f} pts)"
         out.goal(f"{name} beats labels only (test)", diff, r["test_acc"] > labels["test_acc"])
     same = abs(cached["test_acc"] - c["test_acc"]) < 1e-9
-    out.goal(
-        "cached run reaches the uncached run's test accuracy",
-        f"{pct(cached['test_acc'])} vs {pct(c['test_acc'])}",
-        same,
-    )
-
-
-def se(rows: list[dict[str, Any]]) -> float:
-    mean = sum(r["test_acc"] for r in rows) / len(rows)
-    return math.sqrt(mean * (1 - mean) / rows[0]["test_n"])
+    goal = "cached run reaches the uncached run's test accuracy"
+    out.goal(goal, f"{pct(cached['test_acc'])} vs {pct(c['test_acc'])}", same)
 
 
 BENCH = Benchmark(
     "distillation",
     __doc__,
     settings={
-        **EPOCH_SETTINGS,
-        "train_rows": 4000,
-        "test_rows": 0,
-        "epochs": 2,
-        "teacher_lr": 1e-4,
-        "student_lr": 1e-4,
-        "temperature": 2.0,
-        "alpha": 0.7,
-        "hidden_weight": 1.0,
-        "keep_layers": [0, 2, 4],
+        **EPOCH_SETTINGS, "train_rows": 4000, "test_rows": 0, "epochs": 2, "teacher_lr": 1e-4, "student_lr": 1e-4,
+        "temperature": 2.0, "alpha": 0.7, "hidden_weight": 1.0, "keep_layers": [0, 2, 4],
     },
     quick={**EPOCH_QUICK, "keep_layers": [0]},
     run=run,
@@ -224,7 +169,7 @@ BENCH = Benchmark(
         "test_rows": "test examples (0: all)",
         "threads": "torch threads (2 on 2 shared cores made a step ~5x slower)",
     },
-)
+)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())

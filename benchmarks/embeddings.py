@@ -1,16 +1,11 @@
 """Embedding compression on all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes (CPU): vocabulary pruning, int4.
 
-Accuracy cost and bytes of vocabulary pruning, int8/int4 embeddings, and both.
-
-The word embeddings are 11.7M of the model's 22.7M parameters (30522 x 384). The classifier is fine-tuned
-for ``epochs`` on ``train_rows`` (``common.epoch_data``): the fp32 baseline. Then only its word embeddings
-are compressed, each variant written with ``lit_opt.export`` and read back with ``lit_opt.load(kernel=
-"reference")`` (fp32 math on the dequantized codes: the accuracy cost is the compression's alone):
-vocabulary pruning (``lit_opt.prune_vocabulary``) to the token ids of the whole training split and of
-the fine-tuning subset (plus special tokens; other ids read UNK), int8 per-channel and int4 per-group
-(g128) post-training quantization, pruning then int4, and with ``--qat`` pruning before a second
-fine-tune with int4 ``QATCallback`` on the pruned embeddings. Per variant: test accuracy, predictions
-changed vs fp32, the bytes of the embedding tensors (table, scales, remap) and of the whole artifact.
+The classifier fine-tuned for ``epochs`` on ``train_rows`` (``common.epoch_data``) is the fp32 baseline; only
+its word embeddings (11.7M of 22.7M parameters) are then compressed, exported and loaded with
+``kernel="reference"`` (fp32 math: the accuracy cost is the compression's alone): vocabulary pruning to the
+token ids of the training split or of the fine-tuning subset (other ids read UNK), int8 per-channel, int4
+per-group, pruning then int4, and with ``--qat`` pruning before an int4 QAT fine-tune. Per variant: test
+accuracy, predictions changed vs fp32, the bytes of the embedding tensors and of the whole artifact.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ from benchmarks.common import (
     evaluate,
     fit_epochs,
     pct,
+    standard_error,
 )
 from benchmarks.harness import Benchmark, Run
 
@@ -119,58 +115,38 @@ def run(s: argparse.Namespace, out: Run) -> None:
         f"Embedding compression ({s.model} on {s.data}: {s.train_rows} fine-tune rows, {s.epochs} epoch(s) = "
         f"{trained['steps']} steps; {fp32['test_n']} test rows)",
         [
-            "variant",
-            "kept rows",
-            "embedding bytes",
-            "x smaller",
-            "file bytes",
-            "test acc",
-            "vs fp32 (pts)",
-            "predictions changed",
-        ],
-        [
-            [r["name"], r["rows"], f"{r['embedding_bytes']:,}"]
-            + [
-                f"{fp32['embedding_bytes'] / r['embedding_bytes']:.1f}x",
-                f"{r['file_bytes']:,}",
-                pct(r["test_acc"]),
-            ]
-            + [f"{100 * (r['test_acc'] - acc):+.2f}", r["changed"]]
+            {"variant": r["name"], "kept rows": r["rows"], "embedding bytes": f"{r['embedding_bytes']:,}",
+             "x smaller": f"{fp32['embedding_bytes'] / r['embedding_bytes']:.1f}x", "file bytes": f"{r['file_bytes']:,}",
+             "test acc": pct(r["test_acc"]), "vs fp32 (pts)": f"{100 * (r['test_acc'] - acc):+.2f}",
+             "predictions changed": r["changed"]}
             for r in results
         ],
         notes="Embedding bytes: the word-embedding tensors in model.safetensors (codes, scales, remap); file bytes: the "
         "whole artifact (the rest stays fp32). Accuracies from lit_opt.load(kernel='reference'). One seed: standard "
-        f"error ~{pct((acc * (1 - acc) / fp32['test_n']) ** 0.5)}.",
+        f"error ~{pct(standard_error(acc, fp32['test_n']))}.",
         plot="x smaller",
-    )
+    )  # fmt: skip
     out.table(
         "Vocabulary kept",
         [
-            "vocabulary kept",
-            "kept rows",
-            "test tokens -> UNK (of non-special tokens)",
-            "test examples with an UNK",
+            {"vocabulary kept": v["name"], "kept rows": v["rows"],
+             "test tokens -> UNK (of non-special tokens)": pct(v["unk_tokens"]),
+             "test examples with an UNK": pct(v["unk_examples"])}
+            for v in vocabularies.values()
         ],
-        [[v["name"], v["rows"], pct(v["unk_tokens"]), pct(v["unk_examples"])] for v in vocabularies.values()],
-    )
+    )  # fmt: skip
 
 
 BENCH = Benchmark(
     "embeddings",
     __doc__,
     settings={
-        **EPOCH_SETTINGS,
-        "train_rows": 1200,
-        "test_rows": 0,
-        "epochs": 1,
-        "lr": 1e-4,
-        "qat": False,
-        "group_size": 128,
+        **EPOCH_SETTINGS, "train_rows": 1200, "test_rows": 0, "epochs": 1, "lr": 1e-4, "qat": False, "group_size": 128,
     },
     quick={**EPOCH_QUICK, "qat": True, "group_size": 32},
     run=run,
     help={"qat": "add the pruned + int4 QAT fine-tune (doubles the time)", "test_rows": "test rows (0: all)"},
-)
+)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())

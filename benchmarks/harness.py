@@ -1,18 +1,15 @@
 """What every benchmark shares: settings and ``--quick``, the environment, one JSON result, tables, plots.
 
-A benchmark module declares its settings (full-run defaults, and the ``--quick`` overrides: tiny models,
-synthetic data, few repeats) and a ``run`` function that measures and fills a :class:`Run` with raw
-``rows``, markdown ``table``\\ s and ``goal``\\ s; the harness does the rest (``benchmarks/README.md``
-shows an example). ``python -m benchmarks.<name> [--quick] [--out FILE] [--<setting> VALUE]`` parses
-one option per setting, sets the torch threads (a ``threads`` setting), runs it, and writes the result
-(see :data:`SCHEMA`): a full run to ``benchmarks/results/<name>.json`` (what the README's tables are
-made from), a quick one under ``outputs/benchmarks/<name>/``, with a PNG per table that names a
-``plot`` column."""
+A benchmark module declares a :class:`Benchmark`: its settings (full-run defaults and ``--quick`` overrides)
+and a ``run`` function that fills a :class:`Run` with raw ``rows``, tables and goals. The harness
+parses one option per setting, sets the torch threads, runs it and writes the result (:data:`SCHEMA`): a full
+run to ``benchmarks/results/<name>.json``, a quick one under ``outputs/benchmarks/<name>/``, with plots."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import logging
 import re
@@ -24,11 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
-from lit_opt.inference.measure import Timing, environment, loadavg
+from lit_opt.inference.measure import Timing, environment, loadavg, synced_forward, time_round_robin
 from lit_opt.recipe.quiet import quiet
 
 log = logging.getLogger("benchmarks")
@@ -62,11 +59,11 @@ class Run:
     tables: list[dict[str, Any]] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
 
-    def table(
-        self, title: str, columns: list[str], rows: list[list[Any]], notes: str = "", plot: str | None = None
-    ) -> None:
-        """Add a markdown table (cells become strings); ``plot`` names a numeric column to chart."""
-        cells = [[str(c) for c in row] for row in rows]
+    def table(self, title: str, rows: list[dict[str, Any]], notes: str = "", plot: str | None = None) -> None:
+        """Add a markdown table of ``rows`` (column -> cell; a column a row lacks stays empty);
+        ``plot`` names a numeric column to chart."""
+        columns = list(dict.fromkeys(column for row in rows for column in row))
+        cells = [[str(row.get(column, "")) for column in columns] for row in rows]
         self.tables.append({"title": title, "columns": columns, "rows": cells, "notes": notes, "plot": plot})
 
     def goal(self, goal: str, measured: str, passed: bool | None) -> None:
@@ -96,11 +93,8 @@ class Benchmark:
 
     def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
         """``--quick``, ``--out``, ``--work-dir`` and one option per setting (unset ones take the defaults)."""
-        parser = argparse.ArgumentParser(
-            prog=f"python -m benchmarks.{self.name}",
-            description=self.doc,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        prog, raw = f"python -m benchmarks.{self.name}", argparse.RawDescriptionHelpFormatter
+        parser = argparse.ArgumentParser(prog, description=self.doc, formatter_class=raw)
         parser.add_argument("--quick", action="store_true", help="tiny settings, no download (what CI runs)")
         parser.add_argument("--out", type=Path, help="result file (default: benchmarks/results/<name>.json)")
         parser.add_argument(
@@ -109,18 +103,10 @@ class Benchmark:
         for key, default in self.settings.items():
             kind = type(default[0] if isinstance(default, list) and default else default)
             extra: dict[str, Any] = {"nargs": "*"} if isinstance(default, list) else {}
-            if kind is bool:
-                extra = {"action": argparse.BooleanOptionalAction}
-            else:
-                extra["type"] = kind
+            extra |= {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
             quick = f"; quick {self.quick.get(key, QUICK.get(key))}" if key in {**QUICK, **self.quick} else ""
-            parser.add_argument(
-                f"--{key.replace('_', '-')}",
-                dest=key,
-                default=None,
-                help=f"{self.help.get(key, '')} (default {default}{quick})".strip(),
-                **extra,
-            )
+            text = f"{self.help.get(key, '')} (default {default}{quick})".strip()
+            parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=text, **extra)
         args = parser.parse_args(argv)
         quick = {k: v for k, v in QUICK.items() if k in self.settings} | self.quick
         for key, default in self.settings.items():
@@ -159,20 +145,13 @@ class Benchmark:
         started, load_start, commit = time.perf_counter(), loadavg(), git_state()  # the code that runs
         self.run(run.settings, run)
         result = {
-            "schema_version": SCHEMA_VERSION,
-            "benchmark": self.name,
-            "description": self.description,
+            "schema_version": SCHEMA_VERSION, "benchmark": self.name, "description": self.description,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": " ".join([f"python -m benchmarks.{self.name}", *argv]),
-            "provenance": f"{HARNESS_RUN} at git {commit}",
-            "quick": args.quick,
-            "settings": settings,
+            "provenance": f"{HARNESS_RUN} at git {commit}", "quick": args.quick, "settings": settings,
             "environment": {**environment(getattr(args, "threads", None)), "loadavg_start": load_start},
-            "wall_s": round(time.perf_counter() - started, 1),
-            "rows": run.rows,
-            "tables": run.tables,
-            "goals": run.goals,
-        }
+            "wall_s": round(time.perf_counter() - started, 1), "rows": run.rows, "tables": run.tables, "goals": run.goals,
+        }  # fmt: skip
         validate(result)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -185,11 +164,9 @@ class Benchmark:
 
 def git_state() -> str:
     """The short commit of the checkout, with ``+dirty`` when files differ from it."""
+    git = functools.partial(subprocess.run, capture_output=True, text=True, cwd=ROOT)
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT)
+        head, dirty = git(["git", "rev-parse", "--short", "HEAD"]), git(["git", "status", "--porcelain"])
     except OSError:
         return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -210,6 +187,20 @@ def compare(timings: dict[str, Timing], baseline: str) -> dict[str, dict[str, fl
         }
         for name, t in timings.items()
     }
+
+
+def time_models(
+    models: dict[str, Any], inputs: dict[str, torch.Tensor], baseline: str, warmup: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """:func:`compare` of the models' forward passes on ``inputs``, interleaved round by round (inference mode)."""
+    calls = {name: functools.partial(synced_forward, model, inputs) for name, model in models.items()}
+    with torch.inference_mode():
+        return compare(time_round_robin(calls, warmup, repeats), baseline)
+
+
+def reject(setting: str, value: Any, expected: str, hint: str) -> NoReturn:
+    """Raise the ValueError for a setting a benchmark cannot run with."""
+    raise ValueError(f"{setting}={value} is not accepted; expected {expected}. HINT: {hint}")
 
 
 def validate(result: dict[str, Any]) -> None:
@@ -297,9 +288,8 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         ax.set_xlabel(table["plot"])
         ax.set_title(textwrap.fill(table["title"], 100), fontsize=8)
         fig.tight_layout()
-        path = (
-            directory / f"{result['benchmark']}-{re.sub(r'[^a-z0-9]+', '-', table['title'].lower())[:40]}.png"
-        )
+        slug = re.sub(r"[^a-z0-9]+", "-", table["title"].lower())[:40]
+        path = directory / f"{result['benchmark']}-{slug}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)

@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import lit_opt
 from benchmarks.common import VOCAB
-from benchmarks.harness import Benchmark, Run, compare
-from lit_opt.inference.measure import synced_forward, synthetic_batch, time_round_robin
+from benchmarks.harness import Benchmark, Run, time_models
+from lit_opt.inference.measure import synthetic_batch
 
-SHAPES = {
-    "minilm": {
-        "hidden_size": 384,
-        "num_hidden_layers": 6,
-        "num_attention_heads": 12,
-        "intermediate_size": 1536,
-    },
+SHAPES = {  # hidden size, layers, heads, FFN width
+    "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
     "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64},
-}
+}  # fmt: skip
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
@@ -44,12 +38,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
     cells = []
     for batch_size in s.batch_sizes:
         inputs = {k: v.to(device) for k, v in synthetic_batch(batch_size, s.seq_len, VOCAB).items()}
-        calls = {name: functools.partial(synced_forward, model, inputs) for name, model in models.items()}
-        with torch.inference_mode():  # 3 untimed calls each first (kernel selection, caches)
-            stats = compare(time_round_robin(calls, warmup=3, repeats=s.repeats), baseline="eager fp32")
+        # 3 untimed calls each first (kernel selection, caches)
+        stats = time_models(models, inputs, "eager fp32", warmup=3, repeats=s.repeats)
         for name, t in stats.items():
             out.rows.append({"model": name, "batch": batch_size, **t})
-            cells.append([name, batch_size, f"{t['median_ms']:.2f}", f"{1 / t['ratio']:.2f}x"])
+            cells.append({"model": name, "batch": batch_size, f"median ms (seq {s.seq_len})": f"{t['median_ms']:.2f}",
+                          "vs eager fp32": f"{1 / t['ratio']:.2f}x"})  # fmt: skip
     where = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -57,7 +51,6 @@ def run(s: argparse.Namespace, out: Run) -> None:
     )
     out.table(
         f"Load kernels ({s.model} shape, int8 per-channel + dynamic activations; {where}; {s.repeats} interleaved rounds)",
-        ["model", "batch", f"median ms (seq {s.seq_len})", "vs eager fp32"],
         cells,
         plot="vs eager fp32",
     )
@@ -66,18 +59,11 @@ def run(s: argparse.Namespace, out: Run) -> None:
 BENCH = Benchmark(
     "load_kernels",
     __doc__,
-    settings={
-        "model": "minilm",
-        "device": "",
-        "threads": 2,
-        "batch_sizes": [1, 32],
-        "seq_len": 128,
-        "repeats": 20,
-    },
+    settings={"model": "minilm", "device": "", "threads": 2, "batch_sizes": [1, 32], "seq_len": 128, "repeats": 20},
     quick={"batch_sizes": [2], "seq_len": 16, "repeats": 2},
     run=run,
     help={"device": "cpu or cuda (default: cuda when available)"},
-)
+)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())

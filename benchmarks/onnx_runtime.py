@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ from torch import nn
 
 import lit_opt
 from benchmarks.common import VOCAB, classifier
-from benchmarks.harness import Benchmark, Run, compare
+from benchmarks.harness import Benchmark, Run, time_models
 from lit_opt.export import onnx_graph
 from lit_opt.export.onnx import quantize_onnx_dynamic
-from lit_opt.inference.measure import synthetic_batch, time_round_robin
+from lit_opt.inference.measure import synthetic_batch
 from lit_opt.pruning import PruningConfig, prepare_pruning, update_masks
 from lit_opt.quantization import QuantizationConfig, prepare_quantization
 
@@ -119,28 +118,15 @@ def run(s: argparse.Namespace, out: Run) -> None:
     cells = []
     for batch_size in s.batch_sizes:
         inputs = synthetic_batch(batch_size, s.seq_len, VOCAB)
-        calls = {
-            name: functools.partial(lambda m, i: m(**i), model, inputs) for name, model in models.items()
-        }
-        with torch.inference_mode():  # 3 untimed calls each first (torch.compile compiles here)
-            stats = compare(
-                time_round_robin(calls, warmup=3, repeats=s.repeats), baseline="teacher eager fp32"
-            )
+        # 3 untimed calls each first (torch.compile compiles here)
+        stats = time_models(models, inputs, "teacher eager fp32", warmup=3, repeats=s.repeats)
         for name, t in stats.items():
             out.rows.append({"runtime": name, "batch": batch_size, "bytes": sizes[name], **t})
-            cells.append(
-                [
-                    name,
-                    batch_size,
-                    f"{sizes[name] / 1e6:.2f}",
-                    f"{t['median_ms']:.2f}",
-                    f"{1 / t['ratio']:.2f}x",
-                ]
-            )
+            cells.append({"runtime": name, "batch": batch_size, "MB loaded": f"{sizes[name] / 1e6:.2f}",
+                          "median ms": f"{t['median_ms']:.2f}", "vs teacher eager fp32": f"{1 / t['ratio']:.2f}x"})  # fmt: skip
     out.table(
         f"Runtimes of one compressed student ({s.model} shape, {s.layers} layers, seq {s.seq_len}, "
         f"{s.threads} threads, {s.repeats} interleaved rounds)",
-        ["runtime", "batch", "MB loaded", "median ms", "vs teacher eager fp32"],
         cells,
         plot="vs teacher eager fp32",
     )

@@ -24,11 +24,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import lit_opt
-from benchmarks.common import Classifier, StepClock, classifier, trainer
-from benchmarks.harness import Benchmark, Run, compare
+from benchmarks.common import Classifier, Clock, classifier, trainer
+from benchmarks.harness import Benchmark, Run, reject, time_models
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.export.loader import best_kernel
-from lit_opt.inference.measure import call_model, dir_bytes, file_bytes, percentile, time_round_robin
+from lit_opt.inference.measure import dir_bytes, file_bytes, percentile
 
 SENTENCES = [
     "The film was a quiet triumph, patient and warm from the first scene to the last.",
@@ -79,15 +79,11 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[Callable[[], nn.Modu
         rows[name] = (lambda m=model: m, {"bytes": size, "size_how": "save_pretrained model.safetensors"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ao = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8
-        ).eval()
+        ao = torch.ao.quantization.quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8)
     torch.save(ao.state_dict(), work / "torch_ao_int8.pt")
     how = "torch.save(state_dict) (packed int8 Linear params; embeddings stay fp32)"
-    rows["torch.ao dynamic int8"] = (
-        lambda: ao,
-        {"bytes": file_bytes(work / "torch_ao_int8.pt"), "size_how": how},
-    )
+    size = {"bytes": file_bytes(work / "torch_ao_int8.pt"), "size_how": how}
+    rows["torch.ao dynamic int8"] = (lambda: ao.eval(), size)
     int8 = lit_opt.export(base, work / "lit_opt_int8", quantization=INT8)
     int4 = lit_opt.export(base, work / "lit_opt_int4_g32", quantization=INT4)
     auto = best_kernel(torch.device("cpu"))
@@ -97,15 +93,9 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[Callable[[], nn.Modu
         ("lit_opt int8 (kernel=reference)", int8, "reference"),
         (f"lit_opt int4 g32 (auto={auto})", int4, "auto"),
     ):
-        info = {
-            "bytes": file_bytes(path / "model.safetensors"),
-            "artifact_dir_bytes": dir_bytes(path),
-            "kernel": kernel,
-        }
-        rows[label] = (
-            lambda p=path, k=kernel: lit_opt.load(p, kernel=k),
-            {**info, "size_how": "model.safetensors"},
-        )
+        load = functools.partial(lit_opt.load, path, kernel=kernel)
+        size = {"bytes": file_bytes(path / "model.safetensors"), "artifact_dir_bytes": dir_bytes(path)}
+        rows[label] = (load, {**size, "kernel": kernel, "size_how": "model.safetensors"})
     return rows
 
 
@@ -135,9 +125,7 @@ def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str
         )
     by = {r["name"]: r for r in rows}
     for b in s.batches:
-        calls = {name: functools.partial(call_model, m, inputs[b]) for name, m in models.items()}
-        with torch.inference_mode():
-            stats = compare(time_round_robin(calls, s.warmup, s.repeats_b1 if b == 1 else s.repeats), "fp32")
+        stats = time_models(models, inputs[b], "fp32", s.warmup, s.repeats_b1 if b == 1 else s.repeats)
         for name, t in stats.items():
             by[name].update({f"b{b}_{k}": v for k, v in t.items()} | {f"speedup_b{b}": 1 / t["ratio"]})
     for r in rows:
@@ -147,61 +135,50 @@ def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str
     return rows
 
 
+def inference_cells(r: dict[str, Any], batches: list[int]) -> dict[str, Any]:
+    """An inference row of the table: latency, throughput and speedup per batch size, size and fidelity."""
+    big = max(batches)
+    if not r["available"]:
+        return {"row": r["name"], f"b{batches[0]} median ms": f"unavailable: {r['reason']}"}
+    return (
+        {"row": r["name"]}
+        | {f"b{b} {k} ms": f"{r[f'b{b}_{k}_ms']:.2f}" for b in batches for k in ("median", "p90")}
+        | {f"b{big} seq/s": f"{r[f'b{big}_throughput_seq_s']:.1f}"}
+        | {f"speedup b{b}": f"{r[f'speedup_b{b}']:.2f}x" for b in batches}
+        | {"file bytes": f"{r['bytes']:,}", "% of fp32": f"{r['size_pct_of_fp32']:.1f}%",
+           "max abs logit diff": f"{r['max_abs_logit_diff']:.4f}", "top-1 agree": f"{100 * r['top1_agreement']:.1f}%",
+           f"b{big} cpu/wall": f"{r[f'b{big}_cpu_per_wall']:.2f}"}
+    )  # fmt: skip
+
+
 def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, Any]:
     """Median step of a Lightning fit (batch 32 of the tokenized sentences, AdamW lr 1e-5), 2 warm-up steps skipped."""
     inputs = make_inputs(32, s.seq_len)
     examples = [{k: v[j] for k, v in inputs.items()} | {"labels": torch.tensor(j % 2)} for j in range(32)]
-    clock = StepClock(s.threads)  # first, so its window includes the QAT hooks
+    clock = Clock(s.threads)  # first, so its window includes the QAT hooks
     callbacks = [clock, lit_opt.QATCallback()] if qat else [clock]
     loader = DataLoader(examples * (s.train_steps + 1), batch_size=32)
     trainer(callbacks, max_steps=s.train_steps).fit(Classifier(copy.deepcopy(base).train(), lr=1e-5), loader)
     wall = clock.wall_ms[2:]
-    return {
-        "qat": qat,
-        "steps": s.train_steps,
-        "step_median_ms": statistics.median(wall),
-        "step_p90_ms": percentile(wall, 90),
-        "cpu_per_wall": sum(clock.cpu_ms[2:]) / sum(wall),
-    }
+    return {"qat": qat, "steps": s.train_steps, "step_median_ms": statistics.median(wall),
+            "step_p90_ms": percentile(wall, 90), "cpu_per_wall": sum(clock.cpu_ms[2:]) / sum(wall)}  # fmt: skip
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
     """Raises ValueError: ``train_steps`` < 3 (the first 2 steps are warm-up)."""
     if s.train_steps < 3:
-        raise ValueError(
-            f"train_steps={s.train_steps} is not accepted; expected 3 or more. HINT: the first 2 steps are "
-            "warm-up and not timed."
-        )
+        reject("train_steps", s.train_steps, "3 or more", "the first 2 steps are warm-up and not timed.")
     base = classifier(s.model).eval()
     rows = inference(s, out, base)
     plain, qat = step_times(base, False, s), step_times(base, True, s)
     torch.set_num_threads(s.threads)
     ratio = qat["step_median_ms"] / plain["step_median_ms"]
-    out.rows += rows + [
-        {"name": "training plain", **plain},
-        {"name": "training QAT", **qat, "qat_over_plain": ratio},
-    ]
-    big, cells = max(s.batches), []
-    for r in rows:
-        if not r["available"]:
-            cells.append([r["name"], f"unavailable: {r['reason']}"] + [""] * (4 * len(s.batches) + 4))
-            continue
-        cells.append(
-            [r["name"]]
-            + [f"{r[f'b{b}_{k}']:.2f}" for b in s.batches for k in ("median_ms", "p90_ms")]
-            + [f"{r[f'b{big}_throughput_seq_s']:.1f}"]
-            + [f"{r[f'speedup_b{b}']:.2f}x" for b in s.batches]
-            + [f"{r['bytes']:,}", f"{r['size_pct_of_fp32']:.1f}%", f"{r['max_abs_logit_diff']:.4f}"]
-            + [f"{100 * r['top1_agreement']:.1f}%", f"{r[f'b{big}_cpu_per_wall']:.2f}"]
-        )
+    training = [{"name": "training plain", **plain}, {"name": "training QAT", **qat, "qat_over_plain": ratio}]
+    out.rows += rows + training
+    big = max(s.batches)
     out.table(
         f"Inference ({s.model}, seq {s.seq_len}, {s.threads} threads, rows interleaved)",
-        ["row"]
-        + [f"b{b} {k} ms" for b in s.batches for k in ("median", "p90")]
-        + [f"b{big} seq/s"]
-        + [f"speedup b{b}" for b in s.batches]
-        + ["file bytes", "% of fp32", "max abs logit diff", "top-1 agree", f"b{big} cpu/wall"],
-        cells,
+        [inference_cells(r, s.batches) for r in rows],
         notes="Sizes: fp32/bf16 = `save_pretrained` model.safetensors; torch.ao = `torch.save(state_dict)` (packed "
         "params, embeddings fp32); lit_opt = the artifact's model.safetensors. Logit diff and top-1 agreement are vs "
         f"fp32 eager on the same {big} tokenized rows (half padded); the head is random (seed 0), so agreement "
@@ -210,23 +187,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
     )
     out.table(
         f"Training step (batch 32, seq {s.seq_len}, AdamW, Lightning, {s.train_steps} steps, first 2 skipped)",
-        ["run", "step median ms", "step p90 ms", "cpu/wall"],
         [
-            [
-                "plain",
-                f"{plain['step_median_ms']:.0f}",
-                f"{plain['step_p90_ms']:.0f}",
-                f"{plain['cpu_per_wall']:.2f}",
-            ],
-            [
-                "QATCallback() (int8 dynamic)",
-                f"{qat['step_median_ms']:.0f}",
-                f"{qat['step_p90_ms']:.0f}",
-                f"{qat['cpu_per_wall']:.2f}",
-            ],
-            ["ratio QAT/plain", f"{ratio:.3f}", "", ""],
-        ],
-    )
+            {"run": name, "step median ms": f"{r['step_median_ms']:.0f}", "step p90 ms": f"{r['step_p90_ms']:.0f}",
+             "cpu/wall": f"{r['cpu_per_wall']:.2f}"}
+            for name, r in (("plain", plain), ("QATCallback() (int8 dynamic)", qat))
+        ] + [{"run": "ratio QAT/plain", "step median ms": f"{ratio:.3f}"}],
+    )  # fmt: skip
     by = {r["name"]: r for r in rows}
     main = next(r for r in rows if r["name"].startswith("lit_opt int8 (auto"))
     kernel = by["lit_opt int8 (kernel=int8)"]
@@ -260,19 +226,13 @@ BENCH = Benchmark(
     "qat",
     __doc__,
     settings={
-        "model": "minilm",
-        "threads": 2,
-        "seq_len": 128,
-        "batches": [1, 32],
-        "repeats": 10,
-        "repeats_b1": 50,
-        "warmup": 2,
-        "train_steps": 8,
+        "model": "minilm", "threads": 2, "seq_len": 128, "batches": [1, 32], "repeats": 10, "repeats_b1": 50,
+        "warmup": 2, "train_steps": 8,
     },
     quick={"seq_len": 32, "batches": [1, 4], "repeats": 1, "repeats_b1": 3, "warmup": 1, "train_steps": 3},
     run=run,
     help={"repeats": "timed rounds at the larger batches", "train_steps": "steps per training run (>= 3)"},
-)
+)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import VOCAB, classifier
-from benchmarks.harness import Benchmark, Run, compare
+from benchmarks.harness import Benchmark, Run, compare, time_models
 from lit_opt import export, load
-from lit_opt.inference.measure import call_model, synthetic_batch, time_round_robin
+from lit_opt.inference.measure import synthetic_batch, time_round_robin
 
 
 def layer_calls(rows: int, inner: int, outer: int) -> dict[str, Any]:
@@ -79,24 +79,13 @@ def run(s: argparse.Namespace, out: Run) -> None:
     for rows in s.rows:
         for inner, outer in ((s.hidden, 4 * s.hidden), (4 * s.hidden, s.hidden)):
             with torch.inference_mode():
-                stats = compare(
-                    time_round_robin(layer_calls(rows, inner, outer), s.warmup, s.repeats), "fp32 F.linear"
-                )
+                stats = compare(time_round_robin(layer_calls(rows, inner, outer), s.warmup, s.repeats), "fp32 F.linear")  # fmt: skip
             for name, st in stats.items():
-                out.rows.append(
-                    {"part": "layer", "rows": rows, "in": inner, "out": outer, "call": name, **st}
-                )
-                cells.append(
-                    [
-                        f"{rows} x {inner} -> {outer}",
-                        name,
-                        f"{st['median_ms']:.3f}",
-                        f"{st['paired_ratio']:.2f}x",
-                    ]
-                )
+                out.rows.append({"part": "layer", "rows": rows, "in": inner, "out": outer, "call": name, **st})  # fmt: skip
+                cells.append({"shape": f"{rows} x {inner} -> {outer}", "call": name,
+                              "median ms": f"{st['median_ms']:.3f}", "vs fp32": f"{st['paired_ratio']:.2f}x"})  # fmt: skip
     out.table(
         "One Linear layer, timed round-robin (ratio: paired median over fp32 F.linear; lower is faster)",
-        ["shape", "call", "median ms", "vs fp32"],
         cells,
         notes=f"torch {torch.__version__}, quantized engine {torch.backends.quantized.engine}, {s.threads} thread(s).",
     )
@@ -117,15 +106,15 @@ def run(s: argparse.Namespace, out: Run) -> None:
                 models[f"{label} activations, kernel {kernel}"] = load(path, kernel=kernel)
             except ValueError as err:  # a kernel that cannot run this artifact says so
                 out.rows.append({"part": "model", "call": f"{label} {kernel}", "skipped": str(err)})
-    calls = {name: (lambda m=m: call_model(m, batch)) for name, m in models.items()}
-    with torch.inference_mode():
-        stats = compare(time_round_robin(calls, s.warmup, s.repeats), "fp32 (float model)")
+    stats = time_models(models, batch, "fp32 (float model)", s.warmup, s.repeats)
     for name, st in stats.items():
         out.rows.append({"part": "model", "call": name, **st})
     out.table(
         f"{s.model} forward at batch {s.batch_size} x {s.seq_len} tokens, timed round-robin",
-        ["model", "median ms", "vs fp32"],
-        [[name, f"{st['median_ms']:.1f}", f"{st['paired_ratio']:.2f}x"] for name, st in stats.items()],
+        [
+            {"model": name, "median ms": f"{st['median_ms']:.1f}", "vs fp32": f"{st['paired_ratio']:.2f}x"}
+            for name, st in stats.items()
+        ],
         notes="Static artifacts: post-training int8 with activation ranges calibrated on "
         f"{s.calibration_batches} batches (QAT with activations='static' writes the same encoding).",
         plot="vs fp32",

@@ -16,7 +16,6 @@ batches in every run), constant-lr AdamW, ``epochs`` epochs each:
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import lightning as L
 import torch
@@ -26,18 +25,18 @@ from benchmarks.common import (
     EPOCH_QUICK,
     EPOCH_SETTINGS,
     SEED,
-    Classifier,
-    classifier,
+    VOCAB,
     evaluate,
+    fine_tune_teacher,
     fit_epochs,
     pct,
+    standard_error,
 )
-from benchmarks.harness import Benchmark, Run, compare
+from benchmarks.harness import Benchmark, Run, time_models
 from lit_opt import DistillationModule
-from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.distillation import students
 from lit_opt.distillation.mobilebert import mobilebert
-from lit_opt.inference.measure import call_model, synthetic_batch, time_round_robin
+from lit_opt.inference.measure import synthetic_batch
 
 
 def non_embedding_params(model: nn.Module) -> int:
@@ -60,32 +59,16 @@ def build(s: argparse.Namespace, kind: str, teacher_dir: str) -> nn.Module:
 def latencies(s: argparse.Namespace, models: dict[str, nn.Module]) -> dict[int, dict[str, dict[str, float]]]:
     """Median fp32 latency of each model at batch 1 and 32, round-robin against the teacher."""
     torch.set_num_threads(s.threads)
-    result = {}
-    for batch_size in (1, 32):
-        inputs = synthetic_batch(batch_size, s.seq_len, 30522)
-
-        def call(model: nn.Module, inputs: dict[str, torch.Tensor] = inputs) -> Any:
-            return lambda: call_model(model, inputs)
-
-        with torch.inference_mode():
-            timings = time_round_robin({k: call(m.eval()) for k, m in models.items()}, s.warmup, s.repeats)
-        result[batch_size] = compare(timings, baseline="teacher")
-    return result
+    models = {name: model.eval() for name, model in models.items()}
+    return {
+        batch_size: time_models(models, synthetic_batch(batch_size, s.seq_len, VOCAB), "teacher", s.warmup, s.repeats)
+        for batch_size in (1, 32)
+    }  # fmt: skip
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    L.seed_everything(SEED, verbose=False)
-    teacher_model = classifier(s.model)
-    rows = [
-        {"name": "teacher", "loss": "cross-entropy"}
-        | fit_epochs(s, out.work_dir, Classifier(teacher_model, lr=s.teacher_lr))
-        | evaluate(s, out.work_dir, teacher_model)
-    ]
-    teacher_dir = out.work_dir / "teacher"
-    teacher_model.save_pretrained(str(teacher_dir), safe_serialization=True)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(default_tokenizer()).save_pretrained(str(teacher_dir))
+    teacher_model, measured, teacher_dir = fine_tune_teacher(s, out.work_dir)
+    rows = [{"name": "teacher", "loss": "cross-entropy"} | measured]
     models = {"teacher": teacher_model}
     plans = [
         ("narrow, logits only", "narrow", 0.0, 0.0),
@@ -124,35 +107,24 @@ def run(s: argparse.Namespace, out: Run) -> None:
         f"Students ({s.data}: {teacher['train_rows']} train rows, {teacher['test_n']} test rows, max_length "
         f"{s.max_length}, batch {s.batch_size}, {s.epochs} epochs = {teacher['steps']} steps each)",
         [
-            "model",
-            "width",
-            "loss",
-            "test acc",
-            "% of teacher",
-            "non-emb params",
-            "% of teacher params",
-            "ms b1 (vs teacher)",
-            "ms b32 (vs teacher)",
-        ],
-        [
-            [
-                r["name"],
-                r["hidden_size"],
-                r["loss"],
-                pct(r["test_acc"]),
-                f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%",
-                f"{r['non_embedding_params'] / 1e6:.2f}M",
-                f"{100 * r['non_embedding_params'] / base_params:.1f}%",
-            ]
-            + [
-                f"{r['latency'][b]['median_ms']:.1f} ({r['latency'][b]['paired_ratio']:.2f}x)"
+            {
+                "model": r["name"],
+                "width": r["hidden_size"],
+                "loss": r["loss"],
+                "test acc": pct(r["test_acc"]),
+                "% of teacher": f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%",
+                "non-emb params": f"{r['non_embedding_params'] / 1e6:.2f}M",
+                "% of teacher params": f"{100 * r['non_embedding_params'] / base_params:.1f}%",
+            }
+            | {
+                f"ms b{b} (vs teacher)": f"{r['latency'][b]['median_ms']:.1f} ({r['latency'][b]['paired_ratio']:.2f}x)"
                 for b in (1, 32)
-            ]
+            }
             for r in rows
-        ],  # fmt: skip
+        ],
         notes=f"One seed each; fp32, {s.threads} thread(s), seq {s.seq_len}, latency ratios are paired medians "
         f"over {s.repeats} round-robin rounds against the teacher. Test accuracy's standard error is about "
-        f"{pct((teacher['test_acc'] * (1 - teacher['test_acc']) / teacher['test_n']) ** 0.5)}.",
+        f"{pct(standard_error(teacher['test_acc'], teacher['test_n']))}.",
         plot="test acc",
     )
     by = {r["name"]: r for r in rows}

@@ -55,20 +55,18 @@ def stale(text: str, results: Path = RESULTS) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if README.md is out of date; write nothing"
-    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = parser.parse_args(argv)
     text = args.readme.read_text()
     if args.check:
-        if stale(text):
+        out_of_date = stale(text)
+        if out_of_date:
             print(
-                f"{args.readme}: out of date for {stale(text)}. HINT: python -m benchmarks.tables",
+                f"{args.readme}: out of date for {out_of_date}. HINT: python -m benchmarks.tables",
                 file=sys.stderr,
             )
-            return 1
-        return 0
+        return 1 if out_of_date else 0
     args.readme.write_text(regenerate(text))
     print(f"{args.readme}: rewrote {regions(text)}")
     return 0

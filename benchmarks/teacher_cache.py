@@ -19,7 +19,7 @@ from typing import Any
 
 import lightning as L
 
-from benchmarks.common import SEED, EpochClock, TextData, classifier, csv_path, small_student, trainer
+from benchmarks.common import SEED, Clock, TextData, classifier, csv_path, small_student, trainer
 from benchmarks.harness import Benchmark, Run
 from lit_opt import DistillationModule
 
@@ -53,7 +53,7 @@ def epochs(
     module = DistillationModule(
         small_student(s.model), teacher, lr=5e-5, teacher_cache=cache, cache_top_k=s.top_k
     )
-    clock = EpochClock()
+    clock = Clock()
     trainer([clock], max_epochs=count, default_root_dir=str(out.work_dir)).fit(module, datamodule=dm)
     return clock.wall
 
@@ -75,10 +75,10 @@ def run(s: argparse.Namespace, out: Run) -> None:
             out.rows.append(
                 {"run": name, "epoch": epoch, "seconds": sec, "speedup_vs_no_cache": baseline / sec}
             )
-            cells.append([f"{name}, epoch {epoch}", f"{sec:.2f}", f"{baseline / sec:.2f}x faster"])
+            cells.append({"run": f"{name}, epoch {epoch}", "epoch seconds": f"{sec:.2f}",
+                          "vs no cache": f"{baseline / sec:.2f}x faster"})  # fmt: skip
     out.table(
         f"Teacher cache ({s.model} teacher, {s.examples} examples, cache_top_k={s.top_k}, {s.threads} thread(s))",
-        ["run", "epoch seconds", "vs no cache"],
         cells,
         notes="vs no cache: the mean epoch of the uncached run over this epoch.",
         plot="epoch seconds",
@@ -88,21 +88,11 @@ def run(s: argparse.Namespace, out: Run) -> None:
 BENCH = Benchmark(
     "teacher_cache",
     __doc__,
-    settings={
-        "model": "minilm",
-        "data": "rotten_tomatoes",
-        "examples": 320,
-        "epochs": 2,
-        "top_k": 0,
-        "threads": 1,
-    },
+    settings={"model": "minilm", "data": "rotten_tomatoes", "examples": 320, "epochs": 2, "top_k": 0, "threads": 1},
     quick={"examples": 128},
     run=run,
-    help={
-        "top_k": "cache_top_k (0: every logit)",
-        "threads": "torch threads (1 is steadier on a shared machine)",
-    },
-)
+    help={"top_k": "cache_top_k (0: every logit)", "threads": "torch threads (1 is steadier on a shared machine)"},
+)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())
