@@ -134,18 +134,13 @@ class CausalLMDataModule(LightningDataModule):
                 raise ValueError(
                     f"path={path!r} is not a file. HINT: check the path, or pass path=None for Rotten Tomatoes."
                 )
-        for name, value in (("text_column", text_column), ("tokenizer", tokenizer)):
-            if name == "tokenizer" and value is None:
-                continue
-            if not isinstance(value, str) or not value:
-                raise ValueError(
-                    f"{name}={value!r} is not accepted; expected a non-empty string"
-                    + (
-                        " (a Hugging Face tokenizer directory or name), or None for SmolLM2's."
-                        if name == "tokenizer"
-                        else "."
-                    )
-                )
+        if not isinstance(text_column, str) or not text_column:
+            raise ValueError(f"text_column={text_column!r} is not accepted; expected a non-empty string.")
+        if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer):
+            raise ValueError(
+                f"tokenizer={tokenizer!r} is not accepted; expected a non-empty string (a Hugging Face "
+                "tokenizer directory or name), or None for SmolLM2's."
+            )
         check_int("block_size", block_size, minimum=2)
         check_int("batch_size", batch_size, minimum=1)
         check_split_fractions(val_fraction, test_fraction, defaults=(0.05, 0.05))
