@@ -19,11 +19,12 @@ from torch import nn
 
 from lit_opt._checks import check_device
 from lit_opt.commands.batch_size_search import check_latency_budget, format_search, plot_search, search
+from lit_opt.export.architecture import is_causal_lm
 from lit_opt.export.format import MANIFEST, WEIGHTS
 from lit_opt.export.loader import load
 from lit_opt.export.onnx import ONNX_FILE, ONNX_MANIFEST
 from lit_opt.export.onnx_runtime import load_onnx
-from lit_opt.inference.generation import is_causal_lm, measure_generation
+from lit_opt.inference.generation import measure_generation
 from lit_opt.inference.measure import (
     PeakMemory,
     call_model,

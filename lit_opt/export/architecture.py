@@ -80,3 +80,15 @@ def rebuild(recipe: dict[str, Any] | None, where: str) -> nn.Module:
             raise ValueError(f"{where} names {recipe.get('target')!r}, which is not an nn.Module class.")
         return cls(**recipe.get("init_args", {}))
     raise ValueError(f"{where} has an architecture of unknown type {recipe.get('type')!r}.")
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """Whether ``model`` is a Hugging Face causal LM that ``generate`` can run (a ``*ForCausalLM``/``*LMHeadModel``).
+
+    Example::
+
+        >>> is_causal_lm(nn.Linear(2, 2))
+        False
+    """
+    name = type(getattr(model, "_orig_mod", model)).__name__
+    return callable(getattr(model, "generate", None)) and name.endswith(("ForCausalLM", "LMHeadModel"))

@@ -30,21 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_opt.export.architecture import is_causal_lm
 from lit_opt.inference.measure import PeakMemory, synthetic_batch, time_round_robin
 
 log = logging.getLogger(__name__)
-
-
-def is_causal_lm(model: nn.Module) -> bool:
-    """Whether ``model`` is a Hugging Face causal LM that ``generate`` can run (a ``*ForCausalLM``/``*LMHeadModel``).
-
-    Example::
-
-        >>> is_causal_lm(nn.Linear(2, 2))
-        False
-    """
-    name = type(getattr(model, "_orig_mod", model)).__name__
-    return callable(getattr(model, "generate", None)) and name.endswith(("ForCausalLM", "LMHeadModel"))
 
 
 def _prefill(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:

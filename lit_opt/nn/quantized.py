@@ -8,12 +8,17 @@ Four kernels, chosen per model at load time:
   activations, int32 accumulation, then one rescale (symmetric codes only).
 - ``"bf16"``: codes dequantized once to bf16 weights, activations in bf16; on CPUs with AMX (and
   on GPUs) the fastest path we measured, while the file keeps int8/int4 bytes.
-- ``"packed_int8"``: the codes prepacked for PyTorch's quantized CPU engine (fbgemm/x86:
-  ``quantized::linear_dynamic``, activations quantized per tensor on the fly); on x86 CPUs without
-  AMX (AVX2) the fastest path we measured, where bf16 is emulated and ``torch._int_mm`` has no fast
-  kernel. With calibrated static (symmetric) activations on a CPU with VNNI, the input is quantized
-  at its calibrated scale inside the engine's call (uint8 codes, fp32 out:
-  ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``), so no range is computed at run time.
+- ``"packed_int8"``: the codes prepacked for PyTorch's quantized CPU engine (fbgemm/x86); on x86
+  CPUs the fastest path we measured at small batches (decode), and on AVX2 CPUs at every batch, where
+  bf16 is emulated and ``torch._int_mm`` has no fast kernel. On a CPU with VNNI the engine reproduces
+  training's activation grid in one call (``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``,
+  uint8 codes, fp32 out): calibrated static activations at their scale; dynamic symmetric ones by
+  dividing each row by its own scale, quantizing at scale 1 and multiplying the output rows back.
+  Otherwise (no VNNI, or no activation quantizer) ``quantized::linear_dynamic`` quantizes activations
+  per tensor to 7 bits on the fly.
+- ``"packed_int4"``: int4 per-group codes (groups of 32-256 inputs) packed for PyTorch's CPU weight-only
+  int4 matmul (``aten._weight_int4pack_mm_for_cpu``), activations in bf16, outputs in the input's
+  dtype; a large int4 LM head reads a quarter of bf16's bytes per decoded token.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_opt.functional.quantize import (
+    EPS,
     dequantize,
     dequantize_weight,
     dynamic_qparams,
@@ -35,7 +41,9 @@ from lit_opt.functional.quantize import (
 )
 from lit_opt.nn.activation_quantizer import ActivationQuantizer
 
-KERNELS: tuple[str, ...] = ("reference", "int8", "bf16", "packed_int8")
+KERNELS: tuple[str, ...] = ("reference", "int8", "bf16", "packed_int8", "packed_int4")
+#: Group sizes the CPU int4 matmul takes.
+INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 
 def packed_int8_available() -> bool:
@@ -47,7 +55,12 @@ def packed_int8_available() -> bool:
 
 
 def kernel_problems(
-    kernel: str, granularity: str, zero_point: Tensor, quantizer: ActivationQuantizer | None
+    kernel: str,
+    granularity: str,
+    zero_point: Tensor,
+    quantizer: ActivationQuantizer | None,
+    group_size: int | None = None,
+    codes: Tensor | None = None,
 ) -> list[str]:
     """Why ``kernel`` cannot run a layer quantized this way (empty when it can)."""
     problems = []
@@ -60,6 +73,15 @@ def kernel_problems(
         problems.append("unquantized or asymmetric activations")
     if kernel == "packed_int8" and not packed_int8_available():
         problems.append("a PyTorch build without the x86/fbgemm quantized engine")
+    if kernel == "packed_int4":
+        if granularity != "per_group" or group_size not in INT4_GROUP_SIZES:
+            problems.append(
+                f"{granularity} weights (it takes per_group weights, groups of {INT4_GROUP_SIZES})"
+            )
+        if codes is not None and (int(codes.min()) < -8 or int(codes.max()) > 7 or len(codes) % 16):
+            problems.append("codes outside int4, or outputs not a multiple of 16")
+        if not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+            problems.append("a PyTorch build without the CPU int4 matmul")
     return problems
 
 
@@ -113,7 +135,9 @@ class QuantizedLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.input_quantizer = input_quantizer
         weight = dequantize_weight(self.codes, self.scale, self.zero_point, granularity, group_size)
-        problems = kernel_problems(kernel, granularity, self.zero_point, input_quantizer)
+        problems = kernel_problems(
+            kernel, granularity, self.zero_point, input_quantizer, group_size, self.codes
+        )
         if problems:
             raise ValueError(
                 f"kernel={kernel!r} cannot run a layer with {', '.join(problems)}. "
@@ -126,37 +150,63 @@ class QuantizedLinear(nn.Module):
             self.register_buffer("channel_scale", self.scale.reshape(1, -1), persistent=False)  # (1, out)
         elif kernel == "bf16":
             self.register_buffer("weight", weight.to(torch.bfloat16), persistent=False)
-        elif kernel == "packed_int8":
-            self._packed = _prepack(self.codes, self.scale, None if bias is None else self.bias)
+        elif kernel == "packed_int8":  # the bias is added after the engine's call (rows are rescaled first)
+            self._packed = _prepack(self.codes, self.scale, None)
+        elif kernel == "packed_int4":  # w = (q - 8) * scale + zero with q = code + 8 in [0, 15]
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes.int() + 8, 1)
+            scales_zeros = torch.stack([self.scale.t(), (-self.zero_point * self.scale).t()], dim=-1)
+            self.register_buffer("int4_packed", packed, persistent=False)
+            self.register_buffer("int4_scales_zeros", scales_zeros.to(torch.bfloat16), persistent=False)
         else:
             self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel == "int8":
             return self._int8_forward(x)
+        if self.kernel == "packed_int4":
+            return self._int4_forward(x)
         quantizer = self.input_quantizer
         if self.kernel == "packed_int8":
-            if quantizer is not None and quantizer.mode == "static":
-                if _static_packed_ok(quantizer):  # the calibrated scale: no range to compute, fp32 out
-                    return self._static_packed_forward(x, float(quantizer.scale))
-                x = quantizer(x)
-            # reduce_range: 7-bit activations, as x86 engines need to avoid saturating AVX2 products
-            return torch.ops.quantized.linear_dynamic(x.float(), self._packed, True).to(x.dtype)
+            return self._packed_forward(x)
         if quantizer is not None and (self.kernel == "reference" or quantizer.mode == "static"):
             x = quantizer(x)
-        return F.linear(
+        out = F.linear(
             x.to(self.weight.dtype),
             self.weight,
             None if self.bias is None else self.bias.to(self.weight.dtype),
         )
+        return out.to(x.dtype)  # a bf16 layer in an fp32 model (kernel="auto") hands fp32 on
 
-    def _static_packed_forward(self, x: Tensor, x_scale: float) -> Tensor:
-        """The calibrated input scale's uint8 codes (zero point 128: the symmetric int8 grid) times the
-        packed int8 weight, fp32 out, in one quantized-engine call (``packed_int8``, static activations)."""
-        rows = x.reshape(-1, self.in_features).float()  # (M, in)
-        out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            rows, x_scale, 128, self._packed
+    def _packed_forward(self, x: Tensor) -> Tensor:
+        """The ``packed_int8`` kernel: training's activation grid where the engine reproduces it exactly."""
+        quantizer, rows = self.input_quantizer, x.float()
+        if quantizer is not None and _exact_packed_grid(quantizer):
+            if quantizer.mode == "static":  # the calibrated scale: no range to compute
+                out = _engine_on_grid(rows, float(quantizer.scale), self._packed)
+            else:  # each row at its own scale: rows divided by it sit on the unit grid
+                # dynamic_qparams' symmetric scale in three operations (max |x| is the inf-norm) (decode runs this per token and layer)
+                amax = torch.linalg.vector_norm(
+                    rows, float("inf"), dim=quantizer.reduce_dims(rows), keepdim=True
+                )
+                row_scale = amax.div_(quant_range(8, True)[1]).clamp_(min=EPS)
+                out = _engine_on_grid(rows / row_scale, 1.0, self._packed).mul_(row_scale)
+        else:
+            if quantizer is not None and quantizer.mode == "static":
+                rows = quantizer(rows)
+            # reduce_range: 7-bit activations, as x86 engines need to avoid saturating AVX2 products
+            out = torch.ops.quantized.linear_dynamic(rows, self._packed, True)
+        if self.bias is not None:
+            out += self.bias
+        return out.to(x.dtype)
+
+    def _int4_forward(self, x: Tensor) -> Tensor:
+        """bf16 rows times the packed int4 weight (weight-only: activations are not quantized)."""
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            rows, self.int4_packed, self.group_size, self.int4_scales_zeros
         )
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def _int8_forward(self, x: Tensor) -> Tensor:
@@ -196,15 +246,24 @@ def vnni_available() -> bool:
     return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def _static_packed_ok(quantizer: ActivationQuantizer) -> bool:
-    """A calibrated, symmetric static quantizer on a CPU whose quantized engine runs it exactly."""
+def _exact_packed_grid(quantizer: ActivationQuantizer) -> bool:
+    """Whether the ``packed_int8`` kernel reproduces ``quantizer``'s int8 grid exactly: symmetric, enabled,
+    dynamic or calibrated static, on a CPU whose quantized engine multiplies full-range uint8 (VNNI)."""
     return (
         quantizer.symmetric
         and bool(quantizer.enabled)
-        and bool(quantizer.initialized)
+        and (quantizer.mode == "dynamic" or bool(quantizer.initialized))
         and vnni_available()
         and hasattr(torch.ops.quantized, "linear_with_input_q_dq_qweight_dq_output_fp32")
     )
+
+
+def _engine_on_grid(rows: Tensor, x_scale: float, packed: Any) -> Tensor:
+    """``rows`` quantized at ``x_scale`` (uint8, zero point 128: the symmetric int8 grid) times the packed
+    int8 weight, fp32 out, in one quantized-engine call; rows of any leading shape."""
+    flat = rows.reshape(-1, rows.shape[-1])
+    out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(flat, x_scale, 128, packed)
+    return out.reshape(*rows.shape[:-1], -1)
 
 
 def _cuda_int_mm(x_codes: Tensor, codes: Tensor) -> Tensor:

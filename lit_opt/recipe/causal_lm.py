@@ -21,8 +21,8 @@ from torch import nn
 
 from lit_opt import load
 from lit_opt.data.causal_lm import CausalLMDataModule
-from lit_opt.export.loader import best_kernel
 from lit_opt.inference.generation import measure_generation
+from lit_opt.nn.quantized import QuantizedLinear
 from lit_opt.recipe.classification import artifact_params, params
 from lit_opt.recipe.evaluation import shipped_bytes
 from lit_opt.recipe.lm_config import CausalLMRecipeConfig
@@ -125,10 +125,8 @@ class CausalLMTask(Task):
 
     def candidates(self, dm: CausalLMDataModule, trained: Trained) -> list[Candidate]:
         config, c = self.config, self.config.compress
-        kernel = (
-            best_kernel(torch.device("cpu")) if config.latency.kernel == "auto" else config.latency.kernel
-        )
         compressed = load(trained.artifact, kernel=config.latency.kernel)
+        kernels = sorted({m.kernel for m in compressed.modules() if isinstance(m, QuantizedLinear)})
         teacher_layers = cast(Any, trained.teacher).config.num_hidden_layers
         from lit_opt.models.smollm2 import PROVENANCE
 
@@ -158,7 +156,7 @@ class CausalLMTask(Task):
                 f"the distilled student pruned (MLP rows {c.mlp_sparsity:.0%}, KV-head groups {c.head_sparsity:.0%}, "
                 f"physically removed) while distilling, int{c.weight_bits} QAT (activations {c.activations}) on the "
                 f"decoder layers, int{c.embedding_bits} per-group ({c.embedding_group_size}) tied embedding / LM head, "
-                f"other tensors {c.export_dtype}; exported and loaded with lit_opt.load (kernel {kernel})",
+                f"other tensors {c.export_dtype}; exported and loaded with lit_opt.load (kernels: {', '.join(kernels)})",
             ),
         ]
 

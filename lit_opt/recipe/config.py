@@ -102,7 +102,7 @@ class LatencyConfig:
     seq_len: int = 128
     repeats: int = 10
     warmup: int = 2
-    kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8"] = "auto"
+    kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8", "packed_int4"] = "auto"
     onnx: bool = True
 
 

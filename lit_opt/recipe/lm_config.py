@@ -95,7 +95,7 @@ class GenerationLatencyConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     repeats: int = 3
     warmup: int = 1
-    kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8"] = "auto"
+    kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8", "packed_int4"] = "auto"
     samples: int = 3
     sample_prompt_tokens: int = 16
     sample_new_tokens: int = 24

@@ -199,18 +199,51 @@ def test_unknown_kernel_rejected(artifacts) -> None:
     _, path = artifacts["mlp", "int8-per_channel-dynamic"]
     with pytest.raises(
         ValueError,
-        match=r"kernel='int16' is not one of \('auto', 'reference', 'int8', 'bf16', 'packed_int8'\)",
+        match=r"kernel='int16' is not one of \('auto', 'reference', 'int8', 'bf16', 'packed_int8', 'packed_int4'\)",
     ):
         lit_opt.load(path, model=skeleton("mlp"), kernel="int16")  # type: ignore[arg-type]
 
 
-def test_packed_int8_single_layer_matches_hand_computed_reference(tmp_path: Path) -> None:
-    """packed_int8 = the exact codes times activations quantized per tensor to 7 bits (reduce_range)."""
+def _one_int8_layer(tmp_path: Path, **quantization: Any) -> Path:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 48))
-    prepare_quantization(model, QuantizationConfig(weight_bits=8, granularity="per_channel"))
-    model.eval()
-    path = lit_opt.export(model, tmp_path / "l")
+    prepare_quantization(model, QuantizationConfig(weight_bits=8, granularity="per_channel", **quantization))
+    return lit_opt.export(model.eval(), tmp_path / "l")
+
+
+def test_packed_int8_dynamic_activations_on_the_training_grid_with_vnni(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With VNNI: each row divided by its own scale (amax / 127), quantized at scale 1, rescaled: the
+    reference kernel's per-row symmetric int8 activations, whatever the rows' ranges."""
+    import lit_opt.nn.quantized as quantized
+
+    if not quantized.vnni_available():
+        pytest.skip("this CPU has no VNNI")
+    path = _one_int8_layer(tmp_path)
+    loaded = lit_opt.load(path, model=nn.Sequential(nn.Linear(64, 48)), kernel="packed_int8")
+    reference = lit_opt.load(path, model=nn.Sequential(nn.Linear(64, 48)), kernel="reference")
+    layer = loaded[0]
+    x = torch.randn(4, 33, 64) * torch.logspace(-3, 2, 33).reshape(1, 33, 1)  # rows of very different ranges
+    row_scale = x.abs().amax(-1, keepdim=True) / 127
+    expected = F.linear(torch.round(x / row_scale) * row_scale, layer.codes.float() * layer.scale, layer.bias)
+    with torch.no_grad():
+        got, ref = loaded(x), reference(x)
+    relative = (got - expected).abs() / expected.abs().amax(-1, keepdim=True)  # per row: small rows count
+    assert relative.max().item() <= 1e-5
+    assert ((got - ref).abs() / ref.abs().amax(-1, keepdim=True)).max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("case", ["no VNNI", "weights only"])
+def test_packed_int8_falls_back_to_7bit_per_tensor_activations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """Without VNNI (16-bit products would saturate) or an activation quantizer, the engine's dynamic
+    path: activations quantized per tensor to 7 bits (reduce_range)."""
+    import lit_opt.nn.quantized as quantized
+
+    monkeypatch.setattr(quantized, "vnni_available", lambda: case != "no VNNI")
+    path = _one_int8_layer(tmp_path, activations="dynamic" if case == "no VNNI" else "none")
     loaded = lit_opt.load(path, model=nn.Sequential(nn.Linear(64, 48)), kernel="packed_int8")
     layer = loaded[0]
     x = torch.randn(4, 33, 64) * 3
@@ -223,6 +256,93 @@ def test_packed_int8_single_layer_matches_hand_computed_reference(tmp_path: Path
         got = loaded(x)
     assert got.shape == (4, 33, 48)
     assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("bf16", [True, False])
+def test_best_kernel_for_decoding_is_packed_int8_with_vnni(
+    monkeypatch: pytest.MonkeyPatch, vnni: bool, bf16: bool
+) -> None:
+    """A causal LM (decoding: a few rows per call) on a VNNI CPU gets the quantized engine; anything else
+    keeps bf16 where the hardware has it."""
+    monkeypatch.setattr(exporter_loader, "vnni_available", lambda: vnni)
+    monkeypatch.setattr(exporter_loader, "bf16_native", lambda device: bf16)
+    cpu = torch.device("cpu")
+    assert exporter_loader.best_kernel(cpu, generates=True) == (
+        "packed_int8" if vnni else "bf16" if bf16 else "packed_int8"
+    )
+    assert exporter_loader.best_kernel(cpu) == ("bf16" if bf16 else "packed_int8")
+
+
+def test_auto_runs_a_layer_the_model_kernel_cannot_in_bf16_with_the_models_dtype(
+    artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """packed_int8 for the model, a per-group layer it cannot run: bf16 where native, outputs back in fp32."""
+    monkeypatch.setattr(exporter_loader, "best_kernel", lambda device, generates=False: "packed_int8")
+    monkeypatch.setattr(exporter_loader, "bf16_native", lambda device: True)
+    model, path = artifacts["mlp", "int4-per_group8-none"]
+    loaded = lit_opt.load(path, model=skeleton("mlp"), kernel="auto")
+    assert {m.kernel for m in loaded.modules() if isinstance(m, QuantizedLinear)} == {"bf16"}
+    got, expected = run(loaded, "mlp", 600, 7), run(model, "mlp", 600, 7)
+    assert got.dtype == torch.float32 and rel_err(got, expected) <= 0.05
+
+
+def _one_int4_layer(tmp_path: Path, out: int = 48, group_size: int = 32, symmetric: bool = False) -> Path:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, out))
+    config = QuantizationConfig(
+        weight_bits=4, granularity="per_group", group_size=group_size, symmetric=symmetric, activations="none"
+    )
+    prepare_quantization(model, config)
+    return lit_opt.export(model.eval(), tmp_path / f"int4-{out}-{group_size}")
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_packed_int4_matches_the_dequantized_weight_in_bf16(tmp_path: Path, symmetric: bool) -> None:
+    """packed_int4 = bf16 inputs times the exact int4 groups ((code - zero point) * scale), bias added."""
+    path = _one_int4_layer(tmp_path, symmetric=symmetric)
+    loaded = lit_opt.load(path, model=nn.Sequential(nn.Linear(64, 48)), kernel="packed_int4")
+    reference = lit_opt.load(path, model=nn.Sequential(nn.Linear(64, 48)), kernel="reference")
+    layer = loaded[0]
+    assert layer.kernel == "packed_int4"
+    x = torch.randn(5, 7, 64)
+    weight = (layer.codes.float().reshape(48, 2, 32) - layer.zero_point[..., None]) * layer.scale[..., None]
+    expected = F.linear(x.bfloat16().float(), weight.reshape(48, 64), layer.bias)
+    with torch.no_grad():
+        got, ref = loaded(x), reference(x)
+    assert got.dtype == torch.float32 and got.shape == (5, 7, 48)
+    assert rel_err(got, expected) <= 1e-2  # bf16 scales and accumulation
+    assert rel_err(got, ref) <= 1e-2
+
+
+@pytest.mark.parametrize(
+    ("out", "group_size", "reason"),
+    [(48, 16, r"per_group weights \(it takes per_group weights, groups of \(32, 64, 128, 256\)\)"),
+     (40, 32, "outputs not a multiple of 16")],
+)  # fmt: skip
+def test_packed_int4_refuses_groups_and_widths_it_cannot_run(
+    tmp_path: Path, out: int, group_size: int, reason: str
+) -> None:
+    path = _one_int4_layer(tmp_path, out=out, group_size=group_size)
+    with pytest.raises(ValueError, match=rf"kernel='packed_int4' cannot run a layer with .*{reason}"):
+        lit_opt.load(path, model=nn.Sequential(nn.Linear(64, out)), kernel="packed_int4")
+
+
+def test_packed_int4_refuses_int8_codes_and_gpus(artifacts) -> None:
+    _, path = artifacts["mlp", "int8-per_channel-dynamic"]
+    with pytest.raises(ValueError, match=r"kernel='packed_int4' cannot run a layer with per_channel weights"):
+        lit_opt.load(path, model=skeleton("mlp"), kernel="packed_int4")
+    with pytest.raises(ValueError, match=r"kernel='packed_int4' runs on the CPU only, not device='cuda'"):
+        lit_opt.load(path, model=skeleton("mlp"), device="cuda", kernel="packed_int4")
+
+
+def test_auto_runs_int4_groups_the_model_kernel_cannot_on_packed_int4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exporter_loader, "best_kernel", lambda device, generates=False: "packed_int8")
+    monkeypatch.setattr(exporter_loader, "bf16_native", lambda device: True)
+    loaded = lit_opt.load(_one_int4_layer(tmp_path), model=nn.Sequential(nn.Linear(64, 48)), kernel="auto")
+    assert loaded[0].kernel == "packed_int4"
 
 
 @pytest.mark.parametrize("config", sorted(INT8_CAPABLE))
@@ -245,7 +365,8 @@ def test_packed_int8_rejects_unsupported_config_and_auto_falls_back(
     reason = "per_group weights" if "per_group" in config else "asymmetric weights"
     with pytest.raises(ValueError, match=rf"kernel='packed_int8' cannot run a layer with {reason}"):
         lit_opt.load(path, model=skeleton("mlp"), kernel="packed_int8")
-    monkeypatch.setattr(exporter_loader, "best_kernel", lambda device: "packed_int8")
+    monkeypatch.setattr(exporter_loader, "best_kernel", lambda device, generates=False: "packed_int8")
+    monkeypatch.setattr(exporter_loader, "bf16_native", lambda device: False)
     loaded = lit_opt.load(path, model=skeleton("mlp"), kernel="auto")
     kernels = {m.kernel for m in loaded.modules() if isinstance(m, QuantizedLinear)}
     assert kernels == {"reference"}

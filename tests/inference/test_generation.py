@@ -12,8 +12,9 @@ from torch import nn
 
 import lit_opt
 from lit_opt.cli import main
+from lit_opt.export.architecture import is_causal_lm
 from lit_opt.inference import generation
-from lit_opt.inference.generation import is_causal_lm, measure_generation
+from lit_opt.inference.generation import measure_generation
 from tests.helpers.models import LM_VOCAB, tiny_bert, tiny_llama
 
 FAST = ["--repeats", "1", "--warmup", "0", "--no-progress"]
