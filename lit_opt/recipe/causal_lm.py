@@ -127,6 +127,11 @@ class CausalLMTask(Task):
         config, c = self.config, self.config.compress
         compressed = load(trained.artifact, kernel=config.latency.kernel)
         kernels = sorted({m.kernel for m in compressed.modules() if isinstance(m, QuantizedLinear)})
+        pruned = (
+            f", MLP rows {c.mlp_sparsity:.0%} and KV-head groups {c.head_sparsity:.0%} pruned (physically removed)"
+            if c.mlp_sparsity or c.head_sparsity
+            else ""
+        )
         teacher_layers = cast(Any, trained.teacher).config.num_hidden_layers
         from lit_opt.models.smollm2 import PROVENANCE
 
@@ -153,10 +158,10 @@ class CausalLMTask(Task):
                 compressed,
                 trained.artifact,
                 artifact_params(trained.artifact),
-                f"the distilled student pruned (MLP rows {c.mlp_sparsity:.0%}, KV-head groups {c.head_sparsity:.0%}, "
-                f"physically removed) while distilling, int{c.weight_bits} QAT (activations {c.activations}) on the "
-                f"decoder layers, int{c.embedding_bits} per-group ({c.embedding_group_size}) tied embedding / LM head, "
-                f"other tensors {c.export_dtype}; exported and loaded with lit_opt.load (kernels: {', '.join(kernels)})",
+                f"the distilled student, distilled further under int{c.weight_bits} QAT (activations "
+                f"{c.activations}) on the decoder layers and int{c.embedding_bits} per-group ({c.embedding_group_size}) "
+                f"QAT on the tied embedding / LM head{pruned}; other tensors {c.export_dtype}; exported and loaded with lit_opt.load "
+                f"(kernels: {', '.join(kernels)})",
             ),
         ]
 

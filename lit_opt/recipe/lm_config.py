@@ -71,7 +71,7 @@ class LMCompressConfig:
     epochs: int = 1
     max_steps: int = -1
     lr: float = 2.0e-4
-    mlp_sparsity: float = 0.25
+    mlp_sparsity: float = 0.0
     head_sparsity: float = 0.0
     prune_fraction_of_training: float = 0.5
     weight_bits: Literal[4, 8] = 8
