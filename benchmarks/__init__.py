@@ -19,17 +19,29 @@ if TYPE_CHECKING:
 
 #: Every benchmark, in the order ``python -m benchmarks all`` runs them.
 NAMES = [
-    "clustering", "load_kernels", "teacher_cache", "batching", "qat", "compression",
-    "embeddings", "distillation", "students", "static_int8", "pruning", "onnx_runtime",
-]  # fmt: skip
+    "clustering",
+    "load_kernels",
+    "teacher_cache",
+    "batching",
+    "qat",
+    "compression",
+    "embeddings",
+    "distillation",
+    "students",
+    "static_int8",
+    "pruning",
+    "onnx_runtime",
+]
 
 
 def load(name: str) -> Benchmark:
-    """The :class:`~benchmarks.harness.Benchmark` declared by ``benchmarks/<name>.py``.
+    """The :class:`~benchmarks.harness.Benchmark` that ``benchmarks/<name>.py`` declares.
 
     Raises:
         ValueError: ``name`` is not one of :data:`NAMES`.
     """
     if name not in NAMES:
         raise ValueError(f"benchmark {name!r} is not one of {NAMES}. HINT: python -m benchmarks lists them.")
-    return importlib.import_module(f"benchmarks.{name}").BENCH
+    from benchmarks.harness import Benchmark
+
+    return Benchmark(name, importlib.import_module(f"benchmarks.{name}"))
