@@ -59,9 +59,7 @@ HELP = {
 }
 
 
-def timed_steps(
-    model: nn.Module, variants: dict[str, list[dict[str, torch.Tensor]]]
-) -> dict[str, dict[str, float]]:
+def timed_steps(model: nn.Module, variants: dict[str, list[dict[str, torch.Tensor]]]) -> dict[str, dict]:
     """Per variant, seconds of its training steps over its batches (its own copy of ``model``, AdamW, one step
     per batch after an untimed one, the variants taking turns), then of its forward passes likewise."""
     models = {name: copy.deepcopy(model).train() for name in variants}
@@ -100,41 +98,32 @@ def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:
         masks = [b["attention_mask"] for b in batches[bucketed]]
         tokens, positions = sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks)
         epoch = [b["attention_mask"] for b in dm.train_dataloader()]
+        padding = 1 - sum(int(m.sum()) for m in epoch) / sum(m.numel() for m in epoch)
         row = {
             "bucketing": bucketed,
             "batches": len(masks),
             "padding_fraction_measured_batches": 1 - tokens / positions,
         }
-        row["padding_fraction_epoch"] = 1 - sum(int(m.sum()) for m in epoch) / sum(m.numel() for m in epoch)
-        out.rows.append(row | {"padded_positions": positions, "real_tokens": tokens, **times[str(bucketed)]})
-        loader = "bucketing=True" if bucketed else "bucketing=False (random batches, dynamic padding)"
-        padding = [f"{100 * row[f'padding_fraction_{k}']:.1f}%" for k in ("measured_batches", "epoch")]
-        cells.append(
-            (
-                loader,
-                *padding,
-                f"{positions:,}",
-                f"{out.rows[-1]['train_s']:.1f}",
-                f"{out.rows[-1]['forward_s']:.2f}",
-            )
+        out.rows.append(
+            row | {"padding_fraction_epoch": padding, "padded_positions": positions, "real_tokens": tokens}
         )
+        out.rows[-1] |= times[str(bucketed)]
+        loader = "bucketing=True" if bucketed else "bucketing=False (random batches, dynamic padding)"
+        cells.append(
+            (loader, f"{100 * (1 - tokens / positions):.1f}%", f"{100 * padding:.1f}%", f"{positions:,}")
+        )
+        cells[-1] += (f"{out.rows[-1]['train_s']:.1f}", f"{out.rows[-1]['forward_s']:.2f}")
     lengths = [len(ids) for ids in dms[True].splits["train"]["input_ids"]]
     padded = 1 - sum(lengths) / (s.max_length * len(lengths))
     out.rows.append({"bucketing": "pad to max_length (reference)", "padding_fraction_epoch": padded})
     cells.append(("pad to max_length (reference)", "", f"{100 * padded:.1f}%", "", "", ""))
+    padding_columns = ("padding (measured batches)", "padding (whole epoch)", "padded positions")
     out.table(
         f"Length bucketing ({s.data} train split, max_length {s.max_length}, batch 32, first {s.batches} batches, "
         f"fp32 {s.model} + 2-label head, {s.threads} threads)",
         cells,
         plot="train s",
-        columns=(
-            "loader",
-            "padding (measured batches)",
-            "padding (whole epoch)",
-            "padded positions",
-            "train s",
-            "forward s",
-        ),
+        columns=("loader", *padding_columns, "train s", "forward s"),
     )
 
 
@@ -232,12 +221,13 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
     for name, (_, clients) in servers.items():
         lat = latencies[name]
         row = {"server": name, "clients": clients, "requests": len(lat), "elapsed_s": elapsed[name]}
+        row["throughput_req_s"] = len(lat) / elapsed[name]
         row |= {
-            "throughput_req_s": len(lat) / elapsed[name],
             "p50_ms": percentile(lat, 50),
             "p99_ms": percentile(lat, 99),
+            "max_ms": max(lat),
+            "mean_batch_size": 1.0,
         }
-        row |= {"max_ms": max(lat), "mean_batch_size": 1.0}
         if name in batchers:
             served = after[name]["requests"] - before[name]["requests"]
             row["mean_batch_size"] = served / max(after[name]["batches"] - before[name]["batches"], 1)
@@ -281,10 +271,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
             bucketing(s, out, model)
         if artifact is None:
             tokenizer = AutoTokenizer.from_pretrained(default_tokenizer())
-            int8 = {"weight_bits": 8}
-            artifact = lit_opt.export(
-                model.eval(), out.work_dir / "int8", quantization=int8, tokenizer=tokenizer
-            )
+            path, int8 = out.work_dir / "int8", {"weight_bits": 8}
+            artifact = lit_opt.export(model.eval(), path, quantization=int8, tokenizer=tokenizer)
     with open(csv_path(s.data, out.work_dir), newline="", encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
     serving(s, out, artifact, texts[-s.clients * s.requests :])  # a fixed slice of real snippets

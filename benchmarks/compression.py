@@ -17,21 +17,11 @@ from typing import Any
 import torch
 
 import lit_opt
-from benchmarks.common import (
-    ENCODER,
-    FIXED_SETTINGS,
-    Classifier,
-    accuracy,
-    classifier,
-    fit_batches,
-    fixed_batches,
-    logit_diff,
-    time_batches,
-)
+from benchmarks import common
 from benchmarks.harness import Run, main
 from lit_opt.inference.measure import file_bytes
 
-SETTINGS = FIXED_SETTINGS | dict(
+SETTINGS = common.FIXED_SETTINGS | dict(
     base_steps=(150, 2), steps=(60, 2), test_size=(800, 32), lr=5e-5, repeats=(15, 2)
 )
 ROWS: list[dict[str, Any]] = [
@@ -47,21 +37,21 @@ def train_row(
     """Train ``row`` from ``start``, export it and load it back; fills ``row``, returns the loaded model."""
     callbacks: list[Any] = []
     if "n_clusters" in row:
-        callbacks = [lit_opt.WeightSharingCallback(n_clusters=row["n_clusters"], **ENCODER)]
+        callbacks = [lit_opt.WeightSharingCallback(n_clusters=row["n_clusters"], **common.ENCODER)]
     elif "energy" in row:
-        callbacks = [lit_opt.LowRankCallback(energy=row["energy"], at_step=0, **ENCODER)]
-    module = Classifier(copy.deepcopy(start).train(), lr=s.lr)
-    row["fit_s"] = fit_batches(module, data, data["batches"][s.base_steps :], callbacks=callbacks)
+        callbacks = [lit_opt.LowRankCallback(energy=row["energy"], at_step=0, **common.ENCODER)]
+    module = common.Classifier(copy.deepcopy(start).train(), lr=s.lr)
+    row["fit_s"] = common.fit_batches(module, data, data["batches"][s.base_steps :], callbacks=callbacks)
     torch.set_num_threads(s.threads)
     model = module.model.eval()
     if "energy" in row:
         row["ranks"] = callbacks[0].ranks
     row["parameters"] = sum(p.numel() for p in model.parameters())
-    row["accuracy"] = accuracy(model, data)
+    row["accuracy"] = common.accuracy(model, data)
     path = lit_opt.export(model, out.work_dir / "artifacts" / row["name"].replace(" ", "_").replace("=", ""))
     row["bytes"] = file_bytes(path / "model.safetensors")
     loaded = lit_opt.load(path, kernel="reference")
-    row["max_abs_logit_diff_loaded_vs_trained"] = logit_diff(loaded, model)
+    row["max_abs_logit_diff_loaded_vs_trained"] = common.logit_diff(loaded, model)
     return loaded
 
 
@@ -83,10 +73,10 @@ def cells(row: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    data = fixed_batches(s, out.work_dir, s.base_steps + s.steps)
-    start = Classifier(classifier(s.model), lr=s.lr)
-    fit_batches(start, data, data["batches"][: s.base_steps])
-    start_accuracy = accuracy(start.model, data)
+    data = common.fixed_batches(s, out.work_dir, s.base_steps + s.steps)
+    start = common.Classifier(common.classifier(s.model), lr=s.lr)
+    common.fit_batches(start, data, data["batches"][: s.base_steps])
+    start_accuracy = common.accuracy(start.model, data)
     rows, loaded = [dict(r) for r in ROWS], {}
     for row in rows:
         try:
@@ -94,7 +84,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
         except Exception as err:  # report what a row does, whatever it is; the others still run
             row["reason"] = f"{type(err).__name__}: {err}"
     timed = {name: model for name, model in loaded.items() if "sharing" not in name}
-    stats = time_batches(timed, "dense", {32: s.repeats}, s.latency_seq_len, s.warmup)[32]
+    stats = common.time_batches(timed, "dense", {32: s.repeats}, s.latency_seq_len, s.warmup)[32]
     notes = []
     for row in rows:
         row.update({f"b32_{k}": v for k, v in stats.get(row["name"], {}).items()})

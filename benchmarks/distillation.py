@@ -16,23 +16,12 @@ from typing import Any
 
 import lightning as L
 
-from benchmarks.common import (
-    DISTILL_SETTINGS,
-    EPOCH_SETTINGS,
-    SEED,
-    Classifier,
-    evaluate,
-    fine_tune_teacher,
-    fit_epochs,
-    pct,
-    small_student,
-    standard_error,
-)
+from benchmarks import common
 from benchmarks.harness import Run, main, reject
 from lit_opt import DistillationModule
 from lit_opt.distillation import students
 
-SETTINGS = EPOCH_SETTINGS | DISTILL_SETTINGS
+SETTINGS = common.EPOCH_SETTINGS | common.DISTILL_SETTINGS
 SETTINGS |= dict(train_rows=(4000, 64), test_rows=(0, 32), student_lr=1e-4, keep_layers=([0, 2, 4], [0]))
 HELP = {
     "test_rows": "test examples (0: all)",
@@ -54,15 +43,15 @@ def mcnemar(a: dict[int, tuple[int, int]], b: dict[int, tuple[int, int]]) -> dic
 def student(s: argparse.Namespace, out: Run, name: str, init: str, teacher_dir: Path, **loss: Any) -> dict:
     """Train a 3-layer student (``init``: ``keep_layers`` or ``minilm_l3``) distilled with ``loss`` (``alpha``,
     ``hidden_weight``, ``cache``), or on labels only without ``alpha``: its row."""
-    L.seed_everything(SEED, verbose=False)  # the same new head in every run
+    L.seed_everything(common.SEED, verbose=False)  # the same new head in every run
     if init == "keep_layers":
         model = students.keep_layers(str(teacher_dir), s.keep_layers, num_labels=2)
         label = f"keep_layers(teacher, {s.keep_layers})"
     else:
-        model, label = small_student(s.model), "minilm_l3() (new pooler and head)"
+        model, label = common.small_student(s.model), "minilm_l3() (new pooler and head)"
     module: L.LightningModule
     if "alpha" not in loss:  # labels only: no teacher at all
-        module = Classifier(model, lr=s.student_lr)
+        module = common.Classifier(model, lr=s.student_lr)
         text = f"cross-entropy only (Classifier, AdamW lr {s.student_lr:g}; no teacher)"
     else:
         alpha, hidden, cache = loss["alpha"], loss.get("hidden_weight", 0.0), loss.get("cache", False)
@@ -79,7 +68,12 @@ def student(s: argparse.Namespace, out: Run, name: str, init: str, teacher_dir: 
         "init": label,
         "init_key": init,
     }
-    return row | {"loss": text} | fit_epochs(s, out.work_dir, module) | evaluate(s, out.work_dir, model)
+    return (
+        row
+        | {"loss": text}
+        | common.fit_epochs(s, out.work_dir, module)
+        | common.evaluate(s, out.work_dir, model)
+    )
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
@@ -87,7 +81,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
     if s.epochs < 2:
         reject("epochs", s.epochs, "2 or more", "the teacher cache's second epoch, its reads, is timed.")
     shutil.rmtree(out.work_dir / "teacher_cache", ignore_errors=True)
-    _, measured, teacher_dir = fine_tune_teacher(s, out.work_dir)
+    _, measured, teacher_dir = common.fine_tune_teacher(s, out.work_dir)
     desc = "6 layers" if s.model == "minilm" else "tiny"
     loss = f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})"
     teacher = {
@@ -104,7 +98,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
     chosen = max(candidates, key=lambda k: (candidates[k]["val_acc"], k == "keep_layers"))
     other = next(k for k in candidates if k != chosen)
     c, o = candidates[chosen], candidates[other]
-    choice = f"val {pct(c['val_acc'])} vs {pct(o['val_acc'])} for {other}; test {pct(c['test_acc'])} vs {pct(o['test_acc'])}"
+    choice = f"val {common.pct(c['val_acc'])} vs {common.pct(o['val_acc'])} for {other}; test {common.pct(c['test_acc'])} vs {common.pct(o['test_acc'])}"
     o["name"] = "distilled logits (other init)"
     labels = student(s, out, "labels only", chosen, teacher_dir)
     hidden = student(
@@ -123,7 +117,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
     out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows] + [
         {"name": "paired", "tests": paired}
     ]
-    se = standard_error(sum(r["test_acc"] for r in rows) / len(rows), teacher["test_n"])
+    se = common.standard_error(sum(r["test_acc"] for r in rows) / len(rows), teacher["test_n"])
     tests = "; ".join(
         f"{p['first']} vs {p['second']}: {p['only_first_right']} only-first-right, "
         f"{p['only_second_right']} only-second-right, p={p['p_value']:.3g}"
@@ -133,12 +127,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
         f"Accuracy ({s.data}: {teacher['train_rows']} train rows, {teacher['test_n']} test rows, max_length "
         f"{s.max_length}, batch {s.batch_size}, {s.epochs} epochs = {teacher['steps']} steps each)",
         [
-            (r["name"], r["init"], r["loss"], r["steps"], pct(r["val_acc"]), pct(r["test_acc"]))
+            (r["name"], r["init"], r["loss"], r["steps"], common.pct(r["val_acc"]), common.pct(r["test_acc"]))
             + (f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%", f"{r['fit_wall_s']:.0f}")
             for r in rows
         ],
         notes=f"Student initialisation chosen by validation accuracy: **{c['init']}** ({choice}). Paired test "
-        f"comparisons (McNemar exact p): {tests}. One seed: test accuracy's standard error is about {pct(se)}.",
+        f"comparisons (McNemar exact p): {tests}. One seed: test accuracy's standard error is about {common.pct(se)}.",
         plot="test acc",
         columns=("model", "init", "loss", "steps", "val acc", "test acc", "% of teacher (test)", "fit s"),
     )
@@ -162,14 +156,14 @@ def run(s: argparse.Namespace, out: Run) -> None:
     for name, r in distilled.items():
         ratio, versus = (
             r["test_acc"] / teacher["test_acc"],
-            f"{pct(r['test_acc'])} vs {pct(labels['test_acc'])}",
+            f"{common.pct(r['test_acc'])} vs {common.pct(labels['test_acc'])}",
         )
-        measured = f"{100 * ratio:.1f}% ({pct(r['test_acc'])} / {pct(teacher['test_acc'])})"
+        measured = f"{100 * ratio:.1f}% ({common.pct(r['test_acc'])} / {common.pct(teacher['test_acc'])})"
         out.goal(f"{name} recovers >= 97% of the teacher's test accuracy", measured, ratio >= 0.97)
         diff = f"{versus} ({100 * (r['test_acc'] - labels['test_acc']):+.2f} pts)"
         out.goal(f"{name} beats labels only (test)", diff, r["test_acc"] > labels["test_acc"])
     same = abs(cached["test_acc"] - c["test_acc"]) < 1e-9
-    versus = f"{pct(cached['test_acc'])} vs {pct(c['test_acc'])}"
+    versus = f"{common.pct(cached['test_acc'])} vs {common.pct(c['test_acc'])}"
     out.goal("cached run reaches the uncached run's test accuracy", versus, same)
 
 

@@ -19,21 +19,11 @@ from torch import nn
 from transformers import AutoTokenizer
 
 import lit_opt
-from benchmarks.common import (
-    EPOCH_SETTINGS,
-    SEED,
-    Classifier,
-    classifier,
-    epoch_data,
-    evaluate,
-    fit_epochs,
-    pct,
-    standard_error,
-)
+from benchmarks import common
 from benchmarks.harness import Run, main
 from lit_opt.data.text_classification import default_tokenizer
 
-SETTINGS = EPOCH_SETTINGS | dict(
+SETTINGS = common.EPOCH_SETTINGS | dict(
     train_rows=(1200, 64), test_rows=(0, 32), epochs=1, lr=1e-4, qat=(False, True), group_size=(128, 32)
 )
 HELP = {"qat": "add the pruned + int4 QAT fine-tune (doubles the time)", "test_rows": "test rows (0: all)"}
@@ -44,7 +34,7 @@ INT4 = {"weight_bits": 4, "granularity": "per_group", "activations": "none"}
 
 def split_ids(s: argparse.Namespace, out: Run, split: str, train_rows: int = 0) -> list[list[int]]:
     """The token ids of every example of ``split`` (the training split cut to ``train_rows``, 0: all)."""
-    dm = epoch_data(argparse.Namespace(**{**vars(s), "train_rows": train_rows}), out.work_dir)
+    dm = common.epoch_data(argparse.Namespace(**{**vars(s), "train_rows": train_rows}), out.work_dir)
     dm.setup("fit")
     return [list(ids) for ids in dm.splits[split]["input_ids"]]
 
@@ -61,16 +51,16 @@ def measure(
     words = "bert.embeddings.word_embeddings."
     emb = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith(words))
     total = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    test = evaluate(s, out.work_dir, lit_opt.load(path, kernel="reference"))["test"]
+    test = common.evaluate(s, out.work_dir, lit_opt.load(path, kernel="reference"))["test"]
     rows = model.get_input_embeddings().weight.shape[0]
     return {"name": name, "embedding_bytes": emb, "file_bytes": total, "rows": rows, "test": test}
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
     tok = AutoTokenizer.from_pretrained(default_tokenizer())
-    L.seed_everything(SEED, verbose=False)
-    model = classifier(s.model)
-    trained = fit_epochs(s, out.work_dir, Classifier(model, lr=s.lr))
+    L.seed_everything(common.SEED, verbose=False)
+    model = common.classifier(s.model)
+    trained = common.fit_epochs(s, out.work_dir, common.Classifier(model, lr=s.lr))
     model.eval()
     test_ids, special = split_ids(s, out, "test")[: s.test_rows or None], set(tok.all_special_ids)
     vocabularies: dict[str, dict[str, Any]] = {}
@@ -97,11 +87,11 @@ def run(s: argparse.Namespace, out: Run) -> None:
         measure(s, out, f"pruned (train split) + int4 {g}", pruned["train split"], int4),
     ]
     if s.qat:
-        L.seed_everything(SEED, verbose=False)
+        L.seed_everything(common.SEED, verbose=False)
         keep = vocabularies["train split"]["keep"]
-        qat_model = lit_opt.prune_vocabulary(classifier(s.model), keep, unk_token_id=tok.unk_token_id)
+        qat_model = lit_opt.prune_vocabulary(common.classifier(s.model), keep, unk_token_id=tok.unk_token_id)
         qat = lit_opt.QATCallback(**int4, targets=EMBEDDINGS)
-        fit_epochs(s, out.work_dir, Classifier(qat_model, lr=s.lr), [qat])
+        common.fit_epochs(s, out.work_dir, common.Classifier(qat_model, lr=s.lr), [qat])
         results.append(measure(s, out, f"pruned (train split) + int4 {g} QAT", qat_model.eval()))
     fp32, base = results[0], results[0]["test"]
     for r in results:
@@ -121,7 +111,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
                 "embedding bytes": f"{r['embedding_bytes']:,}",
                 "x smaller": f"{fp32['embedding_bytes'] / r['embedding_bytes']:.1f}x",
                 "file bytes": f"{r['file_bytes']:,}",
-                "test acc": pct(r["test_acc"]),
+                "test acc": common.pct(r["test_acc"]),
                 "vs fp32 (pts)": f"{100 * (r['test_acc'] - acc):+.2f}",
                 "predictions changed": r["changed"],
             }
@@ -129,12 +119,15 @@ def run(s: argparse.Namespace, out: Run) -> None:
         ],
         notes="Embedding bytes: the word-embedding tensors in model.safetensors (codes, scales, remap); file bytes: "
         "the whole artifact (the rest stays fp32). Accuracies from lit_opt.load(kernel='reference'). One seed: "
-        f"standard error ~{pct(standard_error(acc, fp32['test_n']))}.",
+        f"standard error ~{common.pct(common.standard_error(acc, fp32['test_n']))}.",
         plot="x smaller",
     )
     out.table(
         "Vocabulary kept",
-        [(v["name"], v["rows"], pct(v["unk_tokens"]), pct(v["unk_examples"])) for v in vocabularies.values()],
+        [
+            (v["name"], v["rows"], common.pct(v["unk_tokens"]), common.pct(v["unk_examples"]))
+            for v in vocabularies.values()
+        ],
         columns=(
             "vocabulary kept",
             "kept rows",

@@ -27,26 +27,14 @@ from torch import nn
 from torch.nn.utils import prune
 
 import lit_opt
-from benchmarks.common import (
-    ENCODER,
-    FIXED_SETTINGS,
-    Classifier,
-    Clock,
-    accuracy,
-    classifier,
-    fit_batches,
-    fixed_batches,
-    logit_diff,
-    standard_error,
-    time_batches,
-)
+from benchmarks import common
 from benchmarks.harness import Run, compare, main, reject
 from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
 from lit_opt.inference.measure import dir_bytes, file_bytes, percentile, time_round_robin
 from lit_opt.pruning import PruningConfig, accumulate_movement, prepare_pruning, update_masks, zero_pruned
 from lit_opt.targets import select_modules
 
-SETTINGS = FIXED_SETTINGS | dict(
+SETTINGS = common.FIXED_SETTINGS | dict(
     steps=(180, 12),
     epochs=(6, 3),
     prune_every=(10, 2),
@@ -110,7 +98,7 @@ def check(s: argparse.Namespace) -> None:
 
 def targeted(module: nn.Module) -> list[tuple[nn.Module, str]]:
     """The Linear layers every unstructured row prunes (lit_opt's own selection), as ``(layer, "weight")``."""
-    return [(m, "weight") for m in select_modules(module, **ENCODER, types=(nn.Linear,)).values()]
+    return [(m, "weight") for m in select_modules(module, **common.ENCODER, types=(nn.Linear,)).values()]
 
 
 def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
@@ -133,17 +121,17 @@ def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) 
     )
     if row["kind"] == "lit_opt":
         config = {"target_sparsity": row["target"], "criterion": row["criterion"], "scope": s.scope}
-        return [lit_opt.IterativePruningCallback(**config, **ENCODER, **schedule)]
+        return [lit_opt.IterativePruningCallback(**config, **common.ENCODER, **schedule)]
     if row["kind"] == "model_pruning":
         amounts = row["model_pruning_amounts"] = cubic_amounts(s, row["target"])
         how = dict(parameter_names=["weight"], use_global_unstructured=s.scope == "global", verbose=0)
         permanent = dict(use_lottery_ticket_hypothesis=False, make_pruning_permanent=True)
         amount = amounts.__getitem__  # the epoch's amount
         return [ModelPruning("l1_unstructured", targeted(module), amount=amount, **how, **permanent)]
-    common = {"target_sparsity": 0.5, "scope": "local", "criterion": "magnitude", **schedule}
+    structured = {"target_sparsity": 0.5, "scope": "local", "criterion": "magnitude", **schedule}
     kinds = (("rows", "*.intermediate.dense"), ("heads", "*.attention.self"))
     return [
-        lit_opt.IterativePruningCallback(structure=kind, targets=[pattern], **common)
+        lit_opt.IterativePruningCallback(structure=kind, targets=[pattern], **structured)
         for kind, pattern in kinds
         if kind in row.get("structure", "")
     ]
@@ -151,13 +139,13 @@ def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) 
 
 def train_row(
     row: dict[str, Any], base: nn.Module, data: dict[str, Any], s: argparse.Namespace
-) -> Classifier:
+) -> common.Classifier:
     """Fine-tune a copy of ``base`` with ``row``'s callbacks; fills ``row`` with its measurements."""
-    module = Classifier(copy.deepcopy(base).train(), lr=s.lr)
-    callbacks, clock, marks = callbacks_of(row, module, s), Clock(s.threads), []
+    module = common.Classifier(copy.deepcopy(base).train(), lr=s.lr)
+    callbacks, clock, marks = callbacks_of(row, module, s), common.Clock(s.threads), []
     mark = LambdaCallback(on_train_epoch_end=lambda *_: marks.append(time.perf_counter()))
     # the clock first: its window has the other callbacks' per-batch hooks; the marks bracket their epoch ends
-    row["fit_s"] = fit_batches(
+    row["fit_s"] = common.fit_batches(
         module, data, data["batches"], s.epochs, callbacks=[clock, mark, *callbacks, mark]
     )
     torch.set_num_threads(s.threads)
@@ -171,12 +159,12 @@ def train_row(
     row["epoch_end_ms"] = [(b - a) * 1e3 for a, b in zip(marks[::2], marks[1::2], strict=True)]
     weights = {
         name.removeprefix("model.bert."): layer.weight
-        for name, layer in select_modules(module, **ENCODER, types=(nn.Linear,)).items()
+        for name, layer in select_modules(module, **common.ENCODER, types=(nn.Linear,)).items()
     }
     zeros = {name: int((w == 0).sum()) for name, w in weights.items()}
     row["layer_sparsity"] = {name: zeros[name] / w.numel() for name, w in weights.items()}
     row["sparsity_targeted"] = sum(zeros.values()) / sum(w.numel() for w in weights.values())
-    row["accuracy"] = accuracy(module.model, data)
+    row["accuracy"] = common.accuracy(module.model, data)
     return module
 
 
@@ -212,7 +200,7 @@ def step_cost(base: nn.Module, data: dict[str, Any], s: argparse.Namespace) -> d
         optimizer = torch.optim.AdamW(holder.parameters(), lr=s.lr)
         if variant.startswith("lit_opt"):
             criterion = "movement" if "movement" in variant else "magnitude"
-            config = PruningConfig(0.9, criterion=criterion, scope=s.scope, **ENCODER)
+            config = PruningConfig(0.9, criterion=criterion, scope=s.scope, **common.ENCODER)
             groups = prepare_pruning(holder, config)
             update_masks(groups, config, 0.9, 0)
             zero_pruned(groups)  # as the callback does after each mask update and optimizer step
@@ -264,7 +252,10 @@ def export_rows(name: str, model: nn.Module, data: dict, out: Run, masked: float
         size = {"bytes": file_bytes(path / "model.safetensors"), "artifact_dir_bytes": dir_bytes(path)}
         row = {"name": f"{name} (load {kernel})", "source": name, "kernel": kernel, "masked_accuracy": masked}
         row |= size | {"dtype": str(next(loaded.parameters()).dtype).removeprefix("torch.")}
-        row |= {"max_abs_logit_diff_vs_masked": logit_diff(loaded, model), "accuracy": accuracy(loaded, data)}
+        row |= {
+            "max_abs_logit_diff_vs_masked": common.logit_diff(loaded, model),
+            "accuracy": common.accuracy(loaded, data),
+        }
         rows.append(row | architecture(loaded))
     return rows
 
@@ -302,7 +293,7 @@ def step_cost_table(out: Run, costs: dict[str, dict[str, float]]) -> None:
 def run(s: argparse.Namespace, out: Run) -> None:
     check(s)
     torch.set_flush_denormal(True)  # every row alike: no slow path for subnormal optimizer state
-    data, base = fixed_batches(s, out.work_dir, s.steps), classifier(s.model)
+    data, base = common.fixed_batches(s, out.work_dir, s.steps), common.classifier(s.model)
     step_cost_table(out, step_cost(base, data, s))
     if s.step_cost_only:
         return
@@ -332,7 +323,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
     for row in rows:
         step_overhead(row, rows[0], s)
     by = {e["name"]: e for e in exports}
-    timed = time_batches(
+    timed = common.time_batches(
         models, "dense eager fp32", {1: s.repeats_b1, 32: s.repeats}, s.latency_seq_len, s.warmup
     )
     for batch, stats in timed.items():
@@ -391,7 +382,7 @@ def export_cells(e: dict[str, Any], by: dict[str, dict[str, Any]]) -> dict[str, 
 
 def report(out: Run, s: argparse.Namespace, rows: list[dict], exports: list[dict], n_test: int) -> None:
     dense, by = rows[0], {e["name"]: e for e in exports}
-    se = 100 * standard_error(dense["accuracy"], n_test)
+    se = 100 * common.standard_error(dense["accuracy"], n_test)
     out.table(
         f"Fine-tuning rows ({s.model}, {s.steps} steps x batch 32, max_length 64, AdamW lr {s.lr:g}, unstructured "
         f"scope {s.scope}, {s.epochs} epochs of {s.steps_per_epoch} steps, target reached at step {s.prune_end}; "

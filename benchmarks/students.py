@@ -19,25 +19,15 @@ import lightning as L
 import torch
 from torch import nn
 
-from benchmarks.common import (
-    DISTILL_SETTINGS,
-    EPOCH_SETTINGS,
-    SEED,
-    evaluate,
-    fine_tune_teacher,
-    fit_epochs,
-    pct,
-    standard_error,
-    time_batches,
-)
+from benchmarks import common
 from benchmarks.harness import Run, main
 from lit_opt import DistillationModule
 from lit_opt.distillation import students
 from lit_opt.distillation.mobilebert import mobilebert
 
 SETTINGS = (
-    EPOCH_SETTINGS
-    | DISTILL_SETTINGS
+    common.EPOCH_SETTINGS
+    | common.DISTILL_SETTINGS
     | dict(
         train_rows=(1280, 64),
         test_rows=(640, 32),
@@ -60,7 +50,7 @@ HELP = {"test_rows": "test examples (0: all)", "threads": "torch threads (traini
 
 
 def build(s: argparse.Namespace, kind: str, teacher_dir: str) -> nn.Module:
-    L.seed_everything(SEED + 1, verbose=False)  # the same random start for the two narrow runs
+    L.seed_everything(common.SEED + 1, verbose=False)  # the same random start for the two narrow runs
     if kind == "narrow":
         return students.narrow(teacher_dir, s.narrow_hidden, s.narrow_layers, s.narrow_heads, num_labels=2)
     if kind == "keep_layers":
@@ -71,7 +61,7 @@ def build(s: argparse.Namespace, kind: str, teacher_dir: str) -> nn.Module:
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    teacher_model, measured, teacher_dir = fine_tune_teacher(s, out.work_dir)
+    teacher_model, measured, teacher_dir = common.fine_tune_teacher(s, out.work_dir)
     rows, models = [{"name": "teacher", "loss": "cross-entropy"} | measured], {"teacher": teacher_model}
     plans = [
         ("narrow, logits only", "narrow", 0.0, 0.0),
@@ -95,10 +85,10 @@ def run(s: argparse.Namespace, out: Run) -> None:
         loss += f" + {hidden:g}·hidden MSE" if hidden else ""
         loss += f" + {attention:g}·attention MSE" if attention else ""
         loss += f" (layer map {dict(module.layer_map)})" if module.layer_map else ""
-        fit = fit_epochs(s, out.work_dir, module)
-        rows.append({"name": name, "loss": loss} | fit | evaluate(s, out.work_dir, model))
+        fit = common.fit_epochs(s, out.work_dir, module)
+        rows.append({"name": name, "loss": loss} | fit | common.evaluate(s, out.work_dir, model))
     torch.set_num_threads(s.threads)  # fp32 latency at batch 1 and 32, round-robin against the teacher
-    timing = time_batches(
+    timing = common.time_batches(
         {n: m.eval() for n, m in models.items()},
         "teacher",
         {1: s.repeats, 32: s.repeats},
@@ -124,7 +114,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
                 "model": r["name"],
                 "width": r["hidden_size"],
                 "loss": r["loss"],
-                "test acc": pct(r["test_acc"]),
+                "test acc": common.pct(r["test_acc"]),
                 "% of teacher": f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%",
                 "non-emb params": f"{r['non_embedding_params'] / 1e6:.2f}M",
                 "% of teacher params": f"{100 * r['non_embedding_params'] / base_params:.1f}%",
@@ -137,13 +127,13 @@ def run(s: argparse.Namespace, out: Run) -> None:
         ],
         notes=f"One seed each; fp32, {s.threads} thread(s), seq {s.seq_len}, latency ratios are paired medians "
         f"over {s.repeats} round-robin rounds against the teacher. Test accuracy's standard error is about "
-        f"{pct(standard_error(teacher['test_acc'], teacher['test_n']))}.",
+        f"{common.pct(common.standard_error(teacher['test_acc'], teacher['test_n']))}.",
         plot="test acc",
     )
     logits, tiny, _, mobile = rows[1:]
     out.goal(
         f"TinyBERT-style >= logits-only distillation (narrow student, hidden {s.narrow_hidden})",
-        f"{pct(tiny['test_acc'])} vs {pct(logits['test_acc'])}",
+        f"{common.pct(tiny['test_acc'])} vs {common.pct(logits['test_acc'])}",
         tiny["test_acc"] >= logits["test_acc"],
     )
     share, ratio = mobile["non_embedding_params"] / base_params, mobile["test_acc"] / teacher["test_acc"]
