@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 
 from benchmarks import common
+from benchmarks.common import pct
 from benchmarks.harness import Run, main, reject
 from lit_opt import DistillationModule
 from lit_opt.distillation import students
@@ -62,18 +63,9 @@ def student(s: argparse.Namespace, out: Run, name: str, init: str, teacher_dir: 
         text = f"{alpha:g}·T²·KL (T={s.temperature:g}) + {1 - alpha:g}·CE"
         text += f" + {hidden:g}·hidden MSE (layers {dict(module.layer_map)})" if hidden else ""
         text += " [teacher cache]" if cache else ""
-    row = {
-        "name": name,
-        "model_desc": f"{len(model.bert.encoder.layer)} layers",
-        "init": label,
-        "init_key": init,
-    }
-    return (
-        row
-        | {"loss": text}
-        | common.fit_epochs(s, out.work_dir, module)
-        | common.evaluate(s, out.work_dir, model)
-    )
+    layers = f"{len(model.bert.encoder.layer)} layers"
+    row = {"name": name, "model_desc": layers, "init": label, "init_key": init, "loss": text}
+    return row | common.fit_epochs(s, out.work_dir, module) | common.evaluate(s, out.work_dir, model)
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
@@ -82,41 +74,38 @@ def run(s: argparse.Namespace, out: Run) -> None:
         reject("epochs", s.epochs, "2 or more", "the teacher cache's second epoch, its reads, is timed.")
     shutil.rmtree(out.work_dir / "teacher_cache", ignore_errors=True)
     _, measured, teacher_dir = common.fine_tune_teacher(s, out.work_dir)
-    desc = "6 layers" if s.model == "minilm" else "tiny"
-    loss = f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})"
+    desc, loss = (
+        "6 layers" if s.model == "minilm" else "tiny",
+        f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})",
+    )
     teacher = {
         "name": "teacher",
         "model_desc": desc,
         "init": "pretrained + new head",
         "loss": loss,
-        **measured,
-    }
-    candidates = {
-        i: student(s, out, "distilled logits", i, teacher_dir, alpha=s.alpha)
-        for i in ("keep_layers", "minilm_l3")
-    }
+    } | measured
+    distill = dict(teacher_dir=teacher_dir, alpha=s.alpha)
+    candidates = {i: student(s, out, "distilled logits", i, **distill) for i in ("keep_layers", "minilm_l3")}
     chosen = max(candidates, key=lambda k: (candidates[k]["val_acc"], k == "keep_layers"))
     other = next(k for k in candidates if k != chosen)
     c, o = candidates[chosen], candidates[other]
-    choice = f"val {common.pct(c['val_acc'])} vs {common.pct(o['val_acc'])} for {other}; test {common.pct(c['test_acc'])} vs {common.pct(o['test_acc'])}"
+    choice = f"val {pct(c['val_acc'])} vs {pct(o['val_acc'])} for {other}; "
+    choice += f"test {pct(c['test_acc'])} vs {pct(o['test_acc'])}"
     o["name"] = "distilled logits (other init)"
     labels = student(s, out, "labels only", chosen, teacher_dir)
-    hidden = student(
-        s, out, "distilled logits + hidden", chosen, teacher_dir, alpha=s.alpha, hidden_weight=s.hidden_weight
-    )
-    cached = student(s, out, "distilled logits (cached)", chosen, teacher_dir, alpha=s.alpha, cache=True)
+    hidden = student(s, out, "distilled logits + hidden", chosen, **distill, hidden_weight=s.hidden_weight)
+    cached = student(s, out, "distilled logits (cached)", chosen, **distill, cache=True)
     rows = [teacher, labels, c, hidden, o, cached]
     for r in rows:
         if r["steps"] != teacher["steps"]:
             raise RuntimeError(f"{r['name']} ran {r['steps']} steps, the teacher {teacher['steps']}")
     distilled = {"distilled logits": c, "distilled logits + hidden": hidden}
     paired = [
-        {"first": n, "second": "labels only", **mcnemar(r["test"], labels["test"])}
+        {"first": n, "second": "labels only"} | mcnemar(r["test"], labels["test"])
         for n, r in distilled.items()
     ]
-    out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows] + [
-        {"name": "paired", "tests": paired}
-    ]
+    out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows]
+    out.rows.append({"name": "paired", "tests": paired})
     se = common.standard_error(sum(r["test_acc"] for r in rows) / len(rows), teacher["test_n"])
     tests = "; ".join(
         f"{p['first']} vs {p['second']}: {p['only_first_right']} only-first-right, "
@@ -127,12 +116,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
         f"Accuracy ({s.data}: {teacher['train_rows']} train rows, {teacher['test_n']} test rows, max_length "
         f"{s.max_length}, batch {s.batch_size}, {s.epochs} epochs = {teacher['steps']} steps each)",
         [
-            (r["name"], r["init"], r["loss"], r["steps"], common.pct(r["val_acc"]), common.pct(r["test_acc"]))
+            (r["name"], r["init"], r["loss"], r["steps"], pct(r["val_acc"]), pct(r["test_acc"]))
             + (f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%", f"{r['fit_wall_s']:.0f}")
             for r in rows
         ],
         notes=f"Student initialisation chosen by validation accuracy: **{c['init']}** ({choice}). Paired test "
-        f"comparisons (McNemar exact p): {tests}. One seed: test accuracy's standard error is about {common.pct(se)}.",
+        f"comparisons (McNemar exact p): {tests}. One seed: test accuracy's standard error is about {pct(se)}.",
         plot="test acc",
         columns=("model", "init", "loss", "steps", "val acc", "test acc", "% of teacher (test)", "fit s"),
     )
@@ -156,14 +145,14 @@ def run(s: argparse.Namespace, out: Run) -> None:
     for name, r in distilled.items():
         ratio, versus = (
             r["test_acc"] / teacher["test_acc"],
-            f"{common.pct(r['test_acc'])} vs {common.pct(labels['test_acc'])}",
+            f"{pct(r['test_acc'])} vs {pct(labels['test_acc'])}",
         )
-        measured = f"{100 * ratio:.1f}% ({common.pct(r['test_acc'])} / {common.pct(teacher['test_acc'])})"
+        measured = f"{100 * ratio:.1f}% ({pct(r['test_acc'])} / {pct(teacher['test_acc'])})"
         out.goal(f"{name} recovers >= 97% of the teacher's test accuracy", measured, ratio >= 0.97)
         diff = f"{versus} ({100 * (r['test_acc'] - labels['test_acc']):+.2f} pts)"
         out.goal(f"{name} beats labels only (test)", diff, r["test_acc"] > labels["test_acc"])
     same = abs(cached["test_acc"] - c["test_acc"]) < 1e-9
-    versus = f"{common.pct(cached['test_acc'])} vs {common.pct(c['test_acc'])}"
+    versus = f"{pct(cached['test_acc'])} vs {pct(c['test_acc'])}"
     out.goal("cached run reaches the uncached run's test accuracy", versus, same)
 
 

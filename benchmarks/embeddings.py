@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 
 import lit_opt
 from benchmarks import common
+from benchmarks.common import pct
 from benchmarks.harness import Run, main
 from lit_opt.data.text_classification import default_tokenizer
 
@@ -111,7 +112,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
                 "embedding bytes": f"{r['embedding_bytes']:,}",
                 "x smaller": f"{fp32['embedding_bytes'] / r['embedding_bytes']:.1f}x",
                 "file bytes": f"{r['file_bytes']:,}",
-                "test acc": common.pct(r["test_acc"]),
+                "test acc": pct(r["test_acc"]),
                 "vs fp32 (pts)": f"{100 * (r['test_acc'] - acc):+.2f}",
                 "predictions changed": r["changed"],
             }
@@ -119,15 +120,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
         ],
         notes="Embedding bytes: the word-embedding tensors in model.safetensors (codes, scales, remap); file bytes: "
         "the whole artifact (the rest stays fp32). Accuracies from lit_opt.load(kernel='reference'). One seed: "
-        f"standard error ~{common.pct(common.standard_error(acc, fp32['test_n']))}.",
+        f"standard error ~{pct(common.standard_error(acc, fp32['test_n']))}.",
         plot="x smaller",
     )
     out.table(
         "Vocabulary kept",
-        [
-            (v["name"], v["rows"], common.pct(v["unk_tokens"]), common.pct(v["unk_examples"]))
-            for v in vocabularies.values()
-        ],
+        [(v["name"], v["rows"], pct(v["unk_tokens"]), pct(v["unk_examples"])) for v in vocabularies.values()],
         columns=(
             "vocabulary kept",
             "kept rows",

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from benchmarks import common
+from benchmarks.common import pct
 from benchmarks.harness import Run, main
 from lit_opt import DistillationModule
 from lit_opt.distillation import students
@@ -63,24 +64,18 @@ def build(s: argparse.Namespace, kind: str, teacher_dir: str) -> nn.Module:
 def run(s: argparse.Namespace, out: Run) -> None:
     teacher_model, measured, teacher_dir = common.fine_tune_teacher(s, out.work_dir)
     rows, models = [{"name": "teacher", "loss": "cross-entropy"} | measured], {"teacher": teacher_model}
+    tiny = "narrow, TinyBERT (embeddings + hidden + attention + logits)"
     plans = [
         ("narrow, logits only", "narrow", 0.0, 0.0),
-        (
-            "narrow, TinyBERT (embeddings + hidden + attention + logits)",
-            "narrow",
-            s.hidden_weight,
-            s.attention_weight,
-        ),
+        (tiny, "narrow", s.hidden_weight, s.attention_weight),
         ("keep_layers [0, 2, 4], logits", "keep_layers", 0.0, 0.0),
         ("MobileBERT-style, feature maps + logits", "mobilebert", s.hidden_weight, 0.0),
     ]
     for name, kind, hidden, attention in plans:
         models[name] = model = build(s, kind, str(teacher_dir))
-        weights = dict(
-            temperature=s.temperature, alpha=s.alpha, hidden_weight=hidden, attention_weight=attention
-        )
         teacher = students.pretrained(str(teacher_dir), num_labels=2)
-        module = DistillationModule(model, teacher, **weights, lr=s.student_lr)
+        weights = dict(hidden_weight=hidden, attention_weight=attention, lr=s.student_lr)
+        module = DistillationModule(model, teacher, temperature=s.temperature, alpha=s.alpha, **weights)
         loss = f"{s.alpha:g}·T²·KL + {1 - s.alpha:g}·CE"
         loss += f" + {hidden:g}·hidden MSE" if hidden else ""
         loss += f" + {attention:g}·attention MSE" if attention else ""
@@ -88,20 +83,13 @@ def run(s: argparse.Namespace, out: Run) -> None:
         fit = common.fit_epochs(s, out.work_dir, module)
         rows.append({"name": name, "loss": loss} | fit | common.evaluate(s, out.work_dir, model))
     torch.set_num_threads(s.threads)  # fp32 latency at batch 1 and 32, round-robin against the teacher
-    timing = common.time_batches(
-        {n: m.eval() for n, m in models.items()},
-        "teacher",
-        {1: s.repeats, 32: s.repeats},
-        s.seq_len,
-        s.warmup,
-    )
+    models = {name: model.eval() for name, model in models.items()}
+    timing = common.time_batches(models, "teacher", {1: s.repeats, 32: s.repeats}, s.seq_len, s.warmup)
     for row in rows:
         model = models[row["name"]]
         row["params"] = sum(p.numel() for p in model.parameters())
-        # outside the embedding layers (words, positions, token types), head included
-        row["non_embedding_params"] = sum(
-            p.numel() for name, p in model.named_parameters() if ".embeddings." not in f".{name}"
-        )
+        outside = [p for n, p in model.named_parameters() if ".embeddings." not in f".{n}"]  # head included
+        row["non_embedding_params"] = sum(p.numel() for p in outside)
         row["hidden_size"] = model.config.hidden_size
         row["latency"] = {b: timing[b][row["name"]] for b in timing}
     out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows]
@@ -114,7 +102,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
                 "model": r["name"],
                 "width": r["hidden_size"],
                 "loss": r["loss"],
-                "test acc": common.pct(r["test_acc"]),
+                "test acc": pct(r["test_acc"]),
                 "% of teacher": f"{100 * r['test_acc'] / teacher['test_acc']:.1f}%",
                 "non-emb params": f"{r['non_embedding_params'] / 1e6:.2f}M",
                 "% of teacher params": f"{100 * r['non_embedding_params'] / base_params:.1f}%",
@@ -127,13 +115,13 @@ def run(s: argparse.Namespace, out: Run) -> None:
         ],
         notes=f"One seed each; fp32, {s.threads} thread(s), seq {s.seq_len}, latency ratios are paired medians "
         f"over {s.repeats} round-robin rounds against the teacher. Test accuracy's standard error is about "
-        f"{common.pct(common.standard_error(teacher['test_acc'], teacher['test_n']))}.",
+        f"{pct(common.standard_error(teacher['test_acc'], teacher['test_n']))}.",
         plot="test acc",
     )
     logits, tiny, _, mobile = rows[1:]
     out.goal(
         f"TinyBERT-style >= logits-only distillation (narrow student, hidden {s.narrow_hidden})",
-        f"{common.pct(tiny['test_acc'])} vs {common.pct(logits['test_acc'])}",
+        f"{pct(tiny['test_acc'])} vs {pct(logits['test_acc'])}",
         tiny["test_acc"] >= logits["test_acc"],
     )
     share, ratio = mobile["non_embedding_params"] / base_params, mobile["test_acc"] / teacher["test_acc"]
