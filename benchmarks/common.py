@@ -101,25 +101,20 @@ class TextData(RecipeDataModule):
             self.splits["test"] = test.select(range(min(self.test_rows, len(test))))
 
 
-def text_data(
-    s: Any, work_dir: Path, train_rows: int = 0, path: Path | None = None, **kwargs: Any
-) -> TextData:
+def text_data(s: Any, work_dir: Path, train_rows: int = 0, path: Path | None = None, **kwargs: Any) -> Any:
     """``TextData`` on ``path`` or ``s.data`` (``train_rows`` 0: all), seeded by ``SEED``; synthetic data is
     tokenized under ``work_dir``."""
-    cache_dir = str(work_dir / "cache") if s.data == "synthetic" else None
-    path = path or csv_path(s.data, work_dir)
-    return TextData(
-        max_train_rows=train_rows or None, path=str(path), cache_dir=cache_dir, seed=SEED, **kwargs
-    )
+    kwargs |= dict(path=str(path or csv_path(s.data, work_dir)), max_train_rows=train_rows or None, seed=SEED)
+    return TextData(cache_dir=str(work_dir / "cache") if s.data == "synthetic" else None, **kwargs)
 
 
 def trainer(callbacks: Iterable[L.Callback] = (), **kwargs: Any) -> L.Trainer:
     """A quiet single-CPU Trainer: no logger, checkpoints, progress bar, summary or validation."""
-    off = dict(
+    kwargs |= dict(
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )
-    validation = dict(num_sanity_val_steps=0, limit_val_batches=0)
-    return L.Trainer(accelerator="cpu", devices=1, callbacks=list(callbacks), **off, **validation, **kwargs)
+    kwargs |= dict(num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks))
+    return L.Trainer(accelerator="cpu", devices=1, **kwargs)
 
 
 class Clock(L.Callback):
@@ -185,9 +180,8 @@ def fixed_batches(s: Any, work_dir: Path, steps: int, batch: int = 32) -> dict[s
     dm.setup("fit")
     train, test = dm.train_dataloader().dataset, dm.test_dataloader().dataset
     test = test.select(range(min(s.test_size, len(test))))
-    sampler = LengthBucketBatchSampler(
-        [len(ids) for ids in train["input_ids"]], batch, shuffle=True, seed=SEED
-    )
+    lengths = [len(ids) for ids in train["input_ids"]]
+    sampler = LengthBucketBatchSampler(lengths, batch, shuffle=True, seed=SEED)
     batches: list[list[int]] = []
     for epoch in range(steps):  # an epoch holds at least one full batch
         sampler.set_epoch(epoch)
@@ -229,10 +223,8 @@ def accuracy(model: nn.Module, data: dict[str, Any], batch_size: int = 128) -> f
     """Test accuracy on :func:`fixed_batches`' test rows, in batches of similar length."""
     test = data["test"]
     order = sorted(range(len(test)), key=lambda i: len(test[i]["input_ids"]))
-    chunks = (
-        data["collate"]([test[i] for i in order[k : k + batch_size]])
-        for k in range(0, len(order), batch_size)
-    )
+    starts = range(0, len(order), batch_size)
+    chunks = (data["collate"]([test[i] for i in order[k : k + batch_size]]) for k in starts)
     return share_right(*predictions(model, chunks)[:2])
 
 
@@ -261,15 +253,9 @@ def logit_diff(a: nn.Module, b: nn.Module) -> float:
         return float((a(**probe).logits.float() - b(**probe).logits.float()).abs().max())
 
 
-def time_batches(
-    models: dict[str, Any],
-    baseline: str,
-    batches: dict[int, int],
-    seq_len: int,
-    warmup: int,
-    device: str = "cpu",
-) -> dict[int, dict[str, dict[str, float]]]:
-    """:func:`~benchmarks.harness.time_models` on random token ids of each batch size (-> its repeats)."""
+def time_batches(models: dict, baseline: str, batches: dict, seq_len: int, warmup: int, device: Any = "cpu"):
+    """:func:`~benchmarks.harness.time_models` on random token ids of each batch size (-> its repeats):
+    ``{batch size: {model: timing}}``."""
     inputs = {b: {k: v.to(device) for k, v in synthetic_batch(b, seq_len, VOCAB).items()} for b in batches}
     return {b: time_models(models, inputs[b], baseline, warmup, repeats) for b, repeats in batches.items()}
 
@@ -277,29 +263,20 @@ def time_batches(
 def epoch_data(s: Any, work_dir: Path) -> TextData:
     """The epoch-based benchmarks' data: ``s.train_rows``/``s.test_rows`` of ``s.data``, ``s.max_length``,
     batches of ``s.batch_size`` bucketed by length and carrying ``idx`` (the same batches in every run)."""
-    size = dict(max_length=s.max_length, batch_size=s.batch_size)
-    return text_data(
-        s, work_dir, s.train_rows, test_rows=s.test_rows, **size, bucketing=True, return_index=True
-    )
+    size = dict(max_length=s.max_length, batch_size=s.batch_size, test_rows=s.test_rows)
+    return text_data(s, work_dir, s.train_rows, **size, bucketing=True, return_index=True)
 
 
-def fit_epochs(
-    s: Any, work_dir: Path, module: L.LightningModule, callbacks: Iterable[L.Callback] = ()
-) -> dict:
+def fit_epochs(s: Any, work_dir: Path, module: L.LightningModule, callbacks: Iterable = ()) -> dict:
     """Train ``module`` for ``s.epochs`` epochs on a fresh :func:`epoch_data`: its steps and epoch times."""
     L.seed_everything(SEED, verbose=False)
     dm, clock = epoch_data(s, work_dir), Clock()
     fit = trainer([clock, *callbacks], max_epochs=s.epochs, default_root_dir=str(work_dir))
     started = time.perf_counter()
     fit.fit(module, datamodule=dm)
-    return {
-        "steps": int(fit.global_step),
-        "fit_wall_s": time.perf_counter() - started,
-        "epoch_wall_s": clock.wall,
-        "epoch_cpu_per_wall": clock.cpu_per_wall,
-        "threads": clock.threads,
-        "train_rows": len(dm.splits["train"]),
-    }
+    row = {"steps": int(fit.global_step), "fit_wall_s": time.perf_counter() - started}
+    row |= {"epoch_wall_s": clock.wall, "epoch_cpu_per_wall": clock.cpu_per_wall, "threads": clock.threads}
+    return row | {"train_rows": len(dm.splits["train"])}
 
 
 def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:

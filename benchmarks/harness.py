@@ -60,17 +60,13 @@ class Run:
     tables: list[dict[str, Any]] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
 
-    def table(
-        self, title: str, rows: list, notes: str = "", plot: str | None = None, columns: tuple = ()
-    ) -> None:
+    def table(self, title: str, rows: list, notes: str = "", plot: str | None = None, columns=()) -> None:
         """Add a markdown table of ``rows``: dicts (column -> cell; a column a row lacks stays empty) or, with
         ``columns``, sequences of cells. ``plot`` names a numeric column to chart."""
         rows = [dict(zip(columns, row, strict=True)) for row in rows] if columns else rows
-        columns = tuple(dict.fromkeys(column for row in rows for column in row))
+        columns = list(dict.fromkeys(column for row in rows for column in row))
         cells = [[str(row.get(column, "")) for column in columns] for row in rows]
-        self.tables.append(
-            {"title": title, "columns": list(columns), "rows": cells, "notes": notes, "plot": plot}
-        )
+        self.tables.append({"title": title, "columns": columns, "rows": cells, "notes": notes, "plot": plot})
 
     def goal(self, goal: str, measured: str, passed: bool | None) -> None:
         """Add a goal and whether it was met (``None``: could not be measured)."""
@@ -90,19 +86,17 @@ class Benchmark:
 
     def defaults(self) -> dict[str, tuple[Any, Any]]:
         """Each setting's ``(full, quick)`` values."""
-        return {
-            key: value if isinstance(value, tuple) else (value, QUICK.get(key, value))
-            for key, value in self.module.SETTINGS.items()
-        }
+        settings = self.module.SETTINGS
+        return {k: v if isinstance(v, tuple) else (v, QUICK.get(k, v)) for k, v in settings.items()}
 
     def parse(self, argv: list[str]) -> argparse.Namespace:
         """``--quick``, ``--out``, ``--work-dir`` and one option per setting (unset ones take the defaults)."""
         raw, prog = argparse.RawDescriptionHelpFormatter, f"python -m benchmarks.{self.name}"
         parser = argparse.ArgumentParser(prog, description=self.module.__doc__, formatter_class=raw)
         parser.add_argument("--quick", action="store_true", help="tiny settings, no download (what CI runs)")
-        parser.add_argument("--out", type=Path, help="result file (default: benchmarks/results/<name>.json)")
+        parser.add_argument("--out", type=Path, help="result file (default benchmarks/results/NAME.json)")
         parser.add_argument(
-            "--work-dir", type=Path, help="artifacts, plots (default outputs/benchmarks/<name>)"
+            "--work-dir", type=Path, help="artifacts, plots (default outputs/benchmarks/NAME)"
         )
         for key, (full, quick) in self.defaults().items():
             kind = type(full[0] if isinstance(full, list) and full else full)

@@ -35,20 +35,15 @@ def run(s: argparse.Namespace, out: Run) -> None:
     kernels = ["reference", "bf16", "int8"] + (["packed_int8"] if device.type == "cpu" else [])
     models = {"eager fp32": fp32.to(device), "eager bf16": copy.deepcopy(fp32).to(device, torch.bfloat16)}
     models |= {f"load {k}": lit_opt.load(artifact, device=device, kernel=k) for k in kernels}
-    # 3 untimed calls each first (kernel selection, caches)
-    timed = time_batches(
-        models, "eager fp32", dict.fromkeys(s.batch_sizes, s.repeats), s.seq_len, 3, device.type
-    )
-    out.rows += [{"model": name, "batch": b, **t} for b, stats in timed.items() for name, t in stats.items()]
-    cells = [
-        {"model": r["model"], "batch": r["batch"], f"median ms (seq {s.seq_len})": f"{r['median_ms']:.2f}"}
-        | {"vs eager fp32": f"{1 / r['ratio']:.2f}x"}
-        for r in out.rows
-    ]
+    repeats = dict.fromkeys(s.batch_sizes, s.repeats)  # after 3 untimed calls each (kernel selection, caches)
+    for b, stats in time_batches(models, "eager fp32", repeats, s.seq_len, 3, device).items():
+        out.rows += [{"model": name, "batch": b, **t} for name, t in stats.items()]
+    cells = [(r["model"], r["batch"], f"{r['median_ms']:.2f}", f"{1 / r['ratio']:.2f}x") for r in out.rows]
     threads = f"cpu, {torch.get_num_threads()} threads"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else threads
     title = f"Load kernels ({s.model} shape, int8 per-channel + dynamic activations; {where}; {s.repeats} interleaved rounds)"
-    out.table(title, cells, plot="vs eager fp32")
+    columns = ("model", "batch", f"median ms (seq {s.seq_len})", "vs eager fp32")
+    out.table(title, cells, plot="vs eager fp32", columns=columns)
 
 
 if __name__ == "__main__":

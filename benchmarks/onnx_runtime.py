@@ -72,10 +72,8 @@ def student(teacher: nn.Module, layers: int) -> nn.Module:
     int8 = QuantizationConfig(weight_bits=8, activations="dynamic", targets=["bert.encoder.*"])
     prepare_quantization(model, int8)
     group = min(128, model.config.hidden_size)
-    int4 = QuantizationConfig(
-        weight_bits=4, granularity="per_group", group_size=group, targets=["*word_embeddings"]
-    )
-    prepare_quantization(model, int4, owner="embeddings")
+    int4 = dict(granularity="per_group", group_size=group, targets=["*word_embeddings"])
+    prepare_quantization(model, QuantizationConfig(weight_bits=4, **int4), owner="embeddings")
     return model.eval()
 
 
@@ -87,11 +85,10 @@ def run(s: argparse.Namespace, out: Run) -> None:
     teacher, work = classifier(s.model).eval(), out.work_dir
     artifact = lit_opt.export(student(teacher, s.layers), work / "student")
     graphs = {
-        "ORT MatMulInteger, int4 embeddings gathered": lit_opt.export_onnx(artifact, work / "onnx_gather"),
-        "ORT MatMulInteger, fp32 embeddings": lit_opt.export_onnx(
-            artifact, work / "onnx_fp32_embeddings", int4_embeddings="dequantize"
-        ),
+        "ORT MatMulInteger, int4 embeddings gathered": lit_opt.export_onnx(artifact, work / "onnx_gather")
     }
+    fp32 = lit_opt.export_onnx(artifact, work / "onnx_fp32_embeddings", int4_embeddings="dequantize")
+    graphs["ORT MatMulInteger, fp32 embeddings"] = fp32
     with qdq_matmuls():
         graphs["ORT QDQ (DequantizeLinear + MatMul)"] = lit_opt.export_onnx(artifact, work / "onnx_qdq")
     graphs["teacher ORT fp32"] = lit_opt.export_onnx(teacher, work / "teacher_onnx")
@@ -103,9 +100,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
         models[f"load {kernel}"] = lit_opt.load(artifact, kernel=kernel)
     models |= {name: lit_opt.load_onnx(path, threads=s.threads) for name, path in graphs.items()}
     for kernel in s.compile_kernels:
-        models[f"torch.compile(load {kernel})"] = torch.compile(
-            lit_opt.load(artifact, kernel=kernel), dynamic=False
-        )
+        compiled = torch.compile(lit_opt.load(artifact, kernel=kernel), dynamic=False)
+        models[f"torch.compile(load {kernel})"] = compiled
     if s.export_bf16:  # torch.export runs only the bf16 kernel (packed_int8's prepacked weights and the
         # reference kernel's data-dependent quantizer flags do not export)
         positions = teacher.config.max_position_embeddings
@@ -117,27 +113,25 @@ def run(s: argparse.Namespace, out: Run) -> None:
         models["torch.export(load bf16)"] = exported.module()
     sizes |= {name: loaded_bytes(graphs.get(name, artifact)) for name in models if name not in sizes}
     # 3 untimed calls each first (torch.compile compiles here)
-    timed = time_batches(models, "teacher eager fp32", dict.fromkeys(s.batch_sizes, s.repeats), s.seq_len, 3)
-    cells = []
-    for b, stats in timed.items():
-        for name, t in stats.items():
-            out.rows.append({"runtime": name, "batch": b, "bytes": sizes[name], **t})
-            size, ms = f"{sizes[name] / 1e6:.2f}", f"{t['median_ms']:.2f}"
-            speed = f"{1 / t['ratio']:.2f}x"
-            cells.append(
-                {
-                    "runtime": name,
-                    "batch": b,
-                    "MB loaded": size,
-                    "median ms": ms,
-                    "vs teacher eager fp32": speed,
-                }
-            )
+    repeats = dict.fromkeys(s.batch_sizes, s.repeats)
+    for b, stats in time_batches(models, "teacher eager fp32", repeats, s.seq_len, 3).items():
+        out.rows += [{"runtime": name, "batch": b, "bytes": sizes[name], **t} for name, t in stats.items()]
+    cells = [
+        (
+            r["runtime"],
+            r["batch"],
+            f"{r['bytes'] / 1e6:.2f}",
+            f"{r['median_ms']:.2f}",
+            f"{1 / r['ratio']:.2f}x",
+        )
+        for r in out.rows
+    ]
     out.table(
         f"Runtimes of one compressed student ({s.model} shape, {s.layers} layers, seq {s.seq_len}, "
         f"{s.threads} threads, {s.repeats} interleaved rounds)",
         cells,
         plot="vs teacher eager fp32",
+        columns=("runtime", "batch", "MB loaded", "median ms", "vs teacher eager fp32"),
     )
 
 

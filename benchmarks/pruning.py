@@ -58,11 +58,8 @@ HELP = {
     "prune_start": "first pruning step (0: after one epoch)",
     "prune_end": "step reaching the target (0: half the steps)",
 }
-STRUCTURED = {
-    "rows": "50% of FFN rows",
-    "heads": "50% of heads",
-    "rows+heads": "50% of FFN rows + 50% of heads",
-}
+STRUCTURED = dict(rows="50% of FFN rows", heads="50% of heads")
+STRUCTURED["rows+heads"] = f"{STRUCTURED['rows']} + {STRUCTURED['heads']}"
 LOAD_KERNELS = ("auto", "reference")  # "auto": bf16 on CPUs with native bf16
 STEP_VARIANTS = [
     "dense",
@@ -85,12 +82,12 @@ def check(s: argparse.Namespace) -> None:
     s.prune_start = s.prune_start or s.steps_per_epoch
     s.prune_end = s.prune_end or s.steps_per_epoch * max(2, round(s.epochs / 2))
     if not 0 <= s.prune_start < s.prune_end < s.steps:
-        hint = "leave them 0 for one dense epoch and the target at half the steps."
+        hint, expected = (
+            "leave them 0 for one dense epoch and the target at half the steps.",
+            f"steps={s.steps}",
+        )
         reject(
-            f"prune_start={s.prune_start} and prune_end",
-            s.prune_end,
-            f"0 <= start < end < steps={s.steps}",
-            hint,
+            f"prune_start={s.prune_start} and prune_end", s.prune_end, f"0 <= start < end < {expected}", hint
         )
     if any(not 0 < x < 1 for x in s.sparsities):
         reject("sparsities", s.sparsities, "fractions in (0, 1)", "e.g. 0.5 0.9.")
@@ -108,7 +105,9 @@ def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
     for epoch in range(s.epochs):
         step = (epoch + 1) * s.steps_per_epoch  # global_step after the epoch's last optimizer step
         now = (
-            previous if step > s.prune_end else sparsity_at(step, target, "cubic", s.prune_start, s.prune_end)
+            sparsity_at(step, target, "cubic", s.prune_start, s.prune_end)
+            if step <= s.prune_end
+            else previous
         )
         amounts.append(1.0 - (1.0 - now) / (1.0 - previous))
         previous = now
@@ -116,9 +115,8 @@ def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
 
 
 def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) -> list[L.Callback]:
-    schedule = dict(
-        schedule="cubic", start_step=s.prune_start, end_step=s.prune_end, every_n_steps=s.prune_every
-    )
+    steps = dict(start_step=s.prune_start, end_step=s.prune_end, every_n_steps=s.prune_every)
+    schedule = dict(schedule="cubic", **steps)
     if row["kind"] == "lit_opt":
         config = {"target_sparsity": row["target"], "criterion": row["criterion"], "scope": s.scope}
         return [lit_opt.IterativePruningCallback(**config, **common.ENCODER, **schedule)]
@@ -137,17 +135,14 @@ def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) 
     ]
 
 
-def train_row(
-    row: dict[str, Any], base: nn.Module, data: dict[str, Any], s: argparse.Namespace
-) -> common.Classifier:
+def train_row(row: dict[str, Any], base: nn.Module, data: dict, s: argparse.Namespace) -> common.Classifier:
     """Fine-tune a copy of ``base`` with ``row``'s callbacks; fills ``row`` with its measurements."""
     module = common.Classifier(copy.deepcopy(base).train(), lr=s.lr)
     callbacks, clock, marks = callbacks_of(row, module, s), common.Clock(s.threads), []
     mark = LambdaCallback(on_train_epoch_end=lambda *_: marks.append(time.perf_counter()))
     # the clock first: its window has the other callbacks' per-batch hooks; the marks bracket their epoch ends
-    row["fit_s"] = common.fit_batches(
-        module, data, data["batches"], s.epochs, callbacks=[clock, mark, *callbacks, mark]
-    )
+    order = [clock, mark, *callbacks, mark]
+    row["fit_s"] = common.fit_batches(module, data, data["batches"], s.epochs, callbacks=order)
     torch.set_num_threads(s.threads)
     steps = set()
     for cb in callbacks:
@@ -157,10 +152,8 @@ def train_row(
     row.update(step_of_batch=clock.steps, step_ms=clock.wall_ms, step_cpu_ms=clock.cpu_ms)
     row["pruning_steps"] = sorted(steps)
     row["epoch_end_ms"] = [(b - a) * 1e3 for a, b in zip(marks[::2], marks[1::2], strict=True)]
-    weights = {
-        name.removeprefix("model.bert."): layer.weight
-        for name, layer in select_modules(module, **common.ENCODER, types=(nn.Linear,)).items()
-    }
+    layers = select_modules(module, **common.ENCODER, types=(nn.Linear,))
+    weights = {name.removeprefix("model.bert."): layer.weight for name, layer in layers.items()}
     zeros = {name: int((w == 0).sum()) for name, w in weights.items()}
     row["layer_sparsity"] = {name: zeros[name] / w.numel() for name, w in weights.items()}
     row["sparsity_targeted"] = sum(zeros.values()) / sum(w.numel() for w in weights.values())
@@ -252,11 +245,8 @@ def export_rows(name: str, model: nn.Module, data: dict, out: Run, masked: float
         size = {"bytes": file_bytes(path / "model.safetensors"), "artifact_dir_bytes": dir_bytes(path)}
         row = {"name": f"{name} (load {kernel})", "source": name, "kernel": kernel, "masked_accuracy": masked}
         row |= size | {"dtype": str(next(loaded.parameters()).dtype).removeprefix("torch.")}
-        row |= {
-            "max_abs_logit_diff_vs_masked": common.logit_diff(loaded, model),
-            "accuracy": common.accuracy(loaded, data),
-        }
-        rows.append(row | architecture(loaded))
+        row["max_abs_logit_diff_vs_masked"] = common.logit_diff(loaded, model)
+        rows.append(row | {"accuracy": common.accuracy(loaded, data)} | architecture(loaded))
     return rows
 
 
@@ -304,10 +294,9 @@ def run(s: argparse.Namespace, out: Run) -> None:
             {"name": f"lit_opt movement {t:.0%}", "kind": "lit_opt", "criterion": "movement", "target": t},
             {"name": f"ModelPruning l1 {t:.0%}", "kind": "model_pruning", "target": t},
         ]
-    structured = [
-        {"name": f"structured {STRUCTURED[x]}", "kind": "structured", "structure": x} for x in s.structured
-    ]
-    rows += [row | {"target": None} for row in structured]
+    for x in s.structured:
+        rows.append({"name": f"structured {STRUCTURED[x]}", "kind": "structured", "structure": x})
+        rows[-1]["target"] = None
     exports: list[dict[str, Any]] = []
     models: dict[str, nn.Module] = {}  # every exported row's model, timed together
     for row in rows:
@@ -323,9 +312,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
     for row in rows:
         step_overhead(row, rows[0], s)
     by = {e["name"]: e for e in exports}
-    timed = common.time_batches(
-        models, "dense eager fp32", {1: s.repeats_b1, 32: s.repeats}, s.latency_seq_len, s.warmup
-    )
+    repeats = {1: s.repeats_b1, 32: s.repeats}
+    timed = common.time_batches(models, "dense eager fp32", repeats, s.latency_seq_len, s.warmup)
     for batch, stats in timed.items():
         for name, t in stats.items():
             by[name].update({f"b{batch}_{k}": v for k, v in t.items()})

@@ -83,27 +83,21 @@ def run(s: argparse.Namespace, out: Run) -> None:
             with torch.inference_mode():
                 timings = time_round_robin(layer_calls(rows, inner, outer), s.warmup, s.repeats)
             for name, st in compare(timings, "fp32 F.linear").items():
-                out.rows.append(
-                    {"part": "layer", "rows": rows, "in": inner, "out": outer, "call": name, **st}
-                )
+                out.rows.append({"part": "layer", "rows": rows, "in": inner, "out": outer, "call": name} | st)
                 ms, ratio = f"{st['median_ms']:.3f}", f"{st['paired_ratio']:.2f}x"
-                cells.append(
-                    {"shape": f"{rows} x {inner} -> {outer}", "call": name, "median ms": ms, "vs fp32": ratio}
-                )
+                cells.append((f"{rows} x {inner} -> {outer}", name, ms, ratio))
     out.table(
         "One Linear layer, timed round-robin (ratio: paired median over fp32 F.linear; lower is faster)",
         cells,
+        columns=("shape", "call", "median ms", "vs fp32"),
         notes=f"torch {torch.__version__}, quantized engine {torch.backends.quantized.engine}, {s.threads} thread(s).",
     )
     model = classifier(s.model).eval()
-    calibration = [
-        synthetic_batch(s.batch_size, s.seq_len, VOCAB, seed=i + 1) for i in range(s.calibration_batches)
-    ]
-    static = {"weight_bits": 8, "activations": "static"}
+    seeds = range(1, s.calibration_batches + 1)
+    calibration = [synthetic_batch(s.batch_size, s.seq_len, VOCAB, seed=seed) for seed in seeds]
+    static, dynamic = ({"weight_bits": 8, "activations": kind} for kind in ("static", "dynamic"))
     static_dir = export(model, out.work_dir / "static", quantization=static, calibration=calibration)
-    dynamic_dir = export(
-        model, out.work_dir / "dynamic", quantization={"weight_bits": 8, "activations": "dynamic"}
-    )
+    dynamic_dir = export(model, out.work_dir / "dynamic", quantization=dynamic)
     models = {"fp32 (float model)": model}
     for label, path in (("static", static_dir), ("dynamic", dynamic_dir)):
         for kernel in s.kernels:
