@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Nothing here downloads: models come from installed packages, the data from lit_opt.data's cache.
@@ -17,21 +18,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if TYPE_CHECKING:
     from benchmarks.harness import Benchmark
 
-#: Every benchmark, in the order ``python -m benchmarks all`` runs them.
-NAMES = [
-    "clustering",
-    "load_kernels",
-    "teacher_cache",
-    "batching",
-    "qat",
-    "compression",
-    "embeddings",
-    "distillation",
-    "students",
-    "static_int8",
-    "pruning",
-    "onnx_runtime",
-]
+#: Every benchmark: each module here but the shared ones, in the order ``python -m benchmarks all`` runs them.
+NAMES = sorted(
+    p.stem for p in Path(__file__).parent.glob("[!_]*.py") if p.stem not in ("common", "harness", "tables")
+)
 
 
 def load(name: str) -> Benchmark:

@@ -188,14 +188,13 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
 
     recorder = PassRecorder(loaded)
     options = dict(tokenizer=tokenizer, max_wait_ms=s.max_wait_ms, max_length=s.max_length)
-    options |= dict(
-        pad_to_multiple_of=s.pad_to_multiple_of, **({"pass_cost": s.pass_cost} if s.pass_cost else {})
-    )
-    wait = f"max_wait_ms={s.max_wait_ms:g}"
+    options |= {"pass_cost": s.pass_cost} if s.pass_cost else {}
+    options["pad_to_multiple_of"] = s.pad_to_multiple_of
+    wait, size = f"max_wait_ms={s.max_wait_ms:g}", s.max_batch_size
     batchers = {
         f"batch-1 serving (max_batch_size=1, {wait})": DynamicBatcher(loaded, max_batch_size=1, **options),
-        f"DynamicBatcher (max_batch_size={s.max_batch_size}, {wait})": DynamicBatcher(
-            recorder, max_batch_size=s.max_batch_size, **options
+        f"DynamicBatcher (max_batch_size={size}, {wait})": DynamicBatcher(
+            recorder, max_batch_size=size, **options
         ),
     }
     servers = {"sequential direct calls (batch 1, no queue)": (direct, 1)}

@@ -32,8 +32,8 @@ ROWS: list[dict[str, Any]] = [
 
 
 def train_row(
-    row: dict[str, Any], start: torch.nn.Module, data: dict, s: argparse.Namespace, out: Run
-) -> Any:
+    row: dict, start: torch.nn.Module, data: dict, s: argparse.Namespace, out: Run
+) -> torch.nn.Module:
     """Train ``row`` from ``start``, export it and load it back; fills ``row``, returns the loaded model."""
     callbacks: list[Any] = []
     if "n_clusters" in row:
@@ -90,10 +90,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
         row.update({f"b32_{k}": v for k, v in stats.get(row["name"], {}).items()})
         if row.get("ranks") is not None:
             ranks = sorted(row["ranks"].values())
-            rank_text = (
-                f"ranks {ranks[0]}..{ranks[-1]} (median {ranks[len(ranks) // 2]})" if ranks else "none"
-            )
-            notes.append(f"{row['name']}: {len(ranks)} layers factorized, {rank_text}.")
+            spread = f"ranks {ranks[0]}..{ranks[-1]} (median {ranks[len(ranks) // 2]})" if ranks else "none"
+            notes.append(f"{row['name']}: {len(ranks)} layers factorized, {spread}.")
     out.rows += [{"name": "dense start", "accuracy": start_accuracy, "sizes": data["sizes"]}, *rows]
     out.table(
         f"Weight sharing and low rank ({s.model}: {s.base_steps} dense steps, then {s.steps} steps per row, batch "
