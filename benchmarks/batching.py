@@ -99,19 +99,12 @@ def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:
         tokens, positions = sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks)
         epoch = [b["attention_mask"] for b in dm.train_dataloader()]
         padding = 1 - sum(int(m.sum()) for m in epoch) / sum(m.numel() for m in epoch)
-        row = {
-            "bucketing": bucketed,
-            "batches": len(masks),
-            "padding_fraction_measured_batches": 1 - tokens / positions,
-        }
-        out.rows.append(
-            row | {"padding_fraction_epoch": padding, "padded_positions": positions, "real_tokens": tokens}
-        )
-        out.rows[-1] |= times[str(bucketed)]
+        measured = 1 - tokens / positions
+        row = {"bucketing": bucketed, "batches": len(masks), "padding_fraction_measured_batches": measured}
+        row |= {"padding_fraction_epoch": padding, "padded_positions": positions, "real_tokens": tokens}
+        out.rows.append(row | times[str(bucketed)])
         loader = "bucketing=True" if bucketed else "bucketing=False (random batches, dynamic padding)"
-        cells.append(
-            (loader, f"{100 * (1 - tokens / positions):.1f}%", f"{100 * padding:.1f}%", f"{positions:,}")
-        )
+        cells.append((loader, f"{100 * measured:.1f}%", f"{100 * padding:.1f}%", f"{positions:,}"))
         cells[-1] += (f"{out.rows[-1]['train_s']:.1f}", f"{out.rows[-1]['forward_s']:.2f}")
     lengths = [len(ids) for ids in dms[True].splits["train"]["input_ids"]]
     padded = 1 - sum(lengths) / (s.max_length * len(lengths))

@@ -51,17 +51,15 @@ def run(s: argparse.Namespace, out: Run) -> None:
     ]
     values = sum(w.numel() for w in originals)
     sort_s, _ = median_seconds(lambda ws: [w.reshape(-1).sort() for w in ws], lambda: originals, s.repeats)
-    out.rows.append(
-        {"name": "torch.sort baseline", "seconds": sort_s, "weights": len(originals), "values": values}
-    )
+    row = {"name": "torch.sort baseline", "seconds": sort_s}
+    out.rows.append(row | {"weights": len(originals), "values": values})
     table = [("-", "torch.sort of every weight (baseline)", sort_s, "-")]
     for k in s.clusters:
         for init in s.inits:
             config = SharingConfig(n_clusters=k, init=init)
             prepare = functools.partial(shared, base, config)
-            seconds, model = median_seconds(
-                functools.partial(cluster_weights, config=config), prepare, s.repeats
-            )
+            cluster = functools.partial(cluster_weights, config=config)
+            seconds, model = median_seconds(cluster, prepare, s.repeats)
             with torch.no_grad():
                 weights = [(m.weight, m.parametrizations.weight.original) for _, m, _ in codebooks(model)]
                 error = statistics.mean(float((w - o).norm() / o.norm()) for w, o in weights)

@@ -74,10 +74,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
         reject("epochs", s.epochs, "2 or more", "the teacher cache's second epoch, its reads, is timed.")
     shutil.rmtree(out.work_dir / "teacher_cache", ignore_errors=True)
     _, measured, teacher_dir = common.fine_tune_teacher(s, out.work_dir)
-    desc, loss = (
-        "6 layers" if s.model == "minilm" else "tiny",
-        f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})",
-    )
+    desc = "6 layers" if s.model == "minilm" else "tiny"
+    loss = f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})"
     teacher = {
         "name": "teacher",
         "model_desc": desc,
@@ -143,10 +141,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
         columns=("run", "epoch", "wall s", "cpu/wall", "uncached distilled epoch / this"),
     )
     for name, r in distilled.items():
-        ratio, versus = (
-            r["test_acc"] / teacher["test_acc"],
-            f"{pct(r['test_acc'])} vs {pct(labels['test_acc'])}",
-        )
+        ratio = r["test_acc"] / teacher["test_acc"]
+        versus = f"{pct(r['test_acc'])} vs {pct(labels['test_acc'])}"
         measured = f"{100 * ratio:.1f}% ({pct(r['test_acc'])} / {pct(teacher['test_acc'])})"
         out.goal(f"{name} recovers >= 97% of the teacher's test accuracy", measured, ratio >= 0.97)
         diff = f"{versus} ({100 * (r['test_acc'] - labels['test_acc']):+.2f} pts)"

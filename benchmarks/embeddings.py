@@ -45,9 +45,8 @@ def measure(
 ) -> dict:
     """Export ``model`` (its embeddings quantized with ``quantization``, if given), load it, evaluate it."""
     config = None if quantization is None else {**quantization, "targets": EMBEDDINGS}
-    path = Path(
-        lit_opt.export(model, out.work_dir / "artifacts" / name.replace(" ", "_"), quantization=config)
-    )
+    directory = out.work_dir / "artifacts" / name.replace(" ", "_")
+    path = Path(lit_opt.export(model, directory, quantization=config))
     tensors = load_file(str(path / "model.safetensors"))
     words = "bert.embeddings.word_embeddings."
     emb = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith(words))
@@ -69,10 +68,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
         keep = lit_opt.token_ids_in_use(split_ids(s, out, "train", rows), special_ids=tok.all_special_ids)
         tokens = sum(1 for row in test_ids for i in row if i not in special)
         dropped = [sum(1 for i in row if i not in set(keep)) for row in test_ids]
-        unk = {
-            "unk_tokens": sum(dropped) / tokens,
-            "unk_examples": sum(1 for d in dropped if d) / len(test_ids),
-        }
+        unk = {"unk_tokens": sum(dropped) / tokens, "unk_examples": sum(map(bool, dropped)) / len(test_ids)}
         vocabularies[label] = {"name": label, "rows": len(keep), "keep": keep, **unk}
     pruned = {
         n: lit_opt.prune_vocabulary(copy.deepcopy(model), v["keep"], tok.unk_token_id)

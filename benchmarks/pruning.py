@@ -82,13 +82,9 @@ def check(s: argparse.Namespace) -> None:
     s.prune_start = s.prune_start or s.steps_per_epoch
     s.prune_end = s.prune_end or s.steps_per_epoch * max(2, round(s.epochs / 2))
     if not 0 <= s.prune_start < s.prune_end < s.steps:
-        hint, expected = (
-            "leave them 0 for one dense epoch and the target at half the steps.",
-            f"steps={s.steps}",
-        )
-        reject(
-            f"prune_start={s.prune_start} and prune_end", s.prune_end, f"0 <= start < end < {expected}", hint
-        )
+        hint = "leave them 0 for one dense epoch and the target at half the steps."
+        bounds = f"0 <= start < end < steps={s.steps}"
+        reject(f"prune_start={s.prune_start} and prune_end", s.prune_end, bounds, hint)
     if any(not 0 < x < 1 for x in s.sparsities):
         reject("sparsities", s.sparsities, "fractions in (0, 1)", "e.g. 0.5 0.9.")
 

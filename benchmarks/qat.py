@@ -90,10 +90,8 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[Any, dict[str, Any]]
         ao = torch.ao.quantization.quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8)
     torch.save(ao.state_dict(), work / "torch_ao_int8.pt")
     how = "torch.save(state_dict) (packed int8 Linear params; embeddings stay fp32)"
-    rows["torch.ao dynamic int8"] = (
-        ao.eval,
-        {"bytes": file_bytes(work / "torch_ao_int8.pt"), "size_how": how},
-    )
+    size = {"bytes": file_bytes(work / "torch_ao_int8.pt"), "size_how": how}
+    rows["torch.ao dynamic int8"] = (ao.eval, size)
     int8 = lit_opt.export(base, work / "lit_opt_int8", quantization=INT8)
     int4 = lit_opt.export(base, work / "lit_opt_int4_g32", quantization=INT4)
     auto = best_kernel(torch.device("cpu"))
@@ -130,9 +128,8 @@ def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str
             continue
         agree = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
         diff = float((logits - reference).abs().max())
-        rows.append(
-            {"name": name, "available": True, "max_abs_logit_diff": diff, "top1_agreement": agree} | info
-        )
+        fidelity = {"max_abs_logit_diff": diff, "top1_agreement": agree}
+        rows.append({"name": name, "available": True, **fidelity, **info})
     by = {r["name"]: r for r in rows}
     for b in s.batches:
         stats = time_models(models, inputs[b], "fp32", s.warmup, s.repeats_b1 if b == 1 else s.repeats)

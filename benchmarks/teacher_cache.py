@@ -32,9 +32,8 @@ def epochs(s: argparse.Namespace, out: Run, teacher: Any, cache: str | None, cou
     L.seed_everything(SEED, verbose=False)
     split = dict(val_fraction=0.05, test_fraction=0.05, return_index=True)
     dm = text_data(s, out.work_dir, path=out.work_dir / "subset.csv", max_length=64, batch_size=32, **split)
-    module = DistillationModule(
-        small_student(s.model), teacher, lr=5e-5, teacher_cache=cache, cache_top_k=s.top_k
-    )
+    cached = dict(teacher_cache=cache, cache_top_k=s.top_k)
+    module = DistillationModule(small_student(s.model), teacher, lr=5e-5, **cached)
     clock = Clock()
     trainer([clock], max_epochs=count, default_root_dir=str(out.work_dir)).fit(module, datamodule=dm)
     return clock.wall
@@ -58,9 +57,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
     cells = []
     for name, seconds in results.items():
         for epoch, sec in enumerate(seconds, 1):
-            out.rows.append(
-                {"run": name, "epoch": epoch, "seconds": sec, "speedup_vs_no_cache": baseline / sec}
-            )
+            row = {"run": name, "epoch": epoch, "seconds": sec}
+            out.rows.append(row | {"speedup_vs_no_cache": baseline / sec})
             cells.append((f"{name}, epoch {epoch}", f"{sec:.2f}", f"{baseline / sec:.2f}x faster"))
     out.table(
         f"Teacher cache ({s.model} teacher, {s.examples} examples, cache_top_k={s.top_k}, {s.threads} thread(s))",
