@@ -41,7 +41,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
     cells = [(r["model"], r["batch"], f"{r['median_ms']:.2f}", f"{1 / r['ratio']:.2f}x") for r in out.rows]
     threads = f"cpu, {torch.get_num_threads()} threads"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else threads
-    title = f"Load kernels ({s.model} shape, int8 per-channel + dynamic activations; {where}; {s.repeats} interleaved rounds)"
+    title = f"Load kernels ({s.model} shape, int8 per-channel + dynamic activations; {where}; "
+    title += f"{s.repeats} interleaved rounds)"
     columns = ("model", "batch", f"median ms (seq {s.seq_len})", "vs eager fp32")
     out.table(title, cells, plot="vs eager fp32", columns=columns)
 
