@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Nothing here downloads: models come from installed packages, the data from lit_opt.data's cache.
@@ -17,19 +18,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if TYPE_CHECKING:
     from benchmarks.harness import Benchmark
 
-#: Every benchmark, in the order ``python -m benchmarks all`` runs them.
-NAMES = [
-    "clustering", "load_kernels", "teacher_cache", "batching", "qat", "compression",
-    "embeddings", "distillation", "students", "static_int8", "pruning", "onnx_runtime",
-]  # fmt: skip
+#: Every benchmark: each module here but the shared ones, in the order ``python -m benchmarks all`` runs them.
+NAMES = sorted(
+    p.stem for p in Path(__file__).parent.glob("[!_]*.py") if p.stem not in ("common", "harness", "tables")
+)
 
 
 def load(name: str) -> Benchmark:
-    """The :class:`~benchmarks.harness.Benchmark` declared by ``benchmarks/<name>.py``.
+    """The :class:`~benchmarks.harness.Benchmark` that ``benchmarks/<name>.py`` declares.
 
     Raises:
         ValueError: ``name`` is not one of :data:`NAMES`.
     """
     if name not in NAMES:
         raise ValueError(f"benchmark {name!r} is not one of {NAMES}. HINT: python -m benchmarks lists them.")
-    return importlib.import_module(f"benchmarks.{name}").BENCH
+    from benchmarks.harness import Benchmark
+
+    return Benchmark(name, importlib.import_module(f"benchmarks.{name}"))

@@ -9,8 +9,6 @@
    The batcher's forward passes are then replayed alone: what a batcher without overhead would reach.
 """
 
-from __future__ import annotations
-
 import argparse
 import copy
 import csv
@@ -28,15 +26,40 @@ from transformers import AutoTokenizer
 
 import lit_opt
 from benchmarks.common import SEED, classifier, csv_path, text_data
-from benchmarks.harness import Benchmark, Run, reject
+from benchmarks.harness import Run, main, reject
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.inference import DynamicBatcher
 from lit_opt.inference.measure import percentile, time_round_robin
 
+SETTINGS = dict(
+    model="minilm",
+    data="rotten_tomatoes",
+    threads=2,
+    max_length=64,
+    batches=(12, 3),
+    clients=(32, 4),
+    requests=(24, 4),
+    rounds=(4, 2),
+    max_batch_size=32,
+    max_wait_ms=10.0,
+    p99_budget_ms=500.0,
+    pad_to_multiple_of=1,
+    pass_cost=0,
+    no_cudnn_attention=False,
+    device="cpu",
+    artifact="",
+    skip_bucketing=False,
+)
+HELP = {
+    "requests": "requests per client, over all rounds",
+    "pass_cost": "DynamicBatcher(pass_cost=...); 0: its own",
+    "no_cudnn_attention": "turn off cuDNN attention (a plan per new (batch, length) shape)",
+    "artifact": "serve this lit_opt artifact (with its tokenizer) instead of exporting one",
+    "skip_bucketing": "measure dynamic batching only",
+}
 
-def timed_steps(
-    model: nn.Module, variants: dict[str, list[dict[str, torch.Tensor]]]
-) -> dict[str, dict[str, float]]:
+
+def timed_steps(model: nn.Module, variants: dict[str, list[dict[str, torch.Tensor]]]) -> dict[str, dict]:
     """Per variant, seconds of its training steps over its batches (its own copy of ``model``, AdamW, one step
     per batch after an untimed one, the variants taking turns), then of its forward passes likewise."""
     models = {name: copy.deepcopy(model).train() for name in variants}
@@ -75,27 +98,25 @@ def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:
         masks = [b["attention_mask"] for b in batches[bucketed]]
         tokens, positions = sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks)
         epoch = [b["attention_mask"] for b in dm.train_dataloader()]
-        row = {
-            "bucketing": bucketed, "batches": len(masks), "padding_fraction_measured_batches": 1 - tokens / positions,
-            "padding_fraction_epoch": 1 - sum(int(m.sum()) for m in epoch) / sum(m.numel() for m in epoch),
-            "padded_positions": positions, "real_tokens": tokens, **times[str(bucketed)],
-        }  # fmt: skip
-        out.rows.append(row)
-        cells.append({
-            "loader": "bucketing=True" if bucketed else "bucketing=False (random batches, dynamic padding)",
-            "padding (measured batches)": f"{100 * row['padding_fraction_measured_batches']:.1f}%",
-            "padding (whole epoch)": f"{100 * row['padding_fraction_epoch']:.1f}%", "padded positions": f"{positions:,}",
-            "train s": f"{row['train_s']:.1f}", "forward s": f"{row['forward_s']:.2f}",
-        })  # fmt: skip
+        padding = 1 - sum(int(m.sum()) for m in epoch) / sum(m.numel() for m in epoch)
+        measured = 1 - tokens / positions
+        row = {"bucketing": bucketed, "batches": len(masks), "padding_fraction_measured_batches": measured}
+        row |= {"padding_fraction_epoch": padding, "padded_positions": positions, "real_tokens": tokens}
+        out.rows.append(row | times[str(bucketed)])
+        loader = "bucketing=True" if bucketed else "bucketing=False (random batches, dynamic padding)"
+        cells.append((loader, f"{100 * measured:.1f}%", f"{100 * padding:.1f}%", f"{positions:,}"))
+        cells[-1] += (f"{out.rows[-1]['train_s']:.1f}", f"{out.rows[-1]['forward_s']:.2f}")
     lengths = [len(ids) for ids in dms[True].splits["train"]["input_ids"]]
     padded = 1 - sum(lengths) / (s.max_length * len(lengths))
     out.rows.append({"bucketing": "pad to max_length (reference)", "padding_fraction_epoch": padded})
-    cells.append({"loader": "pad to max_length (reference)", "padding (whole epoch)": f"{100 * padded:.1f}%"})
+    cells.append(("pad to max_length (reference)", "", f"{100 * padded:.1f}%", "", "", ""))
+    padding_columns = ("padding (measured batches)", "padding (whole epoch)", "padded positions")
     out.table(
         f"Length bucketing ({s.data} train split, max_length {s.max_length}, batch 32, first {s.batches} batches, "
         f"fp32 {s.model} + 2-label head, {s.threads} threads)",
         cells,
         plot="train s",
+        columns=("loader", *padding_columns, "train s", "forward s"),
     )
 
 
@@ -159,19 +180,16 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
             return loaded(**inputs.to(s.device))
 
     recorder = PassRecorder(loaded)
-    options = dict(
-        tokenizer=tokenizer,
-        max_wait_ms=s.max_wait_ms,
-        max_length=s.max_length,
-        pad_to_multiple_of=s.pad_to_multiple_of,
-        **({"pass_cost": s.pass_cost} if s.pass_cost else {}),
-    )
-    wait = f"max_wait_ms={s.max_wait_ms:g}"
+    options = dict(tokenizer=tokenizer, max_wait_ms=s.max_wait_ms, max_length=s.max_length)
+    options |= {"pass_cost": s.pass_cost} if s.pass_cost else {}
+    options["pad_to_multiple_of"] = s.pad_to_multiple_of
+    wait, size = f"max_wait_ms={s.max_wait_ms:g}", s.max_batch_size
     batchers = {
         f"batch-1 serving (max_batch_size=1, {wait})": DynamicBatcher(loaded, max_batch_size=1, **options),
-        f"DynamicBatcher (max_batch_size={s.max_batch_size}, {wait})": DynamicBatcher(
-            recorder, max_batch_size=s.max_batch_size, **options),
-    }  # fmt: skip
+        f"DynamicBatcher (max_batch_size={size}, {wait})": DynamicBatcher(
+            recorder, max_batch_size=size, **options
+        ),
+    }
     servers = {"sequential direct calls (batch 1, no queue)": (direct, 1)}
     servers |= {name: (b, s.clients) for name, b in batchers.items()}
     latencies: dict[str, list[float]] = {name: [] for name in servers}
@@ -192,34 +210,38 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
         for b in batchers.values():
             b.close()
     replay_s = recorder.replay_seconds()
-    rows = []
     for name, (_, clients) in servers.items():
         lat = latencies[name]
-        row = {"server": name, "clients": clients, "requests": len(lat), "elapsed_s": elapsed[name],
-               "throughput_req_s": len(lat) / elapsed[name], "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-               "max_ms": max(lat), "mean_batch_size": 1.0}  # fmt: skip
+        row = {"server": name, "clients": clients, "requests": len(lat), "elapsed_s": elapsed[name]}
+        row["throughput_req_s"] = len(lat) / elapsed[name]
+        row |= {
+            "p50_ms": percentile(lat, 50),
+            "p99_ms": percentile(lat, 99),
+            "max_ms": max(lat),
+            "mean_batch_size": 1.0,
+        }
         if name in batchers:
             served = after[name]["requests"] - before[name]["requests"]
             row["mean_batch_size"] = served / max(after[name]["batches"] - before[name]["batches"], 1)
             if batchers[name].model is recorder:
                 row |= {"passes_alone_s": replay_s, "passes_alone_req_s": served / replay_s}
-        rows.append(row)
-    out.rows += rows
-    _, batch1, batched = rows  # sequential calls, batch-1 serving, the DynamicBatcher
+        out.rows.append(row)
+    _, batch1, batched = out.rows[-3:]  # sequential calls, batch-1 serving, the DynamicBatcher
     out.table(
-        f"Dynamic batching ({s.artifact or 'lit_opt int8 artifact'}, lit_opt.load kernel auto on {s.device}, {s.threads} "
-        f"CPU threads; {s.clients} closed-loop clients x {s.requests} test texts in {s.rounds} interleaved rounds)",
+        f"Dynamic batching ({s.artifact or 'lit_opt int8 artifact'}, lit_opt.load kernel auto on {s.device}, "
+        f"{s.threads} CPU threads; {s.clients} closed-loop clients x {s.requests} test texts in {s.rounds} "
+        "interleaved rounds)",
         [
-            {"server": r["server"], "clients": r["clients"], "requests": r["requests"],
-             "throughput req/s": f"{r['throughput_req_s']:.1f}", "p50 ms": f"{r['p50_ms']:.1f}",
-             "p99 ms": f"{r['p99_ms']:.1f}", "mean batch": f"{r['mean_batch_size']:.1f}"}
-            for r in rows
+            (r["server"], r["clients"], r["requests"], f"{r['throughput_req_s']:.1f}")
+            + (f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['mean_batch_size']:.1f}")
+            for r in out.rows[-3:]
         ],
         notes=f"The batcher's forward passes, replayed alone, take {replay_s:.2f} s of its {batched['elapsed_s']:.2f} s: "
         f"a batcher with no overhead of its own (and clients that take no CPU) would reach "
         f"{batched['passes_alone_req_s'] / batch1['throughput_req_s']:.2f}x batch-1 serving.",
         plot="throughput req/s",
-    )  # fmt: skip
+        columns=("server", "clients", "requests", "throughput req/s", "p50 ms", "p99 ms", "mean batch"),
+    )
     speedup = batched["throughput_req_s"] / batch1["throughput_req_s"]
     out.goal(
         f"DynamicBatcher throughput >= 3x batch-1 serving with p99 <= {s.p99_budget_ms:g} ms",
@@ -241,33 +263,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
             bucketing(s, out, model)
         if artifact is None:
             tokenizer = AutoTokenizer.from_pretrained(default_tokenizer())
-            artifact = lit_opt.export(
-                model.eval(), out.work_dir / "int8", quantization={"weight_bits": 8}, tokenizer=tokenizer
-            )
+            path, int8 = out.work_dir / "int8", {"weight_bits": 8}
+            artifact = lit_opt.export(model.eval(), path, quantization=int8, tokenizer=tokenizer)
     with open(csv_path(s.data, out.work_dir), newline="", encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
     serving(s, out, artifact, texts[-s.clients * s.requests :])  # a fixed slice of real snippets
 
 
-BENCH = Benchmark(
-    "batching",
-    __doc__,
-    settings={
-        "model": "minilm", "data": "rotten_tomatoes", "threads": 2, "max_length": 64, "batches": 12,
-        "clients": 32, "requests": 24, "rounds": 4, "max_batch_size": 32, "max_wait_ms": 10.0, "p99_budget_ms": 500.0,
-        "pad_to_multiple_of": 1, "pass_cost": 0, "no_cudnn_attention": False, "device": "cpu", "artifact": "",
-        "skip_bucketing": False,
-    },
-    quick={"batches": 3, "clients": 4, "requests": 4, "rounds": 2},
-    run=run,
-    help={
-        "requests": "requests per client, over all rounds",
-        "pass_cost": "DynamicBatcher(pass_cost=...); 0: its own",
-        "no_cudnn_attention": "turn off cuDNN attention (a plan per new (batch, length) shape)",
-        "artifact": "serve this lit_opt artifact (with its tokenizer) instead of exporting one",
-        "skip_bucketing": "measure dynamic batching only",
-    },
-)  # fmt: skip
-
 if __name__ == "__main__":
-    raise SystemExit(BENCH.main())
+    raise SystemExit(main(__name__))

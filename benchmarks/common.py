@@ -1,4 +1,4 @@
-"""The models, data and training loops the benchmarks share.
+"""The models, data, training loops and timing the benchmarks share.
 
 ``model``: ``"minilm"`` (all-MiniLM-L6-v2 with a seeded 2-label head) or ``"tiny"`` (``--quick``: a random
 2-layer BERT with the same vocabulary). ``data``: ``"rotten_tomatoes"`` (:mod:`lit_opt.data`'s cache) or
@@ -23,8 +23,8 @@ import lightning as L
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from typing_extensions import override
 
+from benchmarks.harness import time_models
 from lit_opt.data.rotten_tomatoes import rotten_tomatoes_csv
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.distillation import students
@@ -41,6 +41,17 @@ WORDS = {
     "rotten": "dull flat tired clumsy bland messy hollow stale silly tedious",
     "either": "film plot actor scene story music script camera ending cast the a and of",
 }
+#: The Linear layers the pruning and compression rows change: the encoder's (inside ``Classifier``). The
+#: pooler (the one path from [CLS] to the head), the embeddings and the classifier stay as they are.
+ENCODER = {"targets": ["model.bert.encoder.*"], "exclude": ["*classifier*", "*embeddings*"]}
+#: The settings :func:`epoch_data` reads (with ``train_rows``, ``test_rows``): full-run defaults, quick values.
+EPOCH_SETTINGS = dict(model="minilm", data="rotten_tomatoes", threads=1, max_length=(64, 32), batch_size=32)
+#: What the distillation benchmarks share (with :data:`EPOCH_SETTINGS`).
+DISTILL_SETTINGS = dict(epochs=2, teacher_lr=1e-4, temperature=2.0, alpha=0.7, hidden_weight=1.0)
+#: What the benchmarks on :func:`fixed_batches` share.
+FIXED_SETTINGS = dict(
+    model="minilm", data="rotten_tomatoes", threads=2, warmup=(2, 1), latency_seq_len=(128, 16)
+)
 
 
 def classifier(model: str, seed: int = SEED, layers: int = 2) -> nn.Module:
@@ -56,9 +67,7 @@ def classifier(model: str, seed: int = SEED, layers: int = 2) -> nn.Module:
 
 def small_student(model: str) -> nn.Module:
     """The pretrained 3-layer paraphrase-MiniLM-L3-v2 (``students.minilm_l3``), or a random 1-layer tiny BERT."""
-    if model == "minilm":
-        return students.minilm_l3(num_labels=2)
-    return classifier("tiny", seed=SEED + 1, layers=1)
+    return students.minilm_l3(num_labels=2) if model == "minilm" else classifier("tiny", SEED + 1, layers=1)
 
 
 def csv_path(data: str, work_dir: Path) -> Path:
@@ -71,9 +80,9 @@ def csv_path(data: str, work_dir: Path) -> Path:
         writer.writerow(["text", "label"])
         for i in range(480):
             label = "fresh" if i % 2 else "rotten"
-            length = 4 + (i * 7) % 29
             pool = f"{WORDS[label]} {WORDS['either']}".split()
-            writer.writerow([" ".join(pool[(i * 3 + j * 5) % len(pool)] for j in range(length)), label])
+            words = (pool[(i * 3 + j * 5) % len(pool)] for j in range(4 + (i * 7) % 29))
+            writer.writerow([" ".join(words), label])
     return path
 
 
@@ -84,7 +93,6 @@ class TextData(RecipeDataModule):
         super().__init__(**kwargs)
         self.test_rows = test_rows
 
-    @override
     def setup(self, stage: str) -> None:
         fresh = not self.splits
         super().setup(stage)
@@ -93,21 +101,20 @@ class TextData(RecipeDataModule):
             self.splits["test"] = test.select(range(min(self.test_rows, len(test))))
 
 
-def text_data(s: Any, work_dir: Path, train_rows: int = 0, test_rows: int = 0, **kwargs: Any) -> TextData:
-    """``TextData`` on ``s.data`` (0 rows: all), seeded by ``SEED``; synthetic data is tokenized under ``work_dir``."""
-    cache_dir = str(work_dir / "cache") if s.data == "synthetic" else None
-    path = str(csv_path(s.data, work_dir))
-    return TextData(
-        test_rows, max_train_rows=train_rows or None, path=path, cache_dir=cache_dir, seed=SEED, **kwargs
-    )
+def text_data(s: Any, work_dir: Path, train_rows: int = 0, path: Path | None = None, **kwargs: Any) -> Any:
+    """``TextData`` on ``path`` or ``s.data`` (``train_rows`` 0: all), seeded by ``SEED``; synthetic data is
+    tokenized under ``work_dir``."""
+    kwargs |= dict(path=str(path or csv_path(s.data, work_dir)), max_train_rows=train_rows or None, seed=SEED)
+    return TextData(cache_dir=str(work_dir / "cache") if s.data == "synthetic" else None, **kwargs)
 
 
 def trainer(callbacks: Iterable[L.Callback] = (), **kwargs: Any) -> L.Trainer:
     """A quiet single-CPU Trainer: no logger, checkpoints, progress bar, summary or validation."""
-    return L.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks), **kwargs,
-    )  # fmt: skip
+    kwargs |= dict(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    kwargs |= dict(num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks))
+    return L.Trainer(accelerator="cpu", devices=1, **kwargs)
 
 
 class Clock(L.Callback):
@@ -124,34 +131,23 @@ class Clock(L.Callback):
         self.steps: list[int] = []  # per batch
         self.wall_ms: list[float] = []
         self.cpu_ms: list[float] = []
-        self._epoch = self._batch = (0.0, 0.0)
 
-    @override
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, *_: Any) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
 
-    @override
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.threads = torch.get_num_threads()
-        self._epoch = (time.perf_counter(), time.process_time())
+    def on_train_epoch_start(self, *_: Any) -> None:
+        self.threads, self._epoch = torch.get_num_threads(), (time.perf_counter(), time.process_time())
 
-    @override
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, *_: Any) -> None:
         self.wall.append(time.perf_counter() - self._epoch[0])
         self.cpu_per_wall.append((time.process_time() - self._epoch[1]) / self.wall[-1])
 
-    @override
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
         self.steps.append(trainer.global_step)
         self._batch = (time.perf_counter(), time.process_time())
 
-    @override
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
+    def on_train_batch_end(self, *_: Any) -> None:
         self.wall_ms.append((time.perf_counter() - self._batch[0]) * 1e3)
         self.cpu_ms.append((time.process_time() - self._batch[1]) * 1e3)
 
@@ -163,10 +159,7 @@ class EpochChunks(Sampler[list[int]]):
     def __init__(self, batches: list[list[int]], per_epoch: int) -> None:
         self.batches, self.per_epoch, self.epoch = batches, per_epoch, 0
         self.yielded: list[list[int]] = []
-
-    @property
-    def sampler(self) -> EpochChunks:  # Lightning calls set_epoch on batch_sampler.sampler
-        return self
+        self.sampler = self  # Lightning calls set_epoch on batch_sampler.sampler
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -187,22 +180,22 @@ def fixed_batches(s: Any, work_dir: Path, steps: int, batch: int = 32) -> dict[s
     dm.setup("fit")
     train, test = dm.train_dataloader().dataset, dm.test_dataloader().dataset
     test = test.select(range(min(s.test_size, len(test))))
-    sampler = LengthBucketBatchSampler(
-        [len(ids) for ids in train["input_ids"]], batch, shuffle=True, seed=SEED
-    )
+    lengths = [len(ids) for ids in train["input_ids"]]
+    sampler = LengthBucketBatchSampler(lengths, batch, shuffle=True, seed=SEED)
     batches: list[list[int]] = []
     for epoch in range(steps):  # an epoch holds at least one full batch
         sampler.set_epoch(epoch)
         batches += [b for b in sampler if len(b) == batch]
         if len(batches) >= steps:
             break
-    batches = batches[:steps]
-    labels = [int(y) for y in test["labels"]]
+    batches, labels = batches[:steps], [int(y) for y in test["labels"]]
     sizes = {
-        "train_split": len(train), "train_examples_used": sum(len(b) for b in batches),
-        "train_unique_examples": len({i for b in batches for i in b}), "test": len(test),
+        "train_split": len(train),
+        "train_examples_used": sum(len(b) for b in batches),
+        "train_unique_examples": len({i for b in batches for i in b}),
+        "test": len(test),
         "test_label_counts": {name: labels.count(k) for k, name in enumerate(dm.label_names)},
-    }  # fmt: skip
+    }
     collate = functools.partial(pad_collate, pad_token_id=dm.pad_token_id)
     return {"train": train, "test": test, "batches": batches, "collate": collate, "sizes": sizes}
 
@@ -222,14 +215,17 @@ def predictions(model: nn.Module, batches: Iterable[Any]) -> tuple[list[int], li
     return labels, predicted, index
 
 
+def share_right(labels: list[int], predicted: list[int]) -> float:
+    return sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
+
+
 def accuracy(model: nn.Module, data: dict[str, Any], batch_size: int = 128) -> float:
     """Test accuracy on :func:`fixed_batches`' test rows, in batches of similar length."""
     test = data["test"]
     order = sorted(range(len(test)), key=lambda i: len(test[i]["input_ids"]))
     starts = range(0, len(order), batch_size)
     chunks = (data["collate"]([test[i] for i in order[k : k + batch_size]]) for k in starts)
-    labels, predicted, _ = predictions(model, chunks)
-    return sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
+    return share_right(*predictions(model, chunks)[:2])
 
 
 def fit_batches(
@@ -250,11 +246,6 @@ def fit_batches(
     return time.perf_counter() - started
 
 
-#: The Linear layers the pruning and compression rows change: the encoder's (inside ``Classifier``). The
-#: pooler (the one path from [CLS] to the head), the embeddings and the classifier stay as they are.
-ENCODER = {"targets": ["model.bert.encoder.*"], "exclude": ["*classifier*", "*embeddings*"]}
-
-
 def logit_diff(a: nn.Module, b: nn.Module) -> float:
     """Largest absolute logit difference of two classifiers on 8 rows of 64 random token ids."""
     probe = synthetic_batch(8, 64, VOCAB, seed=1)
@@ -262,39 +253,30 @@ def logit_diff(a: nn.Module, b: nn.Module) -> float:
         return float((a(**probe).logits.float() - b(**probe).logits.float()).abs().max())
 
 
-#: The settings :func:`epoch_data` reads, their full-run defaults and their ``--quick`` values.
-EPOCH_SETTINGS = {
-    "model": "minilm",
-    "data": "rotten_tomatoes",
-    "threads": 1,
-    "max_length": 64,
-    "batch_size": 32,
-}
-EPOCH_QUICK = {"train_rows": 64, "test_rows": 32, "max_length": 32}
+def time_batches(models: dict, baseline: str, batches: dict, seq_len: int, warmup: int, device: Any = "cpu"):
+    """:func:`~benchmarks.harness.time_models` on random token ids of each batch size (-> its repeats):
+    ``{batch size: {model: timing}}``."""
+    inputs = {b: {k: v.to(device) for k, v in synthetic_batch(b, seq_len, VOCAB).items()} for b in batches}
+    return {b: time_models(models, inputs[b], baseline, warmup, repeats) for b, repeats in batches.items()}
 
 
 def epoch_data(s: Any, work_dir: Path) -> TextData:
     """The epoch-based benchmarks' data: ``s.train_rows``/``s.test_rows`` of ``s.data``, ``s.max_length``,
     batches of ``s.batch_size`` bucketed by length and carrying ``idx`` (the same batches in every run)."""
-    return text_data(
-        s, work_dir, s.train_rows, s.test_rows, max_length=s.max_length, batch_size=s.batch_size, bucketing=True,
-        return_index=True,
-    )  # fmt: skip
+    size = dict(max_length=s.max_length, batch_size=s.batch_size, test_rows=s.test_rows)
+    return text_data(s, work_dir, s.train_rows, **size, bucketing=True, return_index=True)
 
 
-def fit_epochs(
-    s: Any, work_dir: Path, module: L.LightningModule, callbacks: Iterable[L.Callback] = ()
-) -> dict[str, Any]:
+def fit_epochs(s: Any, work_dir: Path, module: L.LightningModule, callbacks: Iterable = ()) -> dict:
     """Train ``module`` for ``s.epochs`` epochs on a fresh :func:`epoch_data`: its steps and epoch times."""
     L.seed_everything(SEED, verbose=False)
     dm, clock = epoch_data(s, work_dir), Clock()
     fit = trainer([clock, *callbacks], max_epochs=s.epochs, default_root_dir=str(work_dir))
     started = time.perf_counter()
     fit.fit(module, datamodule=dm)
-    return {
-        "steps": int(fit.global_step), "fit_wall_s": time.perf_counter() - started, "epoch_wall_s": clock.wall,
-        "epoch_cpu_per_wall": clock.cpu_per_wall, "threads": clock.threads, "train_rows": len(dm.splits["train"]),
-    }  # fmt: skip
+    row = {"steps": int(fit.global_step), "fit_wall_s": time.perf_counter() - started}
+    row |= {"epoch_wall_s": clock.wall, "epoch_cpu_per_wall": clock.cpu_per_wall, "threads": clock.threads}
+    return row | {"train_rows": len(dm.splits["train"])}
 
 
 def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
@@ -304,8 +286,7 @@ def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         labels, predicted, index = predictions(model, loader)
-        result[f"{split}_acc"] = sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
-        result[f"{split}_n"] = len(labels)
+        result |= {f"{split}_acc": share_right(labels, predicted), f"{split}_n": len(labels)}
     result["test"] = dict(zip(index, zip(labels, predicted, strict=True), strict=True))
     return result
 
@@ -318,10 +299,9 @@ def fine_tune_teacher(s: Any, work_dir: Path) -> tuple[nn.Module, dict[str, Any]
     L.seed_everything(SEED, verbose=False)
     model = classifier(s.model)
     row = fit_epochs(s, work_dir, Classifier(model, lr=s.teacher_lr)) | evaluate(s, work_dir, model)
-    directory = work_dir / "teacher"
-    model.save_pretrained(str(directory), safe_serialization=True)
-    AutoTokenizer.from_pretrained(default_tokenizer()).save_pretrained(str(directory))
-    return model, row, directory
+    model.save_pretrained(str(work_dir / "teacher"), safe_serialization=True)
+    AutoTokenizer.from_pretrained(default_tokenizer()).save_pretrained(str(work_dir / "teacher"))
+    return model, row, work_dir / "teacher"
 
 
 def standard_error(accuracy: float, n: int) -> float:

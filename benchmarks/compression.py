@@ -10,8 +10,6 @@ batch-32 latency of the loaded artifacts (``kernel="reference"``: fp32, so it is
 alone; seq 128, interleaved rounds) as a ratio to dense measured in the same run.
 """
 
-from __future__ import annotations
-
 import argparse
 import copy
 from typing import Any
@@ -19,19 +17,13 @@ from typing import Any
 import torch
 
 import lit_opt
-from benchmarks.common import (
-    ENCODER,
-    VOCAB,
-    Classifier,
-    accuracy,
-    classifier,
-    fit_batches,
-    fixed_batches,
-    logit_diff,
-)
-from benchmarks.harness import Benchmark, Run, time_models
-from lit_opt.inference.measure import file_bytes, synthetic_batch
+from benchmarks import common
+from benchmarks.harness import Run, main
+from lit_opt.inference.measure import file_bytes
 
+SETTINGS = common.FIXED_SETTINGS | dict(
+    base_steps=(150, 2), steps=(60, 2), test_size=(800, 32), lr=5e-5, repeats=(15, 2)
+)
 ROWS: list[dict[str, Any]] = [
     {"name": "dense"},
     *({"name": f"weight sharing k={k}", "n_clusters": k} for k in (16, 256)),
@@ -40,26 +32,26 @@ ROWS: list[dict[str, Any]] = [
 
 
 def train_row(
-    row: dict[str, Any], start: torch.nn.Module, data: dict[str, Any], s: argparse.Namespace, out: Run
+    row: dict, start: torch.nn.Module, data: dict, s: argparse.Namespace, out: Run
 ) -> torch.nn.Module:
     """Train ``row`` from ``start``, export it and load it back; fills ``row``, returns the loaded model."""
     callbacks: list[Any] = []
     if "n_clusters" in row:
-        callbacks = [lit_opt.WeightSharingCallback(n_clusters=row["n_clusters"], **ENCODER)]
+        callbacks = [lit_opt.WeightSharingCallback(n_clusters=row["n_clusters"], **common.ENCODER)]
     elif "energy" in row:
-        callbacks = [lit_opt.LowRankCallback(energy=row["energy"], at_step=0, **ENCODER)]
-    module = Classifier(copy.deepcopy(start).train(), lr=s.lr)
-    row["fit_s"] = fit_batches(module, data, data["batches"][s.base_steps :], callbacks=callbacks)
+        callbacks = [lit_opt.LowRankCallback(energy=row["energy"], at_step=0, **common.ENCODER)]
+    module = common.Classifier(copy.deepcopy(start).train(), lr=s.lr)
+    row["fit_s"] = common.fit_batches(module, data, data["batches"][s.base_steps :], callbacks=callbacks)
     torch.set_num_threads(s.threads)
     model = module.model.eval()
     if "energy" in row:
         row["ranks"] = callbacks[0].ranks
     row["parameters"] = sum(p.numel() for p in model.parameters())
-    row["accuracy"] = accuracy(model, data)
+    row["accuracy"] = common.accuracy(model, data)
     path = lit_opt.export(model, out.work_dir / "artifacts" / row["name"].replace(" ", "_").replace("=", ""))
     row["bytes"] = file_bytes(path / "model.safetensors")
     loaded = lit_opt.load(path, kernel="reference")
-    row["max_abs_logit_diff_loaded_vs_trained"] = logit_diff(loaded, model)
+    row["max_abs_logit_diff_loaded_vs_trained"] = common.logit_diff(loaded, model)
     return loaded
 
 
@@ -69,42 +61,41 @@ def cells(row: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
         return {"row": row["name"], "accuracy": f"n/a: {row['reason']}"}
     timed = "b32_ratio" in row
     return {
-        "row": row["name"], "accuracy": f"{row['accuracy']:.4f}", "exported MB": f"{row['bytes'] / 1e6:.1f}",
-        "size vs dense": f"{row['bytes'] / dense['bytes']:.2f}x", "parameters": f"{row['parameters'] / 1e6:.2f}M",
+        "row": row["name"],
+        "accuracy": f"{row['accuracy']:.4f}",
+        "exported MB": f"{row['bytes'] / 1e6:.1f}",
+        "size vs dense": f"{row['bytes'] / dense['bytes']:.2f}x",
+        "parameters": f"{row['parameters'] / 1e6:.2f}M",
         "loaded vs trained (max abs logit diff)": f"{row['max_abs_logit_diff_loaded_vs_trained']:.1e}",
         "b32 median ms": f"{row['b32_median_ms']:.0f}" if timed else "-",
         "latency vs dense": f"{row['b32_ratio']:.2f}x" if timed else "-",
-    }  # fmt: skip
+    }
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    data = fixed_batches(s, out.work_dir, s.base_steps + s.steps)
-    start = Classifier(classifier(s.model), lr=s.lr)
-    fit_batches(start, data, data["batches"][: s.base_steps])
-    start_accuracy = accuracy(start.model, data)
-    rows = [dict(r) for r in ROWS]
-    loaded = {}
+    data = common.fixed_batches(s, out.work_dir, s.base_steps + s.steps)
+    start = common.Classifier(common.classifier(s.model), lr=s.lr)
+    common.fit_batches(start, data, data["batches"][: s.base_steps])
+    start_accuracy = common.accuracy(start.model, data)
+    rows, loaded = [dict(r) for r in ROWS], {}
     for row in rows:
         try:
             loaded[row["name"]] = train_row(row, start.model, data, s, out)
         except Exception as err:  # report what a row does, whatever it is; the others still run
             row["reason"] = f"{type(err).__name__}: {err}"
     timed = {name: model for name, model in loaded.items() if "sharing" not in name}
-    inputs = synthetic_batch(32, s.latency_seq_len, VOCAB, seed=0)
-    stats = time_models(timed, inputs, "dense", s.warmup, s.repeats)
+    stats = common.time_batches(timed, "dense", {32: s.repeats}, s.latency_seq_len, s.warmup)[32]
     notes = []
     for row in rows:
         row.update({f"b32_{k}": v for k, v in stats.get(row["name"], {}).items()})
         if row.get("ranks") is not None:
             ranks = sorted(row["ranks"].values())
-            rank_text = (
-                f"ranks {ranks[0]}..{ranks[-1]} (median {ranks[len(ranks) // 2]})" if ranks else "none"
-            )
-            notes.append(f"{row['name']}: {len(ranks)} layers factorized, {rank_text}.")
+            spread = f"ranks {ranks[0]}..{ranks[-1]} (median {ranks[len(ranks) // 2]})" if ranks else "none"
+            notes.append(f"{row['name']}: {len(ranks)} layers factorized, {spread}.")
     out.rows += [{"name": "dense start", "accuracy": start_accuracy, "sizes": data["sizes"]}, *rows]
     out.table(
-        f"Weight sharing and low rank ({s.model}: {s.base_steps} dense steps, then {s.steps} steps per row, batch 32, "
-        f"max_length 64; test accuracy on {data['sizes']['test']} snippets, dense start {start_accuracy:.4f})",
+        f"Weight sharing and low rank ({s.model}: {s.base_steps} dense steps, then {s.steps} steps per row, batch "
+        f"32, max_length 64; test accuracy on {data['sizes']['test']} snippets, dense start {start_accuracy:.4f})",
         [cells(r, rows[0]) for r in rows],
         notes=" ".join(notes)
         + f" Latency: loaded artifacts, fp32 reference kernel, batch 32 x seq {s.latency_seq_len}, median of "
@@ -113,16 +104,5 @@ def run(s: argparse.Namespace, out: Run) -> None:
     )
 
 
-BENCH = Benchmark(
-    "compression",
-    __doc__,
-    settings={
-        "model": "minilm", "data": "rotten_tomatoes", "threads": 2, "base_steps": 150, "steps": 60, "test_size": 800,
-        "lr": 5e-5, "repeats": 15, "warmup": 2, "latency_seq_len": 128,
-    },
-    quick={"base_steps": 2, "steps": 2, "test_size": 32, "repeats": 2, "warmup": 1, "latency_seq_len": 16},
-    run=run,
-)  # fmt: skip
-
 if __name__ == "__main__":
-    raise SystemExit(BENCH.main())
+    raise SystemExit(main(__name__))

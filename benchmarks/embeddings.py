@@ -8,8 +8,6 @@ per-group, pruning then int4, and with ``--qat`` pruning before an int4 QAT fine
 accuracy, predictions changed vs fp32, the bytes of the embedding tensors and of the whole artifact.
 """
 
-from __future__ import annotations
-
 import argparse
 import copy
 from pathlib import Path
@@ -18,23 +16,18 @@ from typing import Any
 import lightning as L
 from safetensors.torch import load_file
 from torch import nn
+from transformers import AutoTokenizer
 
 import lit_opt
-from benchmarks.common import (
-    EPOCH_QUICK,
-    EPOCH_SETTINGS,
-    SEED,
-    Classifier,
-    classifier,
-    epoch_data,
-    evaluate,
-    fit_epochs,
-    pct,
-    standard_error,
-)
-from benchmarks.harness import Benchmark, Run
+from benchmarks import common
+from benchmarks.common import pct
+from benchmarks.harness import Run, main
+from lit_opt.data.text_classification import default_tokenizer
 
-WORD = "bert.embeddings.word_embeddings"
+SETTINGS = common.EPOCH_SETTINGS | dict(
+    train_rows=(1200, 64), test_rows=(0, 32), epochs=1, lr=1e-4, qat=(False, True), group_size=(128, 32)
+)
+HELP = {"qat": "add the pruned + int4 QAT fine-tune (doubles the time)", "test_rows": "test rows (0: all)"}
 EMBEDDINGS = ["*word_embeddings"]
 INT8 = {"weight_bits": 8, "granularity": "per_channel", "activations": "none"}
 INT4 = {"weight_bits": 4, "granularity": "per_group", "activations": "none"}
@@ -42,111 +35,101 @@ INT4 = {"weight_bits": 4, "granularity": "per_group", "activations": "none"}
 
 def split_ids(s: argparse.Namespace, out: Run, split: str, train_rows: int = 0) -> list[list[int]]:
     """The token ids of every example of ``split`` (the training split cut to ``train_rows``, 0: all)."""
-    dm = epoch_data(argparse.Namespace(**{**vars(s), "train_rows": train_rows}), out.work_dir)
+    dm = common.epoch_data(argparse.Namespace(**{**vars(s), "train_rows": train_rows}), out.work_dir)
     dm.setup("fit")
     return [list(ids) for ids in dm.splits[split]["input_ids"]]
 
 
 def measure(
-    s: argparse.Namespace, out: Run, name: str, model: nn.Module, quantization: dict[str, Any] | None = None
-) -> dict[str, Any]:
+    s: argparse.Namespace, out: Run, name: str, model: nn.Module, quantization: dict | None = None
+) -> dict:
     """Export ``model`` (its embeddings quantized with ``quantization``, if given), load it, evaluate it."""
     config = None if quantization is None else {**quantization, "targets": EMBEDDINGS}
-    path = lit_opt.export(model, out.work_dir / "artifacts" / name.replace(" ", "_"), quantization=config)
-    tensors = load_file(str(Path(path) / "model.safetensors"))
-    emb = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith(f"{WORD}."))
-    total = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
-    result = evaluate(s, out.work_dir, lit_opt.load(path, kernel="reference"))
+    directory = out.work_dir / "artifacts" / name.replace(" ", "_")
+    path = Path(lit_opt.export(model, directory, quantization=config))
+    tensors = load_file(str(path / "model.safetensors"))
+    words = "bert.embeddings.word_embeddings."
+    emb = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith(words))
+    total = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    test = common.evaluate(s, out.work_dir, lit_opt.load(path, kernel="reference"))["test"]
     rows = model.get_input_embeddings().weight.shape[0]
-    return {"name": name, "embedding_bytes": emb, "file_bytes": total, "rows": rows, "test": result["test"]}
+    return {"name": name, "embedding_bytes": emb, "file_bytes": total, "rows": rows, "test": test}
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    from transformers import AutoTokenizer
-
-    from lit_opt.data.text_classification import default_tokenizer
-
     tok = AutoTokenizer.from_pretrained(default_tokenizer())
-    L.seed_everything(SEED, verbose=False)
-    model = classifier(s.model)
-    trained = fit_epochs(s, out.work_dir, Classifier(model, lr=s.lr))
+    L.seed_everything(common.SEED, verbose=False)
+    model = common.classifier(s.model)
+    trained = common.fit_epochs(s, out.work_dir, common.Classifier(model, lr=s.lr))
     model.eval()
-    test_ids = split_ids(s, out, "test")[: s.test_rows or None]
-    special = set(tok.all_special_ids)
-    vocabularies = {}
+    test_ids, special = split_ids(s, out, "test")[: s.test_rows or None], set(tok.all_special_ids)
+    vocabularies: dict[str, dict[str, Any]] = {}
     for label, rows in (("train split", 0), ("fine-tune subset", s.train_rows)):
         keep = lit_opt.token_ids_in_use(split_ids(s, out, "train", rows), special_ids=tok.all_special_ids)
         tokens = sum(1 for row in test_ids for i in row if i not in special)
         dropped = [sum(1 for i in row if i not in set(keep)) for row in test_ids]
-        vocabularies[label] = {"name": label, "rows": len(keep), "keep": keep, "unk_tokens": sum(dropped) / tokens,
-                               "unk_examples": sum(1 for d in dropped if d) / len(test_ids)}  # fmt: skip
-    keep, subset = vocabularies["train split"]["keep"], vocabularies["fine-tune subset"]["keep"]
+        unk = {"unk_tokens": sum(dropped) / tokens, "unk_examples": sum(map(bool, dropped)) / len(test_ids)}
+        vocabularies[label] = {"name": label, "rows": len(keep), "keep": keep, **unk}
     pruned = {
-        n: lit_opt.prune_vocabulary(copy.deepcopy(model), k, tok.unk_token_id)
-        for n, k in (("all", keep), ("subset", subset))
+        n: lit_opt.prune_vocabulary(copy.deepcopy(model), v["keep"], tok.unk_token_id)
+        for n, v in vocabularies.items()
     }
-    int4 = {**INT4, "group_size": s.group_size}
-    g = f"g{s.group_size}"
+    int4, g = {**INT4, "group_size": s.group_size}, f"g{s.group_size}"
     results = [
         measure(s, out, "fp32", model),
         measure(s, out, "int8 per_channel", model, INT8),
         measure(s, out, f"int4 {g}", model, int4),
-        measure(s, out, "pruned (train split)", pruned["all"]),
-        measure(s, out, "pruned (fine-tune subset)", pruned["subset"]),
-        measure(s, out, f"pruned (train split) + int4 {g}", pruned["all"], int4),
+        measure(s, out, "pruned (train split)", pruned["train split"]),
+        measure(s, out, "pruned (fine-tune subset)", pruned["fine-tune subset"]),
+        measure(s, out, f"pruned (train split) + int4 {g}", pruned["train split"], int4),
     ]
     if s.qat:
-        L.seed_everything(SEED, verbose=False)
-        qat_model = lit_opt.prune_vocabulary(classifier(s.model), keep, unk_token_id=tok.unk_token_id)
-        fit_epochs(
-            s, out.work_dir, Classifier(qat_model, lr=s.lr), [lit_opt.QATCallback(**int4, targets=EMBEDDINGS)]
-        )
+        L.seed_everything(common.SEED, verbose=False)
+        keep = vocabularies["train split"]["keep"]
+        qat_model = lit_opt.prune_vocabulary(common.classifier(s.model), keep, unk_token_id=tok.unk_token_id)
+        qat = lit_opt.QATCallback(**int4, targets=EMBEDDINGS)
+        common.fit_epochs(s, out.work_dir, common.Classifier(qat_model, lr=s.lr), [qat])
         results.append(measure(s, out, f"pruned (train split) + int4 {g} QAT", qat_model.eval()))
-    base = results[0]["test"]
+    fp32, base = results[0], results[0]["test"]
     for r in results:
         right = r.pop("test")
         r["test_acc"] = sum(y == p for y, p in right.values()) / len(right)
         r["test_n"], r["changed"] = len(right), sum(right[i][1] != base[i][1] for i in right)
     out.rows += results + [{k: v for k, v in v.items() if k != "keep"} for v in vocabularies.values()]
     out.rows.append({"name": "fine-tune", "steps": trained["steps"], "fit_wall_s": trained["fit_wall_s"]})
-    fp32 = results[0]
     acc = fp32["test_acc"]
     out.table(
         f"Embedding compression ({s.model} on {s.data}: {s.train_rows} fine-tune rows, {s.epochs} epoch(s) = "
         f"{trained['steps']} steps; {fp32['test_n']} test rows)",
         [
-            {"variant": r["name"], "kept rows": r["rows"], "embedding bytes": f"{r['embedding_bytes']:,}",
-             "x smaller": f"{fp32['embedding_bytes'] / r['embedding_bytes']:.1f}x", "file bytes": f"{r['file_bytes']:,}",
-             "test acc": pct(r["test_acc"]), "vs fp32 (pts)": f"{100 * (r['test_acc'] - acc):+.2f}",
-             "predictions changed": r["changed"]}
+            {
+                "variant": r["name"],
+                "kept rows": r["rows"],
+                "embedding bytes": f"{r['embedding_bytes']:,}",
+                "x smaller": f"{fp32['embedding_bytes'] / r['embedding_bytes']:.1f}x",
+                "file bytes": f"{r['file_bytes']:,}",
+                "test acc": pct(r["test_acc"]),
+                "vs fp32 (pts)": f"{100 * (r['test_acc'] - acc):+.2f}",
+                "predictions changed": r["changed"],
+            }
             for r in results
         ],
-        notes="Embedding bytes: the word-embedding tensors in model.safetensors (codes, scales, remap); file bytes: the "
-        "whole artifact (the rest stays fp32). Accuracies from lit_opt.load(kernel='reference'). One seed: standard "
-        f"error ~{pct(standard_error(acc, fp32['test_n']))}.",
+        notes="Embedding bytes: the word-embedding tensors in model.safetensors (codes, scales, remap); file bytes: "
+        "the whole artifact (the rest stays fp32). Accuracies from lit_opt.load(kernel='reference'). One seed: "
+        f"standard error ~{pct(common.standard_error(acc, fp32['test_n']))}.",
         plot="x smaller",
-    )  # fmt: skip
+    )
     out.table(
         "Vocabulary kept",
-        [
-            {"vocabulary kept": v["name"], "kept rows": v["rows"],
-             "test tokens -> UNK (of non-special tokens)": pct(v["unk_tokens"]),
-             "test examples with an UNK": pct(v["unk_examples"])}
-            for v in vocabularies.values()
-        ],
-    )  # fmt: skip
+        [(v["name"], v["rows"], pct(v["unk_tokens"]), pct(v["unk_examples"])) for v in vocabularies.values()],
+        columns=(
+            "vocabulary kept",
+            "kept rows",
+            "test tokens -> UNK (of non-special tokens)",
+            "test examples with an UNK",
+        ),
+    )
 
-
-BENCH = Benchmark(
-    "embeddings",
-    __doc__,
-    settings={
-        **EPOCH_SETTINGS, "train_rows": 1200, "test_rows": 0, "epochs": 1, "lr": 1e-4, "qat": False, "group_size": 128,
-    },
-    quick={**EPOCH_QUICK, "qat": True, "group_size": 32},
-    run=run,
-    help={"qat": "add the pruned + int4 QAT fine-tune (doubles the time)", "test_rows": "test rows (0: all)"},
-)  # fmt: skip
 
 if __name__ == "__main__":
-    raise SystemExit(BENCH.main())
+    raise SystemExit(main(__name__))

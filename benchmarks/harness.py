@@ -1,9 +1,10 @@
 """What every benchmark shares: settings and ``--quick``, the environment, one JSON result, tables, plots.
 
-A benchmark module declares a :class:`Benchmark`: its settings (full-run defaults and ``--quick`` overrides)
-and a ``run`` function that fills a :class:`Run` with raw ``rows``, tables and goals. The harness
-parses one option per setting, sets the torch threads, runs it and writes the result (:data:`SCHEMA`): a full
-run to ``benchmarks/results/<name>.json``, a quick one under ``outputs/benchmarks/<name>/``, with plots."""
+A benchmark module has a docstring (its first line describes it), ``SETTINGS`` (each setting's full-run
+default, or a ``(full, quick)`` pair), optionally ``HELP`` (setting -> text) and ``run(s, out)``, which fills
+``out`` (a :class:`Run`) with raw ``rows``, tables and goals. The harness parses one option per setting,
+sets the torch threads, runs it and writes the result (:data:`SCHEMA`): a full run to
+``benchmarks/results/<name>.json``, a quick one under ``outputs/benchmarks/<name>/``, with plots."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 import torch
@@ -59,9 +60,10 @@ class Run:
     tables: list[dict[str, Any]] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
 
-    def table(self, title: str, rows: list[dict[str, Any]], notes: str = "", plot: str | None = None) -> None:
-        """Add a markdown table of ``rows`` (column -> cell; a column a row lacks stays empty);
-        ``plot`` names a numeric column to chart."""
+    def table(self, title: str, rows: list, notes: str = "", plot: str | None = None, columns=()) -> None:
+        """Add a markdown table of ``rows``: dicts (column -> cell; a column a row lacks stays empty) or, with
+        ``columns``, sequences of cells. ``plot`` names a numeric column to chart."""
+        rows = [dict(zip(columns, row, strict=True)) for row in rows] if columns else rows
         columns = list(dict.fromkeys(column for row in rows for column in row))
         cells = [[str(row.get(column, "")) for column in columns] for row in rows]
         self.tables.append({"title": title, "columns": columns, "rows": cells, "notes": notes, "plot": plot})
@@ -73,58 +75,46 @@ class Run:
 
 @dataclass
 class Benchmark:
-    """A benchmark: its name, docstring (the first line describes it), settings and ``run`` function.
-
-    ``settings`` maps each setting to its full-run default (bool, int, float, str or a list of one of
-    those; each becomes ``--name-with-dashes``); ``quick`` overrides some for ``--quick`` (besides
-    :data:`QUICK`); ``help`` describes settings.
-    """
+    """The benchmark that module ``benchmarks.<name>`` declares (see the module docstring)."""
 
     name: str
-    doc: str
-    settings: dict[str, Any]
-    quick: dict[str, Any]
-    run: Callable[[argparse.Namespace, Run], None]
-    help: dict[str, str] = field(default_factory=dict)
+    module: ModuleType
 
     @property
     def description(self) -> str:
-        return self.doc.strip().splitlines()[0]
+        return str(self.module.__doc__).strip().splitlines()[0]
 
-    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+    def defaults(self) -> dict[str, tuple[Any, Any]]:
+        """Each setting's ``(full, quick)`` values."""
+        settings = self.module.SETTINGS
+        return {k: v if isinstance(v, tuple) else (v, QUICK.get(k, v)) for k, v in settings.items()}
+
+    def parse(self, argv: list[str]) -> argparse.Namespace:
         """``--quick``, ``--out``, ``--work-dir`` and one option per setting (unset ones take the defaults)."""
-        prog, raw = f"python -m benchmarks.{self.name}", argparse.RawDescriptionHelpFormatter
-        parser = argparse.ArgumentParser(prog, description=self.doc, formatter_class=raw)
+        raw, prog = argparse.RawDescriptionHelpFormatter, f"python -m benchmarks.{self.name}"
+        parser = argparse.ArgumentParser(prog, description=self.module.__doc__, formatter_class=raw)
         parser.add_argument("--quick", action="store_true", help="tiny settings, no download (what CI runs)")
-        parser.add_argument("--out", type=Path, help="result file (default: benchmarks/results/<name>.json)")
+        parser.add_argument("--out", type=Path, help="result file (default benchmarks/results/NAME.json)")
         parser.add_argument(
-            "--work-dir", type=Path, help="artifacts, plots (default outputs/benchmarks/<name>)"
+            "--work-dir", type=Path, help="artifacts, plots (default outputs/benchmarks/NAME)"
         )
-        for key, default in self.settings.items():
-            kind = type(default[0] if isinstance(default, list) and default else default)
-            extra: dict[str, Any] = {"nargs": "*"} if isinstance(default, list) else {}
+        for key, (full, quick) in self.defaults().items():
+            kind = type(full[0] if isinstance(full, list) and full else full)
+            extra: dict[str, Any] = {"nargs": "*"} if isinstance(full, list) else {}
             extra |= {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
-            quick = f"; quick {self.quick.get(key, QUICK.get(key))}" if key in {**QUICK, **self.quick} else ""
-            text = f"{self.help.get(key, '')} (default {default}{quick})".strip()
-            parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=text, **extra)
+            text = f"{getattr(self.module, 'HELP', {}).get(key, '')} (default {full}; quick {quick})"
+            parser.add_argument(f"--{key.replace('_', '-')}", dest=key, help=text.strip(), **extra)
         args = parser.parse_args(argv)
-        quick = {k: v for k, v in QUICK.items() if k in self.settings} | self.quick
-        for key, default in self.settings.items():
+        for key, (full, quick) in self.defaults().items():
             if getattr(args, key) is None:
-                setattr(args, key, quick.get(key, default) if args.quick else default)
+                setattr(args, key, quick if args.quick else full)
         return args
-
-    def main(self, argv: list[str] | None = None) -> int:
-        """The command line: :meth:`execute` on ``sys.argv``; exit status 0."""
-        self.execute(sys.argv[1:] if argv is None else argv)
-        return 0
 
     def execute(self, argv: list[str]) -> dict[str, Any]:
         """Parse ``argv``, run, write and print the result; returns it."""
         args = self.parse(argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        threads = torch.get_num_threads()
-        levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
+        threads, levels = torch.get_num_threads(), {n: logging.getLogger(n).level for n in OWN_LOGGERS}
         torch.set_num_threads(getattr(args, "threads", threads))
         for name in OWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -140,18 +130,23 @@ class Benchmark:
         work = args.work_dir or ROOT / "outputs" / "benchmarks" / self.name
         work.mkdir(parents=True, exist_ok=True)
         out = args.out or (work / "result-quick.json" if args.quick else RESULTS / f"{self.name}.json")
-        settings = {k: getattr(args, k) for k in self.settings}
+        settings = {key: getattr(args, key) for key in self.module.SETTINGS}
         run = Run(argparse.Namespace(quick=args.quick, **settings), work)
         started, load_start, commit = time.perf_counter(), loadavg(), git_state()  # the code that runs
-        self.run(run.settings, run)
+        self.module.run(run.settings, run)
         result = {
-            "schema_version": SCHEMA_VERSION, "benchmark": self.name, "description": self.description,
+            "schema_version": SCHEMA_VERSION,
+            "benchmark": self.name,
+            "description": self.description,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": " ".join([f"python -m benchmarks.{self.name}", *argv]),
-            "provenance": f"{HARNESS_RUN} at git {commit}", "quick": args.quick, "settings": settings,
+            "provenance": f"{HARNESS_RUN} at git {commit}",
+            "quick": args.quick,
+            "settings": settings,
             "environment": {**environment(getattr(args, "threads", None)), "loadavg_start": load_start},
-            "wall_s": round(time.perf_counter() - started, 1), "rows": run.rows, "tables": run.tables, "goals": run.goals,
-        }  # fmt: skip
+            "wall_s": round(time.perf_counter() - started, 1),
+            **{"rows": run.rows, "tables": run.tables, "goals": run.goals},
+        }
         validate(result)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -160,6 +155,13 @@ class Benchmark:
             log.info("plot: %s", path)
         log.info("wrote %s (%.0f s)", out, result["wall_s"])
         return result
+
+
+def main(module: str) -> int:
+    """``python -m benchmarks.<name>``: run the benchmark of the module named ``module`` on ``sys.argv``."""
+    found = sys.modules[module]
+    Benchmark(found.__spec__.name.rsplit(".", 1)[-1], found).execute(sys.argv[1:])
+    return 0
 
 
 def git_state() -> str:
@@ -224,7 +226,7 @@ def validate(result: dict[str, Any]) -> None:
     if problems:
         raise ValueError(
             f"benchmark result {result.get('benchmark')!r} does not follow the schema: {'; '.join(problems)}. "
-            "HINT: results are written by Benchmark.main(); see benchmarks/harness.py SCHEMA."
+            "HINT: results are written by Benchmark.execute(); see benchmarks/harness.py SCHEMA."
         )
 
 
@@ -241,8 +243,7 @@ def render(result: dict[str, Any]) -> str:
     lines: list[str] = []
     for table in result["tables"]:
         lines += [f"**{table['title']}**", "", *markdown_table(table["columns"], table["rows"]), ""]
-        if table.get("notes"):
-            lines += [table["notes"], ""]
+        lines += [table["notes"], ""] if table.get("notes") else []
     if result["goals"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}
         rows = [[g["goal"], g["measured"], verdict[g["pass"]]] for g in result["goals"]]
@@ -250,14 +251,10 @@ def render(result: dict[str, Any]) -> str:
     env = result["environment"]
     where = [str(env["cpu"])] if env.get("cpu") else []
     where += [f"{env['threads']} threads"] if env.get("threads") else []
-    where += (
-        [f"load average {env['loadavg_start']} at start, {env['loadavg']} at end"]
-        if env.get("loadavg")
-        else []
-    )
-    lines.append(
-        f"`{result['command']}` ({'; '.join([result['date'], *where])}). Provenance: {result['provenance']}."
-    )
+    if env.get("loadavg"):
+        where.append(f"load average {env['loadavg_start']} at start, {env['loadavg']} at end")
+    where_run = "; ".join([result["date"], *where])
+    lines.append(f"`{result['command']}` ({where_run}). Provenance: {result['provenance']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -269,18 +266,15 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    for table in result["tables"]:
-        if not table.get("plot"):
-            continue
-        column = table["columns"].index(table["plot"])
-        labels = [row[0] for row in table["rows"]]
+    for table in filter(lambda t: t.get("plot"), result["tables"]):
+        column, rows = table["columns"].index(table["plot"]), table["rows"]
+        labels = [row[0] for row in rows]
         if len(set(labels)) < len(labels):  # e.g. one row per model and batch size: name both
-            labels = [f"{row[0]}, {table['columns'][1]} {row[1]}" for row in table["rows"]]
-        points = []
-        for label, row in zip(labels, table["rows"], strict=True):
-            number = re.match(r"[-+]?\d[\d,]*\.?\d*(e[-+]?\d+)?", row[column])
-            if number:
-                points.append((label, float(number.group(0).replace(",", ""))))
+            labels = [f"{row[0]}, {table['columns'][1]} {row[1]}" for row in rows]
+        numbers = [re.match(r"[-+]?\d[\d,]*\.?\d*(e[-+]?\d+)?", row[column]) for row in rows]
+        points = [
+            (lab, float(n.group(0).replace(",", ""))) for lab, n in zip(labels, numbers, strict=True) if n
+        ]
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(8, 0.45 * len(points) + 1.2))
@@ -289,8 +283,7 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         ax.set_title(textwrap.fill(table["title"], 100), fontsize=8)
         fig.tight_layout()
         slug = re.sub(r"[^a-z0-9]+", "-", table["title"].lower())[:40]
-        path = directory / f"{result['benchmark']}-{slug}.png"
-        fig.savefig(path, dpi=100)
+        paths.append(directory / f"{result['benchmark']}-{slug}.png")
+        fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
-        paths.append(path)
     return paths

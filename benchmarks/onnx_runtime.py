@@ -9,12 +9,10 @@ runs the same synthetic token ids, interleaved round by round; sizes are the byt
 alternative to ``MatMulInteger`` the ONNX export was chosen against; not shipped).
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,28 @@ import torch
 from torch import nn
 
 import lit_opt
-from benchmarks.common import VOCAB, classifier
-from benchmarks.harness import Benchmark, Run, time_models
+from benchmarks.common import VOCAB, classifier, time_batches
+from benchmarks.harness import Run, main
 from lit_opt.export import onnx_graph
 from lit_opt.export.onnx import quantize_onnx_dynamic
 from lit_opt.inference.measure import synthetic_batch
 from lit_opt.pruning import PruningConfig, prepare_pruning, update_masks
 from lit_opt.quantization import QuantizationConfig, prepare_quantization
+
+SETTINGS = dict(
+    model="minilm",
+    layers=(3, 1),
+    threads=2,
+    batch_sizes=([1, 32], [2]),
+    seq_len=(128, 16),
+    repeats=(15, 2),
+    compile_kernels=(["packed_int8", "bf16"], []),
+    export_bf16=True,
+)
+HELP = {
+    "compile_kernels": "lit_opt.load kernels also timed under torch.compile (compiling takes minutes)",
+    "export_bf16": "also time torch.export of lit_opt.load(kernel='bf16')",
+}
 
 
 @contextlib.contextmanager
@@ -56,109 +69,71 @@ def student(teacher: nn.Module, layers: int) -> nn.Module:
     for structure, targets in (("heads", ["*.attention.self"]), ("rows", ["*.intermediate.dense"])):
         config = PruningConfig(0.5, structure=structure, scope="local", targets=targets)
         update_masks(prepare_pruning(model, config), config, 0.5, step=0)
-    prepare_quantization(
-        model, QuantizationConfig(weight_bits=8, activations="dynamic", targets=["bert.encoder.*"])
-    )
+    int8 = QuantizationConfig(weight_bits=8, activations="dynamic", targets=["bert.encoder.*"])
+    prepare_quantization(model, int8)
     group = min(128, model.config.hidden_size)
-    embeddings = QuantizationConfig(
-        weight_bits=4, granularity="per_group", group_size=group, targets=["*word_embeddings"]
-    )
-    prepare_quantization(model, embeddings, owner="embeddings")
+    int4 = dict(granularity="per_group", group_size=group, targets=["*word_embeddings"])
+    prepare_quantization(model, QuantizationConfig(weight_bits=4, **int4), owner="embeddings")
     return model.eval()
 
 
-def _bytes(path: Path) -> int:
+def loaded_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir() if p.name in ("model.onnx", "model.safetensors"))
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    teacher = classifier(s.model).eval()
-    work = out.work_dir
+    teacher, work = classifier(s.model).eval(), out.work_dir
     artifact = lit_opt.export(student(teacher, s.layers), work / "student")
     graphs = {
-        "ORT MatMulInteger, int4 embeddings gathered": lit_opt.export_onnx(artifact, work / "onnx_gather"),
-        "ORT MatMulInteger, fp32 embeddings": lit_opt.export_onnx(
-            artifact, work / "onnx_fp32_embeddings", int4_embeddings="dequantize"
-        ),
+        "ORT MatMulInteger, int4 embeddings gathered": lit_opt.export_onnx(artifact, work / "onnx_gather")
     }
+    fp32 = lit_opt.export_onnx(artifact, work / "onnx_fp32_embeddings", int4_embeddings="dequantize")
+    graphs["ORT MatMulInteger, fp32 embeddings"] = fp32
     with qdq_matmuls():
         graphs["ORT QDQ (DequantizeLinear + MatMul)"] = lit_opt.export_onnx(artifact, work / "onnx_qdq")
-    teacher_graph = lit_opt.export_onnx(teacher, work / "teacher_onnx")
-    graphs["teacher ORT fp32"] = teacher_graph
-    graphs["teacher ORT int8 (quantize_dynamic)"] = quantize_onnx_dynamic(
-        teacher_graph, work / "teacher_onnx_int8"
-    )
-    models: dict[str, Callable[..., Any]] = {"teacher eager fp32": teacher}
+    graphs["teacher ORT fp32"] = lit_opt.export_onnx(teacher, work / "teacher_onnx")
+    int8_graph = quantize_onnx_dynamic(graphs["teacher ORT fp32"], work / "teacher_onnx_int8")
+    graphs["teacher ORT int8 (quantize_dynamic)"] = int8_graph
+    models: dict[str, Any] = {"teacher eager fp32": teacher}
     sizes = {"teacher eager fp32": sum(p.numel() * 4 for p in teacher.parameters())}
     for kernel in ("packed_int8", "bf16"):
         models[f"load {kernel}"] = lit_opt.load(artifact, kernel=kernel)
-        sizes[f"load {kernel}"] = _bytes(artifact)
-    for name, path in graphs.items():
-        models[name] = lit_opt.load_onnx(path, threads=s.threads)
-        sizes[name] = _bytes(path)
+    models |= {name: lit_opt.load_onnx(path, threads=s.threads) for name, path in graphs.items()}
     for kernel in s.compile_kernels:
-        models[f"torch.compile(load {kernel})"] = torch.compile(
-            lit_opt.load(artifact, kernel=kernel), dynamic=False
-        )
-        sizes[f"torch.compile(load {kernel})"] = _bytes(artifact)
+        compiled = torch.compile(lit_opt.load(artifact, kernel=kernel), dynamic=False)
+        models[f"torch.compile(load {kernel})"] = compiled
     if s.export_bf16:  # torch.export runs only the bf16 kernel (packed_int8's prepacked weights and the
         # reference kernel's data-dependent quantizer flags do not export)
         positions = teacher.config.max_position_embeddings
         batch, seq = torch.export.Dim("batch", max=1024), torch.export.Dim("seq", min=2, max=positions)
         example = synthetic_batch(2, s.seq_len, VOCAB)
-        exported = torch.export.export(
-            lit_opt.load(artifact, kernel="bf16"),
-            (),
-            kwargs=dict(example),
-            dynamic_shapes={k: {0: batch, 1: seq} for k in example},
-            strict=False,
-        )
+        shapes = {k: {0: batch, 1: seq} for k in example}
+        bf16 = lit_opt.load(artifact, kernel="bf16")
+        exported = torch.export.export(bf16, (), kwargs=dict(example), dynamic_shapes=shapes, strict=False)
         models["torch.export(load bf16)"] = exported.module()
-        sizes["torch.export(load bf16)"] = _bytes(artifact)
-    cells = []
-    for batch_size in s.batch_sizes:
-        inputs = synthetic_batch(batch_size, s.seq_len, VOCAB)
-        # 3 untimed calls each first (torch.compile compiles here)
-        stats = time_models(models, inputs, "teacher eager fp32", warmup=3, repeats=s.repeats)
-        for name, t in stats.items():
-            out.rows.append({"runtime": name, "batch": batch_size, "bytes": sizes[name], **t})
-            cells.append({"runtime": name, "batch": batch_size, "MB loaded": f"{sizes[name] / 1e6:.2f}",
-                          "median ms": f"{t['median_ms']:.2f}", "vs teacher eager fp32": f"{1 / t['ratio']:.2f}x"})  # fmt: skip
+    sizes |= {name: loaded_bytes(graphs.get(name, artifact)) for name in models if name not in sizes}
+    # 3 untimed calls each first (torch.compile compiles here)
+    repeats = dict.fromkeys(s.batch_sizes, s.repeats)
+    for b, stats in time_batches(models, "teacher eager fp32", repeats, s.seq_len, 3).items():
+        out.rows += [{"runtime": name, "batch": b, "bytes": sizes[name], **t} for name, t in stats.items()]
+    cells = [
+        (
+            r["runtime"],
+            r["batch"],
+            f"{r['bytes'] / 1e6:.2f}",
+            f"{r['median_ms']:.2f}",
+            f"{1 / r['ratio']:.2f}x",
+        )
+        for r in out.rows
+    ]
     out.table(
         f"Runtimes of one compressed student ({s.model} shape, {s.layers} layers, seq {s.seq_len}, "
         f"{s.threads} threads, {s.repeats} interleaved rounds)",
         cells,
         plot="vs teacher eager fp32",
+        columns=("runtime", "batch", "MB loaded", "median ms", "vs teacher eager fp32"),
     )
 
 
-BENCH = Benchmark(
-    "onnx_runtime",
-    __doc__,
-    settings={
-        "model": "minilm",
-        "layers": 3,
-        "threads": 2,
-        "batch_sizes": [1, 32],
-        "seq_len": 128,
-        "repeats": 15,
-        "compile_kernels": ["packed_int8", "bf16"],
-        "export_bf16": True,
-    },
-    quick={
-        "model": "tiny",
-        "layers": 1,
-        "batch_sizes": [2],
-        "seq_len": 16,
-        "repeats": 2,
-        "compile_kernels": [],
-    },
-    run=run,
-    help={
-        "compile_kernels": "lit_opt.load kernels also timed under torch.compile (compiling takes minutes)",
-        "export_bf16": "also time torch.export of lit_opt.load(kernel='bf16')",
-    },
-)
-
 if __name__ == "__main__":
-    raise SystemExit(BENCH.main())
+    raise SystemExit(main(__name__))

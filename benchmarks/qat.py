@@ -9,14 +9,11 @@ On the classifier (pretrained encoder, a head from a fixed seed) at sequence len
 - training rows: a Lightning step (forward + backward + AdamW) at batch 32, plain vs ``QATCallback()``.
 """
 
-from __future__ import annotations
-
 import argparse
 import copy
 import functools
 import statistics
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,11 +22,22 @@ from torch.utils.data import DataLoader
 
 import lit_opt
 from benchmarks.common import Classifier, Clock, classifier, trainer
-from benchmarks.harness import Benchmark, Run, reject, time_models
+from benchmarks.harness import Run, main, reject, time_models
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.export.loader import best_kernel
 from lit_opt.inference.measure import dir_bytes, file_bytes, percentile
 
+SETTINGS = dict(
+    model="minilm",
+    threads=2,
+    seq_len=(128, 32),
+    batches=([1, 32], [1, 4]),
+    repeats=(10, 1),
+    repeats_b1=(50, 3),
+    warmup=(2, 1),
+    train_steps=(8, 3),
+)
+HELP = {"repeats": "timed rounds at the larger batches", "train_steps": "steps per training run (>= 3)"}
 SENTENCES = [
     "The film was a quiet triumph, patient and warm from the first scene to the last.",
     "I would not recommend this restaurant; the soup was cold and the service slow.",
@@ -69,10 +77,10 @@ def make_inputs(batch: int, seq: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def variants(base: nn.Module, work: Any) -> dict[str, tuple[Callable[[], nn.Module], dict[str, Any]]]:
+def variants(base: nn.Module, work: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Each inference row: how to build its model, and its file size (and how that was measured)."""
-    rows: dict[str, tuple[Callable[[], nn.Module], dict[str, Any]]] = {}
     bf16 = copy.deepcopy(base).to(torch.bfloat16).eval()
+    rows: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name, model in (("fp32", base), ("bf16", bf16)):
         model.save_pretrained(str(work / name), safe_serialization=True)
         size = file_bytes(work / name / "model.safetensors")
@@ -83,7 +91,7 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[Callable[[], nn.Modu
     torch.save(ao.state_dict(), work / "torch_ao_int8.pt")
     how = "torch.save(state_dict) (packed int8 Linear params; embeddings stay fp32)"
     size = {"bytes": file_bytes(work / "torch_ao_int8.pt"), "size_how": how}
-    rows["torch.ao dynamic int8"] = (lambda: ao.eval(), size)
+    rows["torch.ao dynamic int8"] = (ao.eval, size)
     int8 = lit_opt.export(base, work / "lit_opt_int8", quantization=INT8)
     int4 = lit_opt.export(base, work / "lit_opt_int4_g32", quantization=INT4)
     auto = best_kernel(torch.device("cpu"))
@@ -93,9 +101,9 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[Callable[[], nn.Modu
         ("lit_opt int8 (kernel=reference)", int8, "reference"),
         (f"lit_opt int4 g32 (auto={auto})", int4, "auto"),
     ):
-        load = functools.partial(lit_opt.load, path, kernel=kernel)
         size = {"bytes": file_bytes(path / "model.safetensors"), "artifact_dir_bytes": dir_bytes(path)}
-        rows[label] = (load, {**size, "kernel": kernel, "size_how": "model.safetensors"})
+        info = {**size, "kernel": kernel, "size_how": "model.safetensors"}
+        rows[label] = (functools.partial(lit_opt.load, path, kernel=kernel), info)
     return rows
 
 
@@ -106,8 +114,8 @@ def logits_of(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor
 
 
 def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str, Any]]:
-    inputs = {b: make_inputs(b, s.seq_len) for b in s.batches}
-    big = max(s.batches)
+    """Each variant's row: fidelity to fp32, latency at each batch size (interleaved), throughput, size."""
+    inputs, big = {b: make_inputs(b, s.seq_len) for b in s.batches}, max(s.batches)
     reference = logits_of(base, inputs[big])
     rows, models = [], {}
     for name, (make, info) in variants(base, out.work_dir).items():
@@ -120,9 +128,8 @@ def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str
             continue
         agree = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
         diff = float((logits - reference).abs().max())
-        rows.append(
-            {"name": name, "available": True, "max_abs_logit_diff": diff, "top1_agreement": agree, **info}
-        )
+        fidelity = {"max_abs_logit_diff": diff, "top1_agreement": agree}
+        rows.append({"name": name, "available": True, **fidelity, **info})
     by = {r["name"]: r for r in rows}
     for b in s.batches:
         stats = time_models(models, inputs[b], "fp32", s.warmup, s.repeats_b1 if b == 1 else s.repeats)
@@ -145,10 +152,13 @@ def inference_cells(r: dict[str, Any], batches: list[int]) -> dict[str, Any]:
         | {f"b{b} {k} ms": f"{r[f'b{b}_{k}_ms']:.2f}" for b in batches for k in ("median", "p90")}
         | {f"b{big} seq/s": f"{r[f'b{big}_throughput_seq_s']:.1f}"}
         | {f"speedup b{b}": f"{r[f'speedup_b{b}']:.2f}x" for b in batches}
-        | {"file bytes": f"{r['bytes']:,}", "% of fp32": f"{r['size_pct_of_fp32']:.1f}%",
-           "max abs logit diff": f"{r['max_abs_logit_diff']:.4f}", "top-1 agree": f"{100 * r['top1_agreement']:.1f}%",
-           f"b{big} cpu/wall": f"{r[f'b{big}_cpu_per_wall']:.2f}"}
-    )  # fmt: skip
+        | {"file bytes": f"{r['bytes']:,}", "% of fp32": f"{r['size_pct_of_fp32']:.1f}%"}
+        | {
+            "max abs logit diff": f"{r['max_abs_logit_diff']:.4f}",
+            "top-1 agree": f"{100 * r['top1_agreement']:.1f}%",
+        }
+        | {f"b{big} cpu/wall": f"{r[f'b{big}_cpu_per_wall']:.2f}"}
+    )
 
 
 def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, Any]:
@@ -159,9 +169,9 @@ def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, A
     callbacks = [clock, lit_opt.QATCallback()] if qat else [clock]
     loader = DataLoader(examples * (s.train_steps + 1), batch_size=32)
     trainer(callbacks, max_steps=s.train_steps).fit(Classifier(copy.deepcopy(base).train(), lr=1e-5), loader)
-    wall = clock.wall_ms[2:]
-    return {"qat": qat, "steps": s.train_steps, "step_median_ms": statistics.median(wall),
-            "step_p90_ms": percentile(wall, 90), "cpu_per_wall": sum(clock.cpu_ms[2:]) / sum(wall)}  # fmt: skip
+    wall, cpu = clock.wall_ms[2:], sum(clock.cpu_ms[2:])
+    times = {"step_median_ms": statistics.median(wall), "step_p90_ms": percentile(wall, 90)}
+    return {"qat": qat, "steps": s.train_steps, **times, "cpu_per_wall": cpu / sum(wall)}
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
@@ -173,8 +183,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
     plain, qat = step_times(base, False, s), step_times(base, True, s)
     torch.set_num_threads(s.threads)
     ratio = qat["step_median_ms"] / plain["step_median_ms"]
-    training = [{"name": "training plain", **plain}, {"name": "training QAT", **qat, "qat_over_plain": ratio}]
-    out.rows += rows + training
+    out.rows += [*rows, {"name": "training plain", **plain}]
+    out.rows.append({"name": "training QAT", **qat, "qat_over_plain": ratio})
     big = max(s.batches)
     out.table(
         f"Inference ({s.model}, seq {s.seq_len}, {s.threads} threads, rows interleaved)",
@@ -185,54 +195,32 @@ def run(s: argparse.Namespace, out: Run) -> None:
         "measures fidelity to fp32, not task accuracy. cpu/wall ~ threads on an idle machine.",
         plot=f"speedup b{big}",
     )
+    cells = [
+        (name, f"{r['step_median_ms']:.0f}", f"{r['step_p90_ms']:.0f}", f"{r['cpu_per_wall']:.2f}")
+        for name, r in (("plain", plain), ("QATCallback() (int8 dynamic)", qat))
+    ]
     out.table(
         f"Training step (batch 32, seq {s.seq_len}, AdamW, Lightning, {s.train_steps} steps, first 2 skipped)",
-        [
-            {"run": name, "step median ms": f"{r['step_median_ms']:.0f}", "step p90 ms": f"{r['step_p90_ms']:.0f}",
-             "cpu/wall": f"{r['cpu_per_wall']:.2f}"}
-            for name, r in (("plain", plain), ("QATCallback() (int8 dynamic)", qat))
-        ] + [{"run": "ratio QAT/plain", "step median ms": f"{ratio:.3f}"}],
-    )  # fmt: skip
+        [*cells, ("ratio QAT/plain", f"{ratio:.3f}", "", "")],
+        columns=("run", "step median ms", "step p90 ms", "cpu/wall"),
+    )
     by = {r["name"]: r for r in rows}
-    main = next(r for r in rows if r["name"].startswith("lit_opt int8 (auto"))
-    kernel = by["lit_opt int8 (kernel=int8)"]
-    speed = f"speedup_b{big}"
-    out.goal(
-        f"exported int8 >= 2x fp32 at b{big}",
-        f"{main[speed]:.2f}x ({main['name']}; kernel=int8 {kernel[speed]:.2f}x)",
-        main[speed] >= 2,
-    )
-    ao = by["torch.ao dynamic int8"]
+    lit = next(r for r in rows if r["name"].startswith("lit_opt int8 (auto"))
+    kernel, ao = by["lit_opt int8 (kernel=int8)"], by["torch.ao dynamic int8"]
+    speed, ms = f"speedup_b{big}", f"b{big}_median_ms"
+    measured = f"{lit[speed]:.2f}x ({lit['name']}; kernel=int8 {kernel[speed]:.2f}x)"
+    out.goal(f"exported int8 >= 2x fp32 at b{big}", measured, lit[speed] >= 2)
     if ao["available"]:
-        ms = f"b{big}_median_ms"
-        b1 = f" (b1 ao/lit_opt {ao['b1_median_ms'] / main['b1_median_ms']:.2f})" if 1 in s.batches else ""
-        out.goal(
-            f"int8 no slower than torch.ao at b{big}",
-            f"{main[ms]:.1f} ms vs {ao[ms]:.1f} ms (ao/lit_opt {ao[ms] / main[ms]:.2f}; kernel=int8 {ao[ms] / kernel[ms]:.2f}){b1}",
-            main[ms] <= ao[ms],
-        )
+        b1 = f" (b1 ao/lit_opt {ao['b1_median_ms'] / lit['b1_median_ms']:.2f})" if 1 in s.batches else ""
+        versus = f"ao/lit_opt {ao[ms] / lit[ms]:.2f}; kernel=int8 {ao[ms] / kernel[ms]:.2f}"
+        measured, passed = f"{lit[ms]:.1f} ms vs {ao[ms]:.1f} ms ({versus}){b1}", lit[ms] <= ao[ms]
     else:
-        out.goal(f"int8 no slower than torch.ao at b{big}", f"peer unavailable: {ao['reason']}", None)
-    pct = main["size_pct_of_fp32"]
-    out.goal(
-        "int8 file <= 27% of fp32",
-        f"{pct:.1f}% ({main['bytes']:,} / {by['fp32']['bytes']:,} bytes)",
-        pct <= 27,
-    )
+        measured, passed = f"peer unavailable: {ao['reason']}", None
+    out.goal(f"int8 no slower than torch.ao at b{big}", measured, passed)
+    share = f"{lit['size_pct_of_fp32']:.1f}% ({lit['bytes']:,} / {by['fp32']['bytes']:,} bytes)"
+    out.goal("int8 file <= 27% of fp32", share, lit["size_pct_of_fp32"] <= 27)
     out.goal("QAT adds <= 15% to a training step", f"{ratio:.3f}x", ratio <= 1.15)
 
 
-BENCH = Benchmark(
-    "qat",
-    __doc__,
-    settings={
-        "model": "minilm", "threads": 2, "seq_len": 128, "batches": [1, 32], "repeats": 10, "repeats_b1": 50,
-        "warmup": 2, "train_steps": 8,
-    },
-    quick={"seq_len": 32, "batches": [1, 4], "repeats": 1, "repeats_b1": 3, "warmup": 1, "train_steps": 3},
-    run=run,
-    help={"repeats": "timed rounds at the larger batches", "train_steps": "steps per training run (>= 3)"},
-)  # fmt: skip
-
 if __name__ == "__main__":
-    raise SystemExit(BENCH.main())
+    raise SystemExit(main(__name__))

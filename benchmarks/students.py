@@ -13,96 +13,87 @@ batches in every run), constant-lr AdamW, ``epochs`` epochs each:
    every model timed round-robin against the teacher in the same rounds.
 """
 
-from __future__ import annotations
-
 import argparse
 
 import lightning as L
 import torch
 from torch import nn
 
-from benchmarks.common import (
-    EPOCH_QUICK,
-    EPOCH_SETTINGS,
-    SEED,
-    VOCAB,
-    evaluate,
-    fine_tune_teacher,
-    fit_epochs,
-    pct,
-    standard_error,
-)
-from benchmarks.harness import Benchmark, Run, time_models
+from benchmarks import common
+from benchmarks.common import pct
+from benchmarks.harness import Run, main
 from lit_opt import DistillationModule
 from lit_opt.distillation import students
 from lit_opt.distillation.mobilebert import mobilebert
-from lit_opt.inference.measure import synthetic_batch
 
-
-def non_embedding_params(model: nn.Module) -> int:
-    """Parameters outside the embedding layers (words, positions, token types), head included."""
-    return sum(p.numel() for name, p in model.named_parameters() if ".embeddings." not in f".{name}")
+SETTINGS = (
+    common.EPOCH_SETTINGS
+    | common.DISTILL_SETTINGS
+    | dict(
+        train_rows=(1280, 64),
+        test_rows=(640, 32),
+        student_lr=2e-4,
+        attention_weight=1.0,
+        narrow_hidden=(256, 16),
+        narrow_layers=4,
+        narrow_heads=4,
+        keep_layers=([0, 2, 4], [0]),
+        mobile_layers=(6, 2),
+        mobile_bottleneck=(128, 16),
+        mobile_intermediate=(512, 32),
+        mobile_embedding=(128, 16),
+        seq_len=(64, 16),
+        warmup=2,
+        repeats=(10, 2),
+    )
+)
+HELP = {"test_rows": "test examples (0: all)", "threads": "torch threads (training and latency)"}
 
 
 def build(s: argparse.Namespace, kind: str, teacher_dir: str) -> nn.Module:
-    L.seed_everything(SEED + 1, verbose=False)  # the same random start for the two narrow runs
+    L.seed_everything(common.SEED + 1, verbose=False)  # the same random start for the two narrow runs
     if kind == "narrow":
         return students.narrow(teacher_dir, s.narrow_hidden, s.narrow_layers, s.narrow_heads, num_labels=2)
     if kind == "keep_layers":
         return students.keep_layers(teacher_dir, s.keep_layers, num_labels=2)
-    return mobilebert(
-        teacher_dir, bottleneck_size=s.mobile_bottleneck, num_layers=s.mobile_layers, num_heads=s.narrow_heads,
-        intermediate_size=s.mobile_intermediate, embedding_size=s.mobile_embedding, num_labels=2,
-    )  # fmt: skip
-
-
-def latencies(s: argparse.Namespace, models: dict[str, nn.Module]) -> dict[int, dict[str, dict[str, float]]]:
-    """Median fp32 latency of each model at batch 1 and 32, round-robin against the teacher."""
-    torch.set_num_threads(s.threads)
-    models = {name: model.eval() for name, model in models.items()}
-    return {
-        batch_size: time_models(models, synthetic_batch(batch_size, s.seq_len, VOCAB), "teacher", s.warmup, s.repeats)
-        for batch_size in (1, 32)
-    }  # fmt: skip
+    shape = dict(bottleneck_size=s.mobile_bottleneck, num_layers=s.mobile_layers, num_heads=s.narrow_heads)
+    sizes = dict(intermediate_size=s.mobile_intermediate, embedding_size=s.mobile_embedding)
+    return mobilebert(teacher_dir, **shape, **sizes, num_labels=2)
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    teacher_model, measured, teacher_dir = fine_tune_teacher(s, out.work_dir)
-    rows = [{"name": "teacher", "loss": "cross-entropy"} | measured]
-    models = {"teacher": teacher_model}
+    teacher_model, measured, teacher_dir = common.fine_tune_teacher(s, out.work_dir)
+    rows, models = [{"name": "teacher", "loss": "cross-entropy"} | measured], {"teacher": teacher_model}
+    tiny = "narrow, TinyBERT (embeddings + hidden + attention + logits)"
     plans = [
         ("narrow, logits only", "narrow", 0.0, 0.0),
-        ("narrow, TinyBERT (embeddings + hidden + attention + logits)", "narrow", s.hidden_weight, s.attention_weight),
+        (tiny, "narrow", s.hidden_weight, s.attention_weight),
         ("keep_layers [0, 2, 4], logits", "keep_layers", 0.0, 0.0),
         ("MobileBERT-style, feature maps + logits", "mobilebert", s.hidden_weight, 0.0),
-    ]  # fmt: skip
+    ]
     for name, kind, hidden, attention in plans:
-        model = build(s, kind, str(teacher_dir))
-        module = DistillationModule(
-            model, students.pretrained(str(teacher_dir), num_labels=2), temperature=s.temperature, alpha=s.alpha,
-            hidden_weight=hidden, attention_weight=attention, lr=s.student_lr,
-        )  # fmt: skip
+        models[name] = model = build(s, kind, str(teacher_dir))
+        teacher = students.pretrained(str(teacher_dir), num_labels=2)
+        weights = dict(hidden_weight=hidden, attention_weight=attention, lr=s.student_lr)
+        module = DistillationModule(model, teacher, temperature=s.temperature, alpha=s.alpha, **weights)
         loss = f"{s.alpha:g}·T²·KL + {1 - s.alpha:g}·CE"
         loss += f" + {hidden:g}·hidden MSE" if hidden else ""
         loss += f" + {attention:g}·attention MSE" if attention else ""
         loss += f" (layer map {dict(module.layer_map)})" if module.layer_map else ""
-        row = (
-            {"name": name, "loss": loss}
-            | fit_epochs(s, out.work_dir, module)
-            | evaluate(s, out.work_dir, model)
-        )
-        rows.append(row)
-        models[name] = model
-    timing = latencies(s, models)
-    teacher = rows[0]
+        fit = common.fit_epochs(s, out.work_dir, module)
+        rows.append({"name": name, "loss": loss} | fit | common.evaluate(s, out.work_dir, model))
+    torch.set_num_threads(s.threads)  # fp32 latency at batch 1 and 32, round-robin against the teacher
+    models = {name: model.eval() for name, model in models.items()}
+    timing = common.time_batches(models, "teacher", {1: s.repeats, 32: s.repeats}, s.seq_len, s.warmup)
     for row in rows:
         model = models[row["name"]]
         row["params"] = sum(p.numel() for p in model.parameters())
-        row["non_embedding_params"] = non_embedding_params(model)
+        outside = [p for n, p in model.named_parameters() if ".embeddings." not in f".{n}"]  # head included
+        row["non_embedding_params"] = sum(p.numel() for p in outside)
         row["hidden_size"] = model.config.hidden_size
         row["latency"] = {b: timing[b][row["name"]] for b in timing}
     out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows]
-    base_params = teacher["non_embedding_params"]
+    teacher, base_params = rows[0], rows[0]["non_embedding_params"]
     out.table(
         f"Students ({s.data}: {teacher['train_rows']} train rows, {teacher['test_n']} test rows, max_length "
         f"{s.max_length}, batch {s.batch_size}, {s.epochs} epochs = {teacher['steps']} steps each)",
@@ -124,17 +115,15 @@ def run(s: argparse.Namespace, out: Run) -> None:
         ],
         notes=f"One seed each; fp32, {s.threads} thread(s), seq {s.seq_len}, latency ratios are paired medians "
         f"over {s.repeats} round-robin rounds against the teacher. Test accuracy's standard error is about "
-        f"{pct(standard_error(teacher['test_acc'], teacher['test_n']))}.",
+        f"{pct(common.standard_error(teacher['test_acc'], teacher['test_n']))}.",
         plot="test acc",
     )
-    by = {r["name"]: r for r in rows}
-    tiny, logits = by[plans[1][0]], by[plans[0][0]]
+    logits, tiny, _, mobile = rows[1:]
     out.goal(
         f"TinyBERT-style >= logits-only distillation (narrow student, hidden {s.narrow_hidden})",
         f"{pct(tiny['test_acc'])} vs {pct(logits['test_acc'])}",
         tiny["test_acc"] >= logits["test_acc"],
     )
-    mobile = by[plans[3][0]]
     share, ratio = mobile["non_embedding_params"] / base_params, mobile["test_acc"] / teacher["test_acc"]
     out.goal(
         "MobileBERT-style: >= 95% of the teacher's accuracy at <= 40% of its non-embedding parameters",
@@ -143,46 +132,5 @@ def run(s: argparse.Namespace, out: Run) -> None:
     )
 
 
-BENCH = Benchmark(
-    "students",
-    __doc__,
-    settings={
-        **EPOCH_SETTINGS,
-        "train_rows": 1280,
-        "test_rows": 640,
-        "epochs": 2,
-        "teacher_lr": 1e-4,
-        "student_lr": 2e-4,
-        "temperature": 2.0,
-        "alpha": 0.7,
-        "hidden_weight": 1.0,
-        "attention_weight": 1.0,
-        "narrow_hidden": 256,
-        "narrow_layers": 4,
-        "narrow_heads": 4,
-        "keep_layers": [0, 2, 4],
-        "mobile_layers": 6,
-        "mobile_bottleneck": 128,
-        "mobile_intermediate": 512,
-        "mobile_embedding": 128,
-        "seq_len": 64,
-        "warmup": 2,
-        "repeats": 10,
-    },
-    quick={
-        **EPOCH_QUICK,
-        "narrow_hidden": 16,
-        "keep_layers": [0],
-        "mobile_layers": 2,
-        "mobile_bottleneck": 16,
-        "mobile_intermediate": 32,
-        "mobile_embedding": 16,
-        "seq_len": 16,
-        "repeats": 2,
-    },
-    run=run,
-    help={"test_rows": "test examples (0: all)", "threads": "torch threads (training and latency)"},
-)
-
 if __name__ == "__main__":
-    raise SystemExit(BENCH.main())
+    raise SystemExit(main(__name__))

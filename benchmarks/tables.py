@@ -5,22 +5,19 @@ by the markdown of ``benchmarks/results/NAME.json`` (:func:`benchmarks.harness.r
 the file is left as it is. ``--check`` changes nothing and exits 1 when a region is out of date.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 from benchmarks.harness import RESULTS, ROOT, render, validate
 
 REGION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
 
-def load_result(name: str, results: Path = RESULTS) -> dict[str, Any]:
-    """A result file, checked against the schema.
+def markdown(name: str, results: Path = RESULTS) -> str:
+    """The markdown of result file ``results/<name>.json``, checked against the schema.
 
     Raises:
         ValueError: the file is missing or does not follow the schema.
@@ -33,12 +30,12 @@ def load_result(name: str, results: Path = RESULTS) -> dict[str, Any]:
         )
     result = json.loads(path.read_text())
     validate(result)
-    return result
+    return render(result)
 
 
 def regenerate(text: str, results: Path = RESULTS) -> str:
     """``text`` with every benchmark region rewritten from its result file."""
-    return REGION.sub(lambda m: m.group(1) + render(load_result(m.group(2), results)) + m.group(4), text)
+    return REGION.sub(lambda m: m.group(1) + markdown(m.group(2), results) + m.group(4), text)
 
 
 def regions(text: str) -> list[str]:
@@ -48,9 +45,7 @@ def regions(text: str) -> list[str]:
 
 def stale(text: str, results: Path = RESULTS) -> list[str]:
     """The regions of ``text`` whose contents differ from their result file's markdown."""
-    return [
-        m.group(2) for m in REGION.finditer(text) if m.group(3) != render(load_result(m.group(2), results))
-    ]
+    return [m.group(2) for m in REGION.finditer(text) if m.group(3) != markdown(m.group(2), results)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,16 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = parser.parse_args(argv)
     text = args.readme.read_text()
-    if args.check:
-        out_of_date = stale(text)
-        if out_of_date:
-            print(
-                f"{args.readme}: out of date for {out_of_date}. HINT: python -m benchmarks.tables",
-                file=sys.stderr,
-            )
-        return 1 if out_of_date else 0
-    args.readme.write_text(regenerate(text))
-    print(f"{args.readme}: rewrote {regions(text)}")
+    if args.check and stale(text):
+        print(
+            f"{args.readme}: out of date for {stale(text)}. HINT: python -m benchmarks.tables",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.check:
+        args.readme.write_text(regenerate(text))
+        print(f"{args.readme}: rewrote {regions(text)}")
     return 0
 
 

@@ -71,11 +71,11 @@ def test_bad_name_and_bad_result_are_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "args", "match"),
     [
-        ("pruning", ["--steps", "13"], r"steps=13 is not accepted with epochs=3; expected a multiple.*HINT"),
+        ("pruning", ["--steps", "13"], r"steps=13 with epochs=3 is not accepted; expected a multiple.*HINT"),
         (
             "pruning",
             ["--prune-end", "40"],
-            r"prune_end=40 are not accepted; expected 0 <= start < end < steps=12.*HINT",
+            r"prune_start=4 and prune_end=40 is not accepted; expected 0 <= start < end < steps=12.*HINT",
         ),
         ("pruning", ["--sparsities", "1.5"], r"sparsities=\[1.5\] is not accepted; expected fractions.*HINT"),
         ("distillation", ["--epochs", "1"], r"epochs=1 is not accepted; expected 2 or more. HINT"),
