@@ -1,4 +1,4 @@
-"""The causal-LM task: SmolLM2 (or any Llama-style LM) → a shallower distilled student → pruned, int8-QAT, int4-embedding artifact.
+"""The causal-LM task: SmolLM2 (or any Llama-style LM) → a shallower distilled student → int8-QAT, int4-embedding artifact (MLP-row and KV-head pruning optional).
 
 Rows are ranked by held-out perplexity (the test split's packed blocks) and measured for generation:
 prefill latency at batch 1, greedy decode tokens/s with the KV cache at each batch size
