@@ -18,13 +18,15 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,10 +112,17 @@ def time_calls(fn: Callable[[], Any], warmup: int = 2, repeats: int = 10) -> Tim
     return Timing(times, cpu_per_wall)
 
 
-def time_round_robin(calls: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, Timing]:
+def time_round_robin(
+    calls: Mapping[Key, Callable[[], Any]], warmup: int, repeats: int, settle_ms: float = 0.0
+) -> dict[Key, Timing]:
     """Latency of each call, timed in rounds (one call of each per round) so that a change in the load of
     the shared machine hits every candidate alike; each round starts one candidate later than the last,
     so that no candidate always runs first in a round.
+
+    ``settle_ms`` pauses before every timed call. Runtimes keep their worker threads busy-waiting for a
+    while after a call returns (ONNX Runtime's thread pool for tens of milliseconds, OpenMP briefly), and
+    on a small machine those threads take the cores from the next candidate when it belongs to another
+    runtime. The pause lets them go to sleep, so each candidate is timed as it runs on its own.
 
     Example::
 
@@ -121,14 +130,17 @@ def time_round_robin(calls: dict[str, Callable[[], Any]], warmup: int, repeats: 
         >>> sorted(timings), len(timings["a"].times_ms)
         (['a', 'b'], 3)
     """
+    if settle_ms < 0:
+        raise ValueError(f"settle_ms={settle_ms!r} is not accepted; expected a pause >= 0 milliseconds.")
     for fn in calls.values():
         time_calls(fn, warmup=warmup, repeats=1)
-    times: dict[str, list[float]] = {name: [] for name in calls}
+    times: dict[Key, list[float]] = {name: [] for name in calls}
     cpu = dict.fromkeys(calls, 0.0)
     names = list(calls)
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
+            time.sleep(settle_ms / 1e3)
             c0 = time.process_time()
             times[name] += time_calls(calls[name], warmup=0, repeats=1).times_ms
             cpu[name] += time.process_time() - c0

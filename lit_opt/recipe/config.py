@@ -95,13 +95,16 @@ class LatencyConfig:
     """Latency at batch 1 and 32: synthetic token ids, all rows interleaved in one loop, medians.
 
     ``onnx`` adds the ONNX Runtime rows (``teacher-onnx-fp32``, ``teacher-onnx-int8``,
-    ``lit-opt-compressed-onnx``; needs ``pip install 'lit_opt[onnx]'``).
+    ``lit-opt-compressed-onnx``; needs ``pip install 'lit_opt[onnx]'``). ``settle_ms`` pauses before each
+    timed call: ONNX Runtime's threads busy-wait for tens of milliseconds after a call and would otherwise
+    slow the PyTorch row after them (about 2x for the teacher at batch 1 on 2 cores).
     """
 
     threads: int = 2
     seq_len: int = 128
     repeats: int = 10
     warmup: int = 2
+    settle_ms: float = 50.0
     kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8", "packed_int4"] = "auto"
     onnx: bool = True
 
@@ -332,6 +335,11 @@ def _check_ranges(config: RecipeConfig) -> None:
         ("latency.repeats", config.latency.repeats, 1),
         ("latency.warmup", config.latency.warmup, 0),
     ]
+    if config.latency.settle_ms < 0:
+        raise ValueError(
+            f"latency.settle_ms={config.latency.settle_ms!r} is not accepted; expected a pause >= 0 "
+            "milliseconds (0 times the rows back to back)."
+        )
     sparsities = [
         ("compress.ffn_sparsity", config.compress.ffn_sparsity),
         ("compress.head_sparsity", config.compress.head_sparsity),

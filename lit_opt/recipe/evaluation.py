@@ -1,21 +1,21 @@
 """Measuring the recipe's rows alike: test accuracy, bytes shipped, parameters, latency and throughput.
 
 Latency uses synthetic token ids (``latency.seq_len`` tokens, full attention mask) and runs every row
-in one interleaved loop (for each repeat, each batch size, each row one call), so the load of a
-shared machine falls on all rows alike; the medians are reported.
+in rounds (each round one call of every row at every batch size), so the load of a shared machine
+falls on all rows alike, with a pause before each call so that one runtime's busy-waiting threads do not
+slow the next row (``latency.settle_ms``); the medians are reported.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import functools
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from lit_opt.inference.measure import call_model, synthetic_batch
+from lit_opt.inference.measure import call_model, synthetic_batch, time_round_robin
 from lit_opt.recipe.config import LatencyConfig
 from lit_opt.recipe.task import Candidate
 from lit_opt.recipe.training import RecipeDataModule, model_inputs
@@ -60,29 +60,26 @@ def accuracy(model: nn.Module, dm: RecipeDataModule) -> tuple[float, int]:
 def measure_latency(candidates: list[Candidate], vocab_size: int, config: LatencyConfig) -> None:
     """Median latency (ms) at each batch size and throughput at the largest, into each ``measured``.
 
-    Calls run under ``torch.inference_mode`` with ``config.threads`` threads, interleaved across rows.
+    Calls run under ``torch.inference_mode`` with ``config.threads`` threads, every row and batch size
+    interleaved round by round, ``config.settle_ms`` apart.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
         inputs = {b: synthetic_batch(b, config.seq_len, vocab_size) for b in BATCH_SIZES}
-        times: dict[tuple[str, int], list[float]] = {(c.name, b): [] for c in candidates for b in inputs}
+        calls = {
+            (c.name, b): functools.partial(call_model, c.model, batch)
+            for b, batch in inputs.items()
+            for c in candidates
+        }
         with torch.inference_mode():
-            for repeat in range(config.warmup + config.repeats):
-                for batch_size, batch in inputs.items():
-                    for candidate in candidates:
-                        start = time.perf_counter()
-                        call_model(candidate.model, batch)
-                        if repeat >= config.warmup:
-                            times[candidate.name, batch_size].append((time.perf_counter() - start) * 1e3)
+            timings = time_round_robin(calls, config.warmup, config.repeats, settle_ms=config.settle_ms)
     finally:
         torch.set_num_threads(previous)
     largest = max(BATCH_SIZES)
     for candidate in candidates:
         for batch_size in BATCH_SIZES:
-            candidate.measured[f"latency_ms_b{batch_size}"] = statistics.median(
-                times[candidate.name, batch_size]
-            )
+            candidate.measured[f"latency_ms_b{batch_size}"] = timings[candidate.name, batch_size].median_ms
         candidate.measured[f"throughput_b{largest}"] = largest / (
             candidate.measured[f"latency_ms_b{largest}"] / 1e3
         )

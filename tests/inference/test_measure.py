@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import mmap
+import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +97,24 @@ def test_round_robin_rotates_which_candidate_goes_first() -> None:
     assert order[:6] == list("aabbcc")  # per candidate: the warm-up, then one discarded timed call
     assert order[6:] == list("abcbcacab")
     assert {name: len(t.times_ms) for name, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_round_robin_pauses_before_every_timed_call() -> None:
+    spans: list[tuple[float, float]] = []
+
+    def record() -> None:
+        start = time.perf_counter()
+        spans.append((start, time.perf_counter()))
+
+    time_round_robin({"a": record, "b": record}, warmup=0, repeats=3, settle_ms=20)
+    timed = spans[2:]  # after each candidate's discarded first call
+    gaps = [later[0] - earlier[1] for earlier, later in pairwise(timed)]
+    assert len(gaps) == 5 and min(gaps) >= 0.020
+
+
+def test_round_robin_refuses_a_negative_pause() -> None:
+    with pytest.raises(ValueError, match=r"settle_ms=-1 is not accepted; expected a pause >= 0"):
+        time_round_robin({"a": lambda: None}, warmup=0, repeats=1, settle_ms=-1)
 
 
 def test_input_device_finds_the_first_tensor() -> None:

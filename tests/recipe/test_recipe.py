@@ -124,6 +124,7 @@ def test_config_defaults_file_and_overrides() -> None:
         (["--compress.weight_bits=2"], r"compress.weight_bits=2 is not accepted"),
         (["--compress.ffn_sparsity=1.5"], r"compress.ffn_sparsity=1.5 is not accepted; expected a fraction"),
         (["--latency.repeats=0"], r"latency.repeats=0 is not accepted"),
+        (["--latency.settle_ms=-1"], r"latency.settle_ms=-1.0 is not accepted; expected a pause >= 0"),
         (["data.path=x"], r"'data.path=x' is not an override; expected --key=value"),
         (["--output_dir"], r"--output_dir has no value"),
     ],
