@@ -253,11 +253,19 @@ def logit_diff(a: nn.Module, b: nn.Module) -> float:
         return float((a(**probe).logits.float() - b(**probe).logits.float()).abs().max())
 
 
-def time_batches(models: dict, baseline: str, batches: dict, seq_len: int, warmup: int, device: Any = "cpu"):
+def time_batches(
+    models: dict,
+    baseline: str,
+    batches: dict,
+    seq_len: int,
+    warmup: int,
+    device: Any = "cpu",
+    settle_ms: float = 0.0,
+):
     """:func:`~benchmarks.harness.time_models` on random token ids of each batch size (-> its repeats):
     ``{batch size: {model: timing}}``."""
     inputs = {b: {k: v.to(device) for k, v in synthetic_batch(b, seq_len, VOCAB).items()} for b in batches}
-    return {b: time_models(models, inputs[b], baseline, warmup, repeats) for b, repeats in batches.items()}
+    return {b: time_models(models, inputs[b], baseline, warmup, n, settle_ms) for b, n in batches.items()}
 
 
 def epoch_data(s: Any, work_dir: Path) -> TextData:

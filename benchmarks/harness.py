@@ -192,12 +192,18 @@ def compare(timings: dict[str, Timing], baseline: str) -> dict[str, dict[str, fl
 
 
 def time_models(
-    models: dict[str, Any], inputs: dict[str, torch.Tensor], baseline: str, warmup: int, repeats: int
+    models: dict[str, Any],
+    inputs: dict[str, torch.Tensor],
+    baseline: str,
+    warmup: int,
+    repeats: int,
+    settle_ms: float = 0.0,
 ) -> dict[str, dict[str, float]]:
-    """:func:`compare` of the models' forward passes on ``inputs``, interleaved round by round (inference mode)."""
+    """:func:`compare` of the models' forward passes on ``inputs``, interleaved round by round (inference
+    mode), ``settle_ms`` apart (give it when the models run on different runtimes)."""
     calls = {name: functools.partial(synced_forward, model, inputs) for name, model in models.items()}
     with torch.inference_mode():
-        return compare(time_round_robin(calls, warmup, repeats), baseline)
+        return compare(time_round_robin(calls, warmup, repeats, settle_ms), baseline)
 
 
 def reject(setting: str, value: Any, expected: str, hint: str) -> NoReturn:

@@ -205,5 +205,5 @@ class ClassificationTask(Task):
             f"{data['test']} test examples, {data['classes']} classes). Accuracy on the test split; "
             f"size = bytes of {', '.join(report['size_files'])} (tokenizer excluded); latency = median of "
             f"{s['latency']['repeats']} calls, seq {s['latency']['seq_len']}, {s['latency']['threads']} threads, all rows "
-            "interleaved in one loop."
+            f"timed in the same rounds, {s['latency'].get('settle_ms', 0):g} ms apart."
         )
