@@ -80,6 +80,12 @@ class DistillationModule(pl.LightningModule):
             attention probabilities against layer ``j`` of the teacher's for each ``i: j`` of
             ``layer_map`` (maps averaged over heads when the head counts differ); switches both
             models to eager attention, which returns the maps. 0 disables it.
+        intermediate_epochs: TinyBERT's two stages in one fit: for the first ``intermediate_epochs``
+            epochs the student learns from the intermediate losses alone (hidden states and attention
+            maps, weighted as given), then from the output loss alone (KL and cross-entropy). 0 (the
+            default) trains on every term together from the first step. Trained together, a random
+            narrow student can fit the hidden states and leave its classifier at the majority class:
+            AdamW rescales each parameter's step, so a smaller ``hidden_weight`` does not help.
         lr: AdamW learning rate (a LightningCLI ``optimizer:`` section overrides the optimizer).
         weight_decay: AdamW weight decay.
         teacher_cache: Directory of the teacher-output cache; None runs the teacher on every batch.
@@ -89,7 +95,8 @@ class DistillationModule(pl.LightningModule):
     Raises:
         ValueError: ``temperature <= 0``, ``alpha`` outside [0, 1], a negative ``hidden_weight``,
             student and teacher predicting different numbers of classes, or a ``layer_map``
-            naming layers that don't exist; a ``cache_top_k`` that is not an integer >= 0 or is set
+            naming layers that don't exist; ``intermediate_epochs`` that is not an integer >= 0 or is
+            set without an intermediate loss; a ``cache_top_k`` that is not an integer >= 0 or is set
             without ``teacher_cache``, or ``teacher_cache`` with ``hidden_weight > 0``; (at ``setup``)
             a data module without a ``fingerprint`` or a stale cache; (in training) a batch without
             ``idx`` while the cache is on.
@@ -112,6 +119,7 @@ class DistillationModule(pl.LightningModule):
         hidden_weight: float = 0.0,
         layer_map: dict[int, int] | None = None,
         attention_weight: float = 0.0,
+        intermediate_epochs: int = 0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         teacher_cache: str | None = None,
@@ -135,6 +143,20 @@ class DistillationModule(pl.LightningModule):
         for name, weight in (("hidden_weight", hidden_weight), ("attention_weight", attention_weight)):
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
                 raise ValueError(f"{name}={weight!r} must be >= 0 (0 disables that loss).")
+        if (
+            isinstance(intermediate_epochs, bool)
+            or not isinstance(intermediate_epochs, int)
+            or intermediate_epochs < 0
+        ):
+            raise ValueError(
+                f"intermediate_epochs={intermediate_epochs!r} must be an integer >= 0 (0: every loss from the start)."
+            )
+        if intermediate_epochs and hidden_weight + attention_weight == 0:
+            raise ValueError(
+                f"intermediate_epochs={intermediate_epochs} trains on the intermediate losses first, but "
+                "hidden_weight and attention_weight are both 0. HINT: set hidden_weight=1.0 (and attention_weight), "
+                "or intermediate_epochs=0."
+            )
         if isinstance(cache_top_k, bool) or not isinstance(cache_top_k, int) or cache_top_k < 0:
             raise ValueError(
                 f"cache_top_k={cache_top_k!r} must be an integer >= 0 (0 keeps every logit of the teacher)."
@@ -171,6 +193,7 @@ class DistillationModule(pl.LightningModule):
         self.teacher_cache, self.cache_top_k = teacher_cache, cache_top_k
         self._cache: TeacherCache | None = None
         self.attention_weight = float(attention_weight)
+        self.intermediate_epochs = intermediate_epochs
         self.layer_map = self._layer_map(layer_map) if hidden_weight + attention_weight > 0 else {}
         if attention_weight > 0:  # fused attention kernels return no probabilities
             for model in (student, teacher):
@@ -315,17 +338,28 @@ class DistillationModule(pl.LightningModule):
             student_logits, teacher_logits, labels, self.temperature, self.alpha, teacher_indices
         )
 
+    def intermediate_stage(self) -> bool:
+        """Whether training is in the first of TinyBERT's two stages (see ``intermediate_epochs``)."""
+        return self.current_epoch < self.intermediate_epochs
+
     def losses(self, batch: Any) -> dict[str, Tensor]:
         """Every part of the loss for ``batch`` (``loss`` is the total)."""
         inputs, labels, index = self._split(batch)
-        hidden = self.hidden_weight + self.attention_weight > 0
+        weights = self.hidden_weight + self.attention_weight
+        staged = self.intermediate_epochs > 0
+        intermediate_only = staged and self.intermediate_stage()
+        hidden = weights > 0 and (intermediate_only or not staged)
         if self.alpha == 0 and not hidden:  # labels only: the teacher's forward pass would be wasted
             hard = self._labels_loss(self._run(self.student, inputs, False)[0], labels)
             return {"loss": hard, "soft_loss": torch.zeros_like(hard), "hard_loss": hard}
         teacher_logits, teacher_indices, teacher_hidden = self._teacher_logits(inputs, index, hidden)
         student_logits, student_hidden = self._run(self.student, inputs, hidden)
         total, soft, hard = self._output_loss(student_logits, teacher_logits, labels, teacher_indices)
-        parts = {"loss": total, "soft_loss": soft, "hard_loss": hard}
+        parts = {
+            "loss": torch.zeros_like(total) if intermediate_only else total,
+            "soft_loss": soft,
+            "hard_loss": hard,
+        }
         if hidden and student_hidden is not None and teacher_hidden is not None:
             mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
             if self.hidden_weight > 0:

@@ -219,3 +219,49 @@ def test_embedding_layer_loss_matches_hidden_state_zero():
     assert list(module.projections) == []
     torch.testing.assert_close(parts["hidden_loss"], expected)
     torch.testing.assert_close(parts["loss"], parts["soft_loss"] + 2.0 * expected)
+
+
+def test_two_stages_train_on_intermediate_losses_then_on_the_output_loss_alone(monkeypatch):
+    student, teacher = tiny_bert(seed=1), tiny_bert(seed=2)
+    module = DistillationModule(
+        student, teacher, hidden_weight=0.5, attention_weight=2.0, intermediate_epochs=1
+    )
+    batch = next(iter(hf_dataloader()))
+    first = module.losses(batch)  # epoch 0: TinyBERT's intermediate stage
+    assert module.intermediate_stage()
+    expected = 0.5 * first["hidden_loss"] + 2.0 * first["attention_loss"]
+    assert first["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    monkeypatch.setattr(DistillationModule, "current_epoch", property(lambda self: 1))
+    second = module.losses(batch)  # the prediction stage: the output loss alone, no hidden states run
+    assert not module.intermediate_stage() and "hidden_loss" not in second
+    expected = module.alpha * second["soft_loss"] + (1 - module.alpha) * second["hard_loss"]
+    assert second["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_two_stages_across_epochs_of_a_fit(tmp_path):
+    module = DistillationModule(
+        tiny_bert(seed=1), tiny_bert(seed=2), hidden_weight=1.0, intermediate_epochs=1
+    )
+    seen = []
+    original = module.losses
+
+    def record(batch):
+        parts = original(batch)
+        seen.append((module.current_epoch, "hidden_loss" in parts))
+        return parts
+
+    module.losses = record
+    tiny_trainer(tmp_path, max_steps=-1, max_epochs=2, limit_train_batches=2).fit(module, hf_dataloader())
+    assert seen == [(0, True), (0, True), (1, False), (1, False)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"intermediate_epochs": -1}, r"intermediate_epochs=-1 must be an integer >= 0"),
+        ({"intermediate_epochs": 2}, r"intermediate_epochs=2 trains on the intermediate losses first, but"),
+    ],
+)
+def test_bad_intermediate_epochs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DistillationModule(tiny_bert(), tiny_bert(), **kwargs)
