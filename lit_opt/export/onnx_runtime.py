@@ -27,6 +27,7 @@ from lit_opt.export.onnx import (
     ONNX_MANIFEST,
     require_onnxruntime,
 )
+from lit_opt.export.onnx_layer_norm import LAYER_NORM_FUSIONS
 
 #: What an input the caller leaves out defaults to (as in Hugging Face models).
 DEFAULT_INPUTS = {"attention_mask": torch.ones_like, "token_type_ids": torch.zeros_like}
@@ -158,7 +159,13 @@ def load_onnx(dirpath: str | os.PathLike, threads: int | None = None) -> OnnxMod
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        session = ort.InferenceSession(str(root / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        # a graph with decomposed layer norms stays decomposed (ORT's fused kernel is the slower one)
+        fusions = (
+            list(LAYER_NORM_FUSIONS) if str(manifest.get("layer_norm", "")).startswith("decomposed") else []
+        )
+        session = ort.InferenceSession(
+            str(root / ONNX_FILE), options, providers=["CPUExecutionProvider"], disabled_optimizers=fusions
+        )
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types for a bad graph
         raise ValueError(f"ONNX Runtime cannot open {root / ONNX_FILE}: {err}") from None
     return OnnxModel(session, manifest, root)

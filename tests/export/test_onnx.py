@@ -259,3 +259,21 @@ def test_an_unpruned_model_gets_ort_attention_fusion(tmp_path):
     with torch.inference_mode():
         expected = tiny_bert()(**inputs).logits
     torch.testing.assert_close(lit_opt.load_onnx(path)(**inputs).logits, expected, atol=1e-5, rtol=0)
+
+
+def test_layer_norms_are_primitive_operators_unless_asked_otherwise(tmp_path, exported, dynamic_artifact):
+    fused = {"LayerNormalization", "SkipLayerNormalization"}
+    graph = onnx.load(str(exported["dynamic"] / ONNX_FILE)).graph
+    assert not {n.op_type for n in graph.node} & fused and "ReduceMean" in {n.op_type for n in graph.node}
+    manifest = json.loads((exported["dynamic"] / ONNX_MANIFEST).read_text())
+    assert manifest["layer_norm"].startswith("decomposed (")
+    kept = lit_opt.export_onnx(dynamic_artifact, tmp_path / "kept", decompose_layer_norm=False)
+    assert {n.op_type for n in onnx.load(str(kept / ONNX_FILE)).graph.node} & fused
+    assert json.loads((kept / ONNX_MANIFEST).read_text())["layer_norm"] == "onnxruntime kernels"
+    inputs = _inputs()
+    torch.testing.assert_close(
+        lit_opt.load_onnx(kept)(**inputs).logits,
+        lit_opt.load_onnx(exported["dynamic"])(**inputs).logits,
+        atol=0.02,
+        rtol=0,
+    )
