@@ -83,9 +83,10 @@ class DistillationModule(pl.LightningModule):
         intermediate_epochs: TinyBERT's two stages in one fit: for the first ``intermediate_epochs``
             epochs the student learns from the intermediate losses alone (hidden states and attention
             maps, weighted as given), then from the output loss alone (KL and cross-entropy). 0 (the
-            default) trains on every term together from the first step. Trained together, a random
-            narrow student can fit the hidden states and leave its classifier at the majority class:
-            AdamW rescales each parameter's step, so a smaller ``hidden_weight`` does not help.
+            default) trains on every term together from the first step. On the students benchmark a
+            random narrow student ends at the majority class either way (its [CLS] state stops depending
+            on the input under the hidden-state loss); a smaller ``hidden_weight`` does not help, as
+            AdamW rescales each parameter's step.
         lr: AdamW learning rate (a LightningCLI ``optimizer:`` section overrides the optimizer).
         weight_decay: AdamW weight decay.
         teacher_cache: Directory of the teacher-output cache; None runs the teacher on every batch.
@@ -345,10 +346,10 @@ class DistillationModule(pl.LightningModule):
     def losses(self, batch: Any) -> dict[str, Tensor]:
         """Every part of the loss for ``batch`` (``loss`` is the total)."""
         inputs, labels, index = self._split(batch)
-        weights = self.hidden_weight + self.attention_weight
-        staged = self.intermediate_epochs > 0
-        intermediate_only = staged and self.intermediate_stage()
-        hidden = weights > 0 and (intermediate_only or not staged)
+        intermediate_only = self.intermediate_stage()  # never with intermediate_epochs=0
+        hidden = self.hidden_weight + self.attention_weight > 0 and (
+            intermediate_only or not self.intermediate_epochs
+        )
         if self.alpha == 0 and not hidden:  # labels only: the teacher's forward pass would be wasted
             hard = self._labels_loss(self._run(self.student, inputs, False)[0], labels)
             return {"loss": hard, "soft_loss": torch.zeros_like(hard), "hard_loss": hard}
