@@ -46,9 +46,8 @@ def shared(base: torch.nn.Module, config: SharingConfig) -> torch.nn.Module:
 
 def run(s: argparse.Namespace, out: Run) -> None:
     base = classifier(s.model).eval()
-    originals = [
-        m.parametrizations.weight.original.detach() for _, m, _ in codebooks(shared(base, SharingConfig()))
-    ]
+    layers = [module for _, module, _ in codebooks(shared(base, SharingConfig()))]
+    originals = [m.parametrizations.weight.original.detach() for m in layers]
     values = sum(w.numel() for w in originals)
     sort_s, _ = median_seconds(lambda ws: [w.reshape(-1).sort() for w in ws], lambda: originals, s.repeats)
     row = {"name": "torch.sort baseline", "seconds": sort_s}

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,17 @@ from lit_opt.inference.bucketing import LengthBucketBatchSampler, pad_collate
 from lit_opt.inference.measure import synthetic_batch
 from lit_opt.recipe.training import Classifier, RecipeDataModule, model_inputs
 
-__all__ = ["Classifier", "model_inputs"]
-
 SEED = 0
 VOCAB = 30522  # all-MiniLM-L6-v2's (BERT uncased) vocabulary
 WORDS = {
     "fresh": "moving warm sharp witty bright tender gripping clever lovely superb",
     "rotten": "dull flat tired clumsy bland messy hollow stale silly tedious",
     "either": "film plot actor scene story music script camera ending cast the a and of",
+}
+#: BERT shapes (hidden size, layers, heads, FFN width): all-MiniLM-L6-v2's and the tiny one of ``--quick``.
+SHAPES = {
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
 }
 #: The Linear layers the pruning and compression rows change: the encoder's (inside ``Classifier``). The
 #: pooler (the one path from [CLS] to the head), the embeddings and the classifier stay as they are.
@@ -61,7 +65,7 @@ def classifier(model: str, seed: int = SEED, layers: int = 2) -> nn.Module:
         return students.pretrained(None, num_labels=2).float()
     from transformers import BertConfig, BertForSequenceClassification
 
-    shape = dict(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64)
+    shape = SHAPES["tiny"] | {"num_hidden_layers": layers}
     return BertForSequenceClassification(BertConfig(vocab_size=VOCAB, max_position_embeddings=160, **shape))
 
 
@@ -189,13 +193,9 @@ def fixed_batches(s: Any, work_dir: Path, steps: int, batch: int = 32) -> dict[s
         if len(batches) >= steps:
             break
     batches, labels = batches[:steps], [int(y) for y in test["labels"]]
-    sizes = {
-        "train_split": len(train),
-        "train_examples_used": sum(len(b) for b in batches),
-        "train_unique_examples": len({i for b in batches for i in b}),
-        "test": len(test),
-        "test_label_counts": {name: labels.count(k) for k, name in enumerate(dm.label_names)},
-    }
+    sizes: dict[str, Any] = {"train_split": len(train), "train_examples_used": sum(len(b) for b in batches)}
+    sizes |= {"train_unique_examples": len({i for b in batches for i in b}), "test": len(test)}
+    sizes["test_label_counts"] = {name: labels.count(k) for k, name in enumerate(dm.label_names)}
     collate = functools.partial(pad_collate, pad_token_id=dm.pad_token_id)
     return {"train": train, "test": test, "batches": batches, "collate": collate, "sizes": sizes}
 
@@ -206,11 +206,10 @@ def predictions(model: nn.Module, batches: Iterable[Any]) -> tuple[list[int], li
     was_training = model.training
     model.eval()
     labels, predicted, index = [], [], []
-    with torch.inference_mode():
-        for batch in batches:
-            predicted += model(**model_inputs(batch)).logits.float().argmax(-1).tolist()
-            labels += batch["labels"].tolist()
-            index += batch["idx"].tolist() if "idx" in batch else []
+    for batch in batches:
+        predicted += logits(model, model_inputs(batch)).argmax(-1).tolist()
+        labels += batch["labels"].tolist()
+        index += batch["idx"].tolist() if "idx" in batch else []
     model.train(was_training)
     return labels, predicted, index
 
@@ -246,11 +245,31 @@ def fit_batches(
     return time.perf_counter() - started
 
 
+def step_call(model: nn.Module, batches: list[dict[str, torch.Tensor]], optimizer: Any = None) -> Callable:
+    """A call that runs ``model`` on the next of ``batches`` (in turn): with ``optimizer`` a training step (the
+    loss's backward pass, the optimizer step, the gradients cleared), else a forward pass."""
+    cycle = itertools.cycle(batches)
+
+    def call() -> None:
+        output = model(**next(cycle))
+        if optimizer is not None:
+            output.loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    return call
+
+
+def logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A classifier's logits on ``inputs`` as float32 (inference mode)."""
+    with torch.inference_mode():
+        return model(**inputs).logits.float()
+
+
 def logit_diff(a: nn.Module, b: nn.Module) -> float:
     """Largest absolute logit difference of two classifiers on 8 rows of 64 random token ids."""
     probe = synthetic_batch(8, 64, VOCAB, seed=1)
-    with torch.inference_mode():
-        return float((a(**probe).logits.float() - b(**probe).logits.float()).abs().max())
+    return float((logits(a, probe) - logits(b, probe)).abs().max())
 
 
 def time_batches(

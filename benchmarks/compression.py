@@ -15,6 +15,7 @@ import copy
 from typing import Any
 
 import torch
+from torch import nn
 
 import lit_opt
 from benchmarks import common
@@ -31,9 +32,7 @@ ROWS: list[dict[str, Any]] = [
 ]
 
 
-def train_row(
-    row: dict, start: torch.nn.Module, data: dict, s: argparse.Namespace, out: Run
-) -> torch.nn.Module:
+def train_row(row: dict, start: nn.Module, data: dict, s: argparse.Namespace, out: Run) -> nn.Module:
     """Train ``row`` from ``start``, export it and load it back; fills ``row``, returns the loaded model."""
     callbacks: list[Any] = []
     if "n_clusters" in row:

@@ -11,39 +11,41 @@ against the uncached run). Test accuracy of each, and McNemar's paired test of d
 import argparse
 import math
 import shutil
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 
 from benchmarks import common
 from benchmarks.common import pct
-from benchmarks.harness import Run, main, reject
+from benchmarks.harness import Run, main
 from lit_opt import DistillationModule
 from lit_opt.distillation import students
 
 SETTINGS = common.EPOCH_SETTINGS | common.DISTILL_SETTINGS
 SETTINGS |= dict(train_rows=(4000, 64), test_rows=(0, 32), student_lr=1e-4, keep_layers=([0, 2, 4], [0]))
+MINIMUM = {"epochs": (2, "the teacher cache's second epoch, its reads, is timed.")}
 HELP = {
     "test_rows": "test examples (0: all)",
     "threads": "torch threads (2 on 2 shared cores made a step ~5x slower)",
 }
 
 
-def mcnemar(a: dict[int, tuple[int, int]], b: dict[int, tuple[int, int]]) -> dict[str, Any]:
-    """Paired comparison on the same examples: ``a`` right and ``b`` wrong, the reverse, and the exact
-    two-sided binomial p-value of that split (McNemar's exact test)."""
-    right = {i: (y == p, b[i][0] == b[i][1]) for i, (y, p) in a.items()}
+def mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Paired comparison of two rows on the same test examples: ``a`` right and ``b`` wrong, the reverse, and
+    the exact two-sided binomial p-value of that split (McNemar's exact test)."""
+    right = {i: (y == p, b["test"][i][0] == b["test"][i][1]) for i, (y, p) in a["test"].items()}
     only_a = sum(1 for x, y in right.values() if x and not y)
     only_b = sum(1 for x, y in right.values() if y and not x)
     n, k = only_a + only_b, min(only_a, only_b)
     p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, j) for j in range(k + 1)) / 2**n)
-    return {"only_first_right": only_a, "only_second_right": only_b, "p_value": p}
+    names = {"first": a["name"], "second": b["name"]}
+    return names | {"only_first_right": only_a, "only_second_right": only_b, "p_value": p}
 
 
-def student(s: argparse.Namespace, out: Run, name: str, init: str, teacher_dir: Path, **loss: Any) -> dict:
-    """Train a 3-layer student (``init``: ``keep_layers`` or ``minilm_l3``) distilled with ``loss`` (``alpha``,
-    ``hidden_weight``, ``cache``), or on labels only without ``alpha``: its row."""
+def student(s: argparse.Namespace, out: Run, name: str, init: str, **loss: Any) -> dict:
+    """Train a 3-layer student (``init``: ``keep_layers`` or ``minilm_l3``) distilled from the saved teacher on
+    logits (``s.alpha``) and ``loss`` (``hidden_weight``, ``cache``), or on labels alone (``labels_only``)."""
+    teacher_dir = out.work_dir / "teacher"  # where common.fine_tune_teacher saved it
     L.seed_everything(common.SEED, verbose=False)  # the same new head in every run
     if init == "keep_layers":
         model = students.keep_layers(str(teacher_dir), s.keep_layers, num_labels=2)
@@ -51,11 +53,11 @@ def student(s: argparse.Namespace, out: Run, name: str, init: str, teacher_dir: 
     else:
         model, label = common.small_student(s.model), "minilm_l3() (new pooler and head)"
     module: L.LightningModule
-    if "alpha" not in loss:  # labels only: no teacher at all
+    if loss.get("labels_only"):  # no teacher at all
         module = common.Classifier(model, lr=s.student_lr)
         text = f"cross-entropy only (Classifier, AdamW lr {s.student_lr:g}; no teacher)"
     else:
-        alpha, hidden, cache = loss["alpha"], loss.get("hidden_weight", 0.0), loss.get("cache", False)
+        alpha, hidden, cache = s.alpha, loss.get("hidden_weight", 0.0), loss.get("cache", False)
         teacher = students.pretrained(str(teacher_dir), num_labels=2)
         cache_dir = str(out.work_dir / "teacher_cache") if cache else None
         weights = dict(temperature=s.temperature, alpha=alpha, hidden_weight=hidden)
@@ -69,39 +71,26 @@ def student(s: argparse.Namespace, out: Run, name: str, init: str, teacher_dir: 
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    """Raises ValueError: ``epochs`` < 2 (the cache's second epoch is what is timed)."""
-    if s.epochs < 2:
-        reject("epochs", s.epochs, "2 or more", "the teacher cache's second epoch, its reads, is timed.")
     shutil.rmtree(out.work_dir / "teacher_cache", ignore_errors=True)
-    _, measured, teacher_dir = common.fine_tune_teacher(s, out.work_dir)
+    _, measured, _ = common.fine_tune_teacher(s, out.work_dir)
     desc = "6 layers" if s.model == "minilm" else "tiny"
-    loss = f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})"
-    teacher = {
-        "name": "teacher",
-        "model_desc": desc,
-        "init": "pretrained + new head",
-        "loss": loss,
-    } | measured
-    distill = dict(teacher_dir=teacher_dir, alpha=s.alpha)
-    candidates = {i: student(s, out, "distilled logits", i, **distill) for i in ("keep_layers", "minilm_l3")}
+    teacher: dict[str, Any] = {"name": "teacher", "model_desc": desc, "init": "pretrained + new head"}
+    teacher |= {"loss": f"cross-entropy (Classifier, AdamW lr {s.teacher_lr:g})"} | measured
+    candidates = {i: student(s, out, "distilled logits", i) for i in ("keep_layers", "minilm_l3")}
     chosen = max(candidates, key=lambda k: (candidates[k]["val_acc"], k == "keep_layers"))
     other = next(k for k in candidates if k != chosen)
     c, o = candidates[chosen], candidates[other]
     choice = f"val {pct(c['val_acc'])} vs {pct(o['val_acc'])} for {other}; "
     choice += f"test {pct(c['test_acc'])} vs {pct(o['test_acc'])}"
     o["name"] = "distilled logits (other init)"
-    labels = student(s, out, "labels only", chosen, teacher_dir)
-    hidden = student(s, out, "distilled logits + hidden", chosen, **distill, hidden_weight=s.hidden_weight)
-    cached = student(s, out, "distilled logits (cached)", chosen, **distill, cache=True)
+    labels = student(s, out, "labels only", chosen, labels_only=True)
+    hidden = student(s, out, "distilled logits + hidden", chosen, hidden_weight=s.hidden_weight)
+    cached = student(s, out, "distilled logits (cached)", chosen, cache=True)
     rows = [teacher, labels, c, hidden, o, cached]
     for r in rows:
         if r["steps"] != teacher["steps"]:
             raise RuntimeError(f"{r['name']} ran {r['steps']} steps, the teacher {teacher['steps']}")
-    distilled = {"distilled logits": c, "distilled logits + hidden": hidden}
-    paired = [
-        {"first": n, "second": "labels only"} | mcnemar(r["test"], labels["test"])
-        for n, r in distilled.items()
-    ]
+    paired = [mcnemar(r, labels) for r in (c, hidden)]
     out.rows += [{k: v for k, v in r.items() if k != "test"} for r in rows]
     out.rows.append({"name": "paired", "tests": paired})
     se = common.standard_error(sum(r["test_acc"] for r in rows) / len(rows), teacher["test_n"])
@@ -140,8 +129,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
         notes="The cache stores every logit (float32, cache_top_k=0), so the cached run trains on the same targets.",
         columns=("run", "epoch", "wall s", "cpu/wall", "uncached distilled epoch / this"),
     )
-    for name, r in distilled.items():
-        ratio = r["test_acc"] / teacher["test_acc"]
+    for r in (c, hidden):
+        name, ratio = r["name"], r["test_acc"] / teacher["test_acc"]
         versus = f"{pct(r['test_acc'])} vs {pct(labels['test_acc'])}"
         measured = f"{100 * ratio:.1f}% ({pct(r['test_acc'])} / {pct(teacher['test_acc'])})"
         out.goal(f"{name} recovers >= 97% of the teacher's test accuracy", measured, ratio >= 0.97)

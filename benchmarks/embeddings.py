@@ -23,14 +23,15 @@ from benchmarks import common
 from benchmarks.common import pct
 from benchmarks.harness import Run, main
 from lit_opt.data.text_classification import default_tokenizer
+from lit_opt.inference.measure import dir_bytes
 
 SETTINGS = common.EPOCH_SETTINGS | dict(
     train_rows=(1200, 64), test_rows=(0, 32), epochs=1, lr=1e-4, qat=(False, True), group_size=(128, 32)
 )
 HELP = {"qat": "add the pruned + int4 QAT fine-tune (doubles the time)", "test_rows": "test rows (0: all)"}
 EMBEDDINGS = ["*word_embeddings"]
-INT8 = {"weight_bits": 8, "granularity": "per_channel", "activations": "none"}
-INT4 = {"weight_bits": 4, "granularity": "per_group", "activations": "none"}
+INT8 = {"weight_bits": 8, "granularity": "per_channel", "activations": "none", "targets": EMBEDDINGS}
+INT4 = {"weight_bits": 4, "granularity": "per_group", "activations": "none", "targets": EMBEDDINGS}
 
 
 def split_ids(s: argparse.Namespace, out: Run, split: str, train_rows: int = 0) -> list[list[int]]:
@@ -40,20 +41,17 @@ def split_ids(s: argparse.Namespace, out: Run, split: str, train_rows: int = 0) 
     return [list(ids) for ids in dm.splits[split]["input_ids"]]
 
 
-def measure(
-    s: argparse.Namespace, out: Run, name: str, model: nn.Module, quantization: dict | None = None
-) -> dict:
-    """Export ``model`` (its embeddings quantized with ``quantization``, if given), load it, evaluate it."""
-    config = None if quantization is None else {**quantization, "targets": EMBEDDINGS}
+def measure(s: argparse.Namespace, out: Run, name: str, model: nn.Module, config: Any = None) -> dict:
+    """Export ``model`` (its embeddings quantized with ``config``, if given), load it, evaluate it."""
     directory = out.work_dir / "artifacts" / name.replace(" ", "_")
     path = Path(lit_opt.export(model, directory, quantization=config))
     tensors = load_file(str(path / "model.safetensors"))
     words = "bert.embeddings.word_embeddings."
     emb = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith(words))
-    total = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    test = common.evaluate(s, out.work_dir, lit_opt.load(path, kernel="reference"))["test"]
+    test = common.evaluate(s, out.work_dir, lit_opt.load(path, kernel="reference"))
     rows = model.get_input_embeddings().weight.shape[0]
-    return {"name": name, "embedding_bytes": emb, "file_bytes": total, "rows": rows, "test": test}
+    row = {"name": name, "embedding_bytes": emb, "file_bytes": dir_bytes(path), "rows": rows}
+    return row | {k: test[k] for k in ("test_acc", "test_n", "test")}
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
@@ -62,18 +60,16 @@ def run(s: argparse.Namespace, out: Run) -> None:
     model = common.classifier(s.model)
     trained = common.fit_epochs(s, out.work_dir, common.Classifier(model, lr=s.lr))
     model.eval()
-    test_ids, special = split_ids(s, out, "test")[: s.test_rows or None], set(tok.all_special_ids)
-    vocabularies: dict[str, dict[str, Any]] = {}
+    test_ids, special = split_ids(s, out, "test"), set(tok.all_special_ids)
+    vocab: dict[str, dict[str, Any]] = {}
+    pruned: dict[str, nn.Module] = {}
     for label, rows in (("train split", 0), ("fine-tune subset", s.train_rows)):
         keep = lit_opt.token_ids_in_use(split_ids(s, out, "train", rows), special_ids=tok.all_special_ids)
         tokens = sum(1 for row in test_ids for i in row if i not in special)
         dropped = [sum(1 for i in row if i not in set(keep)) for row in test_ids]
         unk = {"unk_tokens": sum(dropped) / tokens, "unk_examples": sum(map(bool, dropped)) / len(test_ids)}
-        vocabularies[label] = {"name": label, "rows": len(keep), "keep": keep, **unk}
-    pruned = {
-        n: lit_opt.prune_vocabulary(copy.deepcopy(model), v["keep"], tok.unk_token_id)
-        for n, v in vocabularies.items()
-    }
+        vocab[label] = {"name": label, "rows": len(keep), "keep": keep, **unk}
+        pruned[label] = lit_opt.prune_vocabulary(copy.deepcopy(model), keep, tok.unk_token_id)
     int4, g = {**INT4, "group_size": s.group_size}, f"g{s.group_size}"
     results = [
         measure(s, out, "fp32", model),
@@ -85,17 +81,15 @@ def run(s: argparse.Namespace, out: Run) -> None:
     ]
     if s.qat:
         L.seed_everything(common.SEED, verbose=False)
-        keep = vocabularies["train split"]["keep"]
+        keep = vocab["train split"]["keep"]
         qat_model = lit_opt.prune_vocabulary(common.classifier(s.model), keep, unk_token_id=tok.unk_token_id)
-        qat = lit_opt.QATCallback(**int4, targets=EMBEDDINGS)
+        qat = lit_opt.QATCallback(**int4)
         common.fit_epochs(s, out.work_dir, common.Classifier(qat_model, lr=s.lr), [qat])
         results.append(measure(s, out, f"pruned (train split) + int4 {g} QAT", qat_model.eval()))
     fp32, base = results[0], results[0]["test"]
     for r in results:
-        right = r.pop("test")
-        r["test_acc"] = sum(y == p for y, p in right.values()) / len(right)
-        r["test_n"], r["changed"] = len(right), sum(right[i][1] != base[i][1] for i in right)
-    out.rows += results + [{k: v for k, v in v.items() if k != "keep"} for v in vocabularies.values()]
+        r["changed"] = sum(p != base[i][1] for i, (_, p) in r.pop("test").items())
+    out.rows += results + [{k: v for k, v in v.items() if k != "keep"} for v in vocab.values()]
     out.rows.append({"name": "fine-tune", "steps": trained["steps"], "fit_wall_s": trained["fit_wall_s"]})
     acc = fp32["test_acc"]
     out.table(
@@ -119,16 +113,9 @@ def run(s: argparse.Namespace, out: Run) -> None:
         f"standard error ~{pct(common.standard_error(acc, fp32['test_n']))}.",
         plot="x smaller",
     )
-    out.table(
-        "Vocabulary kept",
-        [(v["name"], v["rows"], pct(v["unk_tokens"]), pct(v["unk_examples"])) for v in vocabularies.values()],
-        columns=(
-            "vocabulary kept",
-            "kept rows",
-            "test tokens -> UNK (of non-special tokens)",
-            "test examples with an UNK",
-        ),
-    )
+    cells = [(v["name"], v["rows"], pct(v["unk_tokens"]), pct(v["unk_examples"])) for v in vocab.values()]
+    unk_columns = ("test tokens -> UNK (of non-special tokens)", "test examples with an UNK")
+    out.table("Vocabulary kept", cells, columns=("vocabulary kept", "kept rows", *unk_columns))
 
 
 if __name__ == "__main__":

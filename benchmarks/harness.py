@@ -1,10 +1,11 @@
 """What every benchmark shares: settings and ``--quick``, the environment, one JSON result, tables, plots.
 
 A benchmark module has a docstring (its first line describes it), ``SETTINGS`` (each setting's full-run
-default, or a ``(full, quick)`` pair), optionally ``HELP`` (setting -> text) and ``run(s, out)``, which fills
-``out`` (a :class:`Run`) with raw ``rows``, tables and goals. The harness parses one option per setting,
-sets the torch threads, runs it and writes the result (:data:`SCHEMA`): a full run to
-``benchmarks/results/<name>.json``, a quick one under ``outputs/benchmarks/<name>/``, with plots."""
+default, or a ``(full, quick)`` pair), optionally ``HELP`` (setting -> text) and ``MINIMUM`` (setting ->
+``(least value, why)``), and ``run(s, out)``, which fills ``out`` (a :class:`Run`) with raw ``rows``, tables
+and goals. The harness parses one option per setting, sets the torch threads, runs it and writes the result
+(:data:`SCHEMA`): a full run to ``benchmarks/results/<name>.json``, a quick one under
+``outputs/benchmarks/<name>/``, with plots."""
 
 from __future__ import annotations
 
@@ -90,24 +91,27 @@ class Benchmark:
         return {k: v if isinstance(v, tuple) else (v, QUICK.get(k, v)) for k, v in settings.items()}
 
     def parse(self, argv: list[str]) -> argparse.Namespace:
-        """``--quick``, ``--out``, ``--work-dir`` and one option per setting (unset ones take the defaults)."""
+        """``--quick``, ``--out``, ``--work-dir`` and one option per setting (unset ones take the defaults);
+        ValueError for a setting below its ``MINIMUM``."""
         raw, prog = argparse.RawDescriptionHelpFormatter, f"python -m benchmarks.{self.name}"
         parser = argparse.ArgumentParser(prog, description=self.module.__doc__, formatter_class=raw)
-        parser.add_argument("--quick", action="store_true", help="tiny settings, no download (what CI runs)")
-        parser.add_argument("--out", type=Path, help="result file (default benchmarks/results/NAME.json)")
-        parser.add_argument(
-            "--work-dir", type=Path, help="artifacts, plots (default outputs/benchmarks/NAME)"
-        )
+        add = parser.add_argument
+        add("--quick", action="store_true", help="tiny settings, no download (what CI runs)")
+        add("--out", type=Path, help="result file (default benchmarks/results/NAME.json)")
+        add("--work-dir", type=Path, help="artifacts, plots (default outputs/benchmarks/NAME)")
         for key, (full, quick) in self.defaults().items():
             kind = type(full[0] if isinstance(full, list) and full else full)
             extra: dict[str, Any] = {"nargs": "*"} if isinstance(full, list) else {}
             extra |= {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
             text = f"{getattr(self.module, 'HELP', {}).get(key, '')} (default {full}; quick {quick})"
-            parser.add_argument(f"--{key.replace('_', '-')}", dest=key, help=text.strip(), **extra)
+            add(f"--{key.replace('_', '-')}", dest=key, help=text.strip(), **extra)
         args = parser.parse_args(argv)
         for key, (full, quick) in self.defaults().items():
             if getattr(args, key) is None:
                 setattr(args, key, quick if args.quick else full)
+        for key, (least, why) in getattr(self.module, "MINIMUM", {}).items():
+            if getattr(args, key) < least:
+                reject(key, getattr(args, key), f"{least} or more", why)
         return args
 
     def execute(self, argv: list[str]) -> dict[str, Any]:
@@ -192,12 +196,7 @@ def compare(timings: dict[str, Timing], baseline: str) -> dict[str, dict[str, fl
 
 
 def time_models(
-    models: dict[str, Any],
-    inputs: dict[str, torch.Tensor],
-    baseline: str,
-    warmup: int,
-    repeats: int,
-    settle_ms: float = 0.0,
+    models: dict[str, Any], inputs: dict, baseline: str, warmup: int, repeats: int, settle_ms: float = 0.0
 ) -> dict[str, dict[str, float]]:
     """:func:`compare` of the models' forward passes on ``inputs``, interleaved round by round (inference
     mode), ``settle_ms`` apart (give it when the models run on different runtimes)."""

@@ -13,17 +13,13 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import lit_opt
-from benchmarks.common import VOCAB, time_batches
+from benchmarks.common import SHAPES, VOCAB, time_batches
 from benchmarks.harness import Run, main
 
 SETTINGS = dict(
     model="minilm", device="", threads=2, batch_sizes=([1, 32], [2]), seq_len=(128, 16), repeats=(20, 2)
 )
 HELP = {"device": "cpu or cuda (default: cuda when available)"}
-SHAPES = {  # hidden size, layers, heads, FFN width
-    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-}
 
 
 def run(s: argparse.Namespace, out: Run) -> None:

@@ -15,7 +15,7 @@ Every row fine-tunes the classifier for ``steps`` optimizer steps (``epochs`` sh
 
 import argparse
 import copy
-import functools
+import itertools
 import statistics
 import time
 from typing import Any
@@ -28,9 +28,10 @@ from torch.nn.utils import prune
 
 import lit_opt
 from benchmarks import common
+from benchmarks.common import pct
 from benchmarks.harness import Run, compare, main, reject
 from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
-from lit_opt.inference.measure import dir_bytes, file_bytes, percentile, time_round_robin
+from lit_opt.inference.measure import Timing, dir_bytes, file_bytes, time_round_robin
 from lit_opt.pruning import PruningConfig, accumulate_movement, prepare_pruning, update_masks, zero_pruned
 from lit_opt.targets import select_modules
 
@@ -97,17 +98,10 @@ def targeted(module: nn.Module) -> list[tuple[nn.Module, str]]:
 def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
     """Per-epoch ModelPruning ``amount``: the fraction of the remaining weights that puts the cumulative
     sparsity on lit_opt's cubic curve at each epoch end (``1 - (1 - s_e) / (1 - s_{e-1})``)."""
-    amounts, previous = [], 0.0
-    for epoch in range(s.epochs):
-        step = (epoch + 1) * s.steps_per_epoch  # global_step after the epoch's last optimizer step
-        now = (
-            sparsity_at(step, target, "cubic", s.prune_start, s.prune_end)
-            if step <= s.prune_end
-            else previous
-        )
-        amounts.append(1.0 - (1.0 - now) / (1.0 - previous))
-        previous = now
-    return amounts
+    last = s.prune_end // s.steps_per_epoch  # the last epoch to end by prune_end; later ones prune no more
+    steps = [min(epoch, last) * s.steps_per_epoch for epoch in range(s.epochs + 1)]  # global_step, epoch ends
+    ends = [sparsity_at(step, target, "cubic", s.prune_start, s.prune_end) for step in steps]
+    return [1.0 - (1.0 - now) / (1.0 - previous) for previous, now in itertools.pairwise(ends)]
 
 
 def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) -> list[L.Callback]:
@@ -162,11 +156,10 @@ def step_overhead(row: dict[str, Any], dense: dict[str, Any], s: argparse.Namesp
     out: ``ratio_of_medians`` and ``paired_median_ratio`` (per-step ratios: the same batch in both runs)."""
     late = [i for i, step in enumerate(row["step_of_batch"]) if step >= s.prune_end]
     kept = [i for i in late if row["step_of_batch"][i] not in row["pruning_steps"]]
-    pairs = [(row["step_ms"][i], dense["step_ms"][i]) for i in kept]
-    row["step_median_ms"] = statistics.median(t for t, _ in pairs)
-    row["step_p90_ms"] = percentile([t for t, _ in pairs], 90)
-    row["ratio_of_medians"] = row["step_median_ms"] / statistics.median(d for _, d in pairs)
-    row["paired_median_ratio"] = statistics.median(t / d for t, d in pairs)
+    steps = {name: Timing([r["step_ms"][i] for i in kept]) for name, r in (("row", row), ("dense", dense))}
+    c = compare(steps, "dense")["row"]
+    row |= {"step_median_ms": c["median_ms"], "step_p90_ms": c["p90_ms"], "ratio_of_medians": c["ratio"]}
+    row["paired_median_ratio"] = c["paired_ratio"]
     row["cpu_per_wall"] = sum(row["step_cpu_ms"][i] for i in late) / sum(row["step_ms"][i] for i in late)
     if row["pruning_steps"]:
         timed = dict(zip(row["step_of_batch"], row["step_ms"], strict=True))
@@ -185,7 +178,6 @@ def step_cost(base: nn.Module, data: dict[str, Any], s: argparse.Namespace) -> d
     def make(variant: str) -> Any:
         holder = nn.Module()
         holder.model = copy.deepcopy(base).train()  # names as in the Classifier: "model.bert..."
-        after_backward = None
         optimizer = torch.optim.AdamW(holder.parameters(), lr=s.lr)
         if variant.startswith("lit_opt"):
             criterion = "movement" if "movement" in variant else "magnitude"
@@ -194,23 +186,14 @@ def step_cost(base: nn.Module, data: dict[str, Any], s: argparse.Namespace) -> d
             update_masks(groups, config, 0.9, 0)
             zero_pruned(groups)  # as the callback does after each mask update and optimizer step
             optimizer.register_step_post_hook(lambda *_: zero_pruned(groups))
-            if criterion == "movement":
-                after_backward = functools.partial(accumulate_movement, groups)
+            if criterion == "movement":  # after the backward pass, as the callback does before each step
+                optimizer.register_step_pre_hook(lambda *_: accumulate_movement(groups))
         elif variant.startswith("ModelPruning") and s.scope == "global":
             prune.global_unstructured(targeted(holder), pruning_method=prune.L1Unstructured, amount=0.9)
         elif variant.startswith("ModelPruning"):
             for m, name in targeted(holder):
                 prune.l1_unstructured(m, name, amount=0.9)
-        counter = iter(range(1 << 30))
-
-        def step() -> None:
-            holder.model(**batches[next(counter) % len(batches)]).loss.backward()
-            if after_backward is not None:
-                after_backward()
-            optimizer.step()
-            optimizer.zero_grad()
-
-        return step
+        return common.step_call(holder.model, batches, optimizer)
 
     torch.manual_seed(0)
     return compare(time_round_robin({v: make(v) for v in STEP_VARIANTS}, s.warmup, s.step_rounds), "dense")
@@ -256,19 +239,17 @@ def step_cost_table(out: Run, costs: dict[str, dict[str, float]]) -> None:
         f"Training-step cost with 90% masks in place (batch 32, interleaved: {costs['dense']['rounds']} rounds of "
         "one step per variant)",
         [
-            (
-                n,
-                f"{c['median_ms']:.0f}",
-                f"{c['p90_ms']:.0f}",
-                f"{c['ratio']:.3f}x",
-                f"{c['paired_ratio']:.3f}x",
-            )
-            + (f"{c['cpu_per_wall']:.2f}",)
+            {
+                "variant": n,
+                "step median ms": f"{c['median_ms']:.0f}",
+                "step p90 ms": f"{c['p90_ms']:.0f}",
+                "vs dense (ratio of medians)": f"{c['ratio']:.3f}x",
+                "vs dense (paired median)": f"{c['paired_ratio']:.3f}x",
+                "cpu/wall": f"{c['cpu_per_wall']:.2f}",
+            }
             for n, c in costs.items()
         ],
         plot="vs dense (ratio of medians)",
-        columns=("variant", "step median ms", "step p90 ms", "vs dense (ratio of medians)")
-        + ("vs dense (paired median)", "cpu/wall"),
     )
     worst = max((n for n in costs if n.startswith("lit_opt")), key=lambda n: costs[n]["ratio"])
     w = costs[worst]
@@ -285,14 +266,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
         return
     rows: list[dict[str, Any]] = [{"name": "dense", "kind": "dense", "target": None}]
     for t in s.sparsities:
-        rows += [
-            {"name": f"lit_opt magnitude {t:.0%}", "kind": "lit_opt", "criterion": "magnitude", "target": t},
-            {"name": f"lit_opt movement {t:.0%}", "kind": "lit_opt", "criterion": "movement", "target": t},
-            {"name": f"ModelPruning l1 {t:.0%}", "kind": "model_pruning", "target": t},
-        ]
+        for c in ("magnitude", "movement"):
+            rows.append({"name": f"lit_opt {c} {t:.0%}", "kind": "lit_opt", "criterion": c, "target": t})
+        rows.append({"name": f"ModelPruning l1 {t:.0%}", "kind": "model_pruning", "target": t})
     for x in s.structured:
-        rows.append({"name": f"structured {STRUCTURED[x]}", "kind": "structured", "structure": x})
-        rows[-1]["target"] = None
+        name = f"structured {STRUCTURED[x]}"
+        rows.append({"name": name, "kind": "structured", "structure": x, "target": None})
     exports: list[dict[str, Any]] = []
     models: dict[str, nn.Module] = {}  # every exported row's model, timed together
     for row in rows:
@@ -324,18 +303,17 @@ def row_cells(r: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
     """A fine-tuning row of the table."""
     layers = r["layer_sparsity"]
     sparsest = max(layers, key=layers.__getitem__)
+    events = f"{r['pruning_events']} ({r['pruning_median_ms']:.0f})" if r["pruning_events"] else "-"
     return {
         "row": r["name"],
         "target": fmt(r["target"], ".0%"),
-        "measured sparsity": f"{100 * r['sparsity_targeted']:.2f}%",
-        "test acc": f"{100 * r['accuracy']:.2f}%",
+        "measured sparsity": pct(r["sparsity_targeted"]),
+        "test acc": pct(r["accuracy"]),
         "vs dense (pts)": f"{100 * (r['accuracy'] - dense['accuracy']):+.2f}",
         "step median ms": f"{r['step_median_ms']:.0f}",
         "step vs dense (ratio of medians)": f"{r['ratio_of_medians']:.3f}x",
         "step vs dense (paired median)": f"{r['paired_median_ratio']:.3f}x",
-        "pruning events (median ms each)": f"{r['pruning_events']} ({r['pruning_median_ms']:.0f})"
-        if r["pruning_events"]
-        else "-",
+        "pruning events (median ms each)": events,
         "fit s": f"{r['fit_s']:.0f}",
         "cpu/wall": f"{r['cpu_per_wall']:.2f}",
         "sparsest layer": f"{sparsest} {layers[sparsest]:.1%}",
@@ -350,7 +328,7 @@ def export_cells(e: dict[str, Any], by: dict[str, dict[str, Any]]) -> dict[str, 
         "row": e["name"],
         "dtype": e["dtype"],
         "masked acc": fmt(e.get("masked_accuracy"), ".2%"),
-        "loaded acc": f"{100 * e['accuracy']:.2f}%",
+        "loaded acc": pct(e["accuracy"]),
         "max abs logit diff loaded vs masked": fmt(e.get("max_abs_logit_diff_vs_masked"), ".2g"),
         "params": f"{e['params']:,}",
         "nonzero params": f"{e['nonzero_params']:,}",
@@ -400,11 +378,9 @@ def report(out: Run, s: argparse.Namespace, rows: list[dict], exports: list[dict
             speed = by[f"dense (load {kernel})"]["b32_median_ms"] / best["b32_median_ms"]
             vs_eager = by["dense eager fp32"]["b32_median_ms"] / best["b32_median_ms"]
             measured = f"{best['name']}: {speed:.2f}x ({vs_eager:.2f}x vs dense eager fp32; "
-            out.goal(
-                f"structured >= 1.5x faster than dense at b32 (both loaded with {kernel})",
-                measured + f"physical removal: {best['physical']})",
-                speed >= 1.5,
-            )
+            measured += f"physical removal: {best['physical']})"
+            goal = f"structured >= 1.5x faster than dense at b32 (both loaded with {kernel})"
+            out.goal(goal, measured, speed >= 1.5)
 
 
 if __name__ == "__main__":

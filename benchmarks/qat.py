@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import lit_opt
-from benchmarks.common import Classifier, Clock, classifier, trainer
-from benchmarks.harness import Run, main, reject, time_models
+from benchmarks.common import Classifier, Clock, classifier, logits, trainer
+from benchmarks.harness import Run, main, time_models
 from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.export.loader import best_kernel
 from lit_opt.inference.measure import dir_bytes, file_bytes, percentile
@@ -37,6 +37,7 @@ SETTINGS = dict(
     warmup=(2, 1),
     train_steps=(8, 3),
 )
+MINIMUM = {"train_steps": (3, "the first 2 steps are warm-up and not timed.")}
 HELP = {"repeats": "timed rounds at the larger batches", "train_steps": "steps per training run (>= 3)"}
 SENTENCES = [
     "The film was a quiet triumph, patient and warm from the first scene to the last.",
@@ -107,28 +108,21 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[Any, dict[str, Any]]
     return rows
 
 
-def logits_of(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.inference_mode():
-        out = model(**inputs)
-    return (out.logits if hasattr(out, "logits") else out[0]).float()
-
-
 def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str, Any]]:
     """Each variant's row: fidelity to fp32, latency at each batch size (interleaved), throughput, size."""
     inputs, big = {b: make_inputs(b, s.seq_len) for b in s.batches}, max(s.batches)
-    reference = logits_of(base, inputs[big])
+    reference = logits(base, inputs[big])
     rows, models = [], {}
     for name, (make, info) in variants(base, out.work_dir).items():
         try:
             models[name] = make()
-            logits = logits_of(models[name], inputs[big])
+            got = logits(models[name], inputs[big])
         except Exception as err:  # the torch.ao peer needs a quantized engine: record why it is missing
             rows.append({"name": name, "available": False, "reason": f"{type(err).__name__}: {err}", **info})
             models.pop(name, None)
             continue
-        agree = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
-        diff = float((logits - reference).abs().max())
-        fidelity = {"max_abs_logit_diff": diff, "top1_agreement": agree}
+        agree = float((got.argmax(-1) == reference.argmax(-1)).float().mean())
+        fidelity = {"max_abs_logit_diff": float((got - reference).abs().max()), "top1_agreement": agree}
         rows.append({"name": name, "available": True, **fidelity, **info})
     by = {r["name"]: r for r in rows}
     for b in s.batches:
@@ -175,9 +169,6 @@ def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, A
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    """Raises ValueError: ``train_steps`` < 3 (the first 2 steps are warm-up)."""
-    if s.train_steps < 3:
-        reject("train_steps", s.train_steps, "3 or more", "the first 2 steps are warm-up and not timed.")
     base = classifier(s.model).eval()
     rows = inference(s, out, base)
     plain, qat = step_times(base, False, s), step_times(base, True, s)

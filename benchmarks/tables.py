@@ -53,12 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
+    text, hint = args.readme.read_text(), "HINT: python -m benchmarks.tables"
     if args.check and stale(text):
-        print(
-            f"{args.readme}: out of date for {stale(text)}. HINT: python -m benchmarks.tables",
-            file=sys.stderr,
-        )
+        print(f"{args.readme}: out of date for {stale(text)}. {hint}", file=sys.stderr)
         return 1
     if not args.check:
         args.readme.write_text(regenerate(text))

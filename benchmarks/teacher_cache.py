@@ -48,11 +48,9 @@ def run(s: argparse.Namespace, out: Run) -> None:
         writer.writerows(rows)
     teacher, cache = classifier(s.model), out.work_dir / "teacher_cache"
     shutil.rmtree(cache, ignore_errors=True)
-    results = {
-        "no cache": epochs(s, out, teacher, None, s.epochs),
-        "cache": epochs(s, out, teacher, str(cache), s.epochs),
-        "later run": epochs(s, out, teacher, str(cache), 1),
-    }
+    results = {"no cache": epochs(s, out, teacher, None, s.epochs)}
+    results["cache"] = epochs(s, out, teacher, str(cache), s.epochs)
+    results["later run"] = epochs(s, out, teacher, str(cache), 1)
     baseline = sum(results["no cache"]) / len(results["no cache"])
     cells = []
     for name, seconds in results.items():
