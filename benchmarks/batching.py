@@ -48,7 +48,6 @@ SETTINGS = dict(
     artifact="",
     skip_bucketing=False,
 )
-MINIMUM = {"max_batch_size": (2, "batch-1 serving is the baseline.")}
 HELP = {
     "requests": "requests per client, over all rounds",
     "pass_cost": "DynamicBatcher(pass_cost=...); 0: its own",
@@ -56,6 +55,7 @@ HELP = {
     "artifact": "serve this lit_opt artifact (with its tokenizer) instead of exporting one",
     "skip_bucketing": "measure dynamic batching only",
 }
+MINIMUM = {"max_batch_size": (2, "batch-1 serving is the baseline.")}
 
 
 def timed_steps(model: nn.Module, variants: dict[str, list[dict[str, torch.Tensor]]]) -> dict[str, dict]:

@@ -23,11 +23,11 @@ from lit_opt.distillation import students
 
 SETTINGS = common.EPOCH_SETTINGS | common.DISTILL_SETTINGS
 SETTINGS |= dict(train_rows=(4000, 64), test_rows=(0, 32), student_lr=1e-4, keep_layers=([0, 2, 4], [0]))
-MINIMUM = {"epochs": (2, "the teacher cache's second epoch, its reads, is timed.")}
 HELP = {
     "test_rows": "test examples (0: all)",
     "threads": "torch threads (2 on 2 shared cores made a step ~5x slower)",
 }
+MINIMUM = {"epochs": (2, "the teacher cache's second epoch, its reads, is timed.")}
 
 
 def mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,8 @@ SETTINGS = dict(
     warmup=(2, 1),
     train_steps=(8, 3),
 )
-MINIMUM = {"train_steps": (3, "the first 2 steps are warm-up and not timed.")}
 HELP = {"repeats": "timed rounds at the larger batches", "train_steps": "steps per training run (>= 3)"}
+MINIMUM = {"train_steps": (3, "the first 2 steps are warm-up and not timed.")}
 SENTENCES = [
     "The film was a quiet triumph, patient and warm from the first scene to the last.",
     "I would not recommend this restaurant; the soup was cold and the service slow.",
@@ -80,9 +80,8 @@ def make_inputs(batch: int, seq: int) -> dict[str, torch.Tensor]:
 
 def variants(base: nn.Module, work: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Each inference row: how to build its model, and its file size (and how that was measured)."""
-    bf16 = copy.deepcopy(base).to(torch.bfloat16).eval()
     rows: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for name, model in (("fp32", base), ("bf16", bf16)):
+    for name, model in (("fp32", base), ("bf16", copy.deepcopy(base).to(torch.bfloat16).eval())):
         model.save_pretrained(str(work / name), safe_serialization=True)
         size = file_bytes(work / name / "model.safetensors")
         rows[name] = (lambda m=model: m, {"bytes": size, "size_how": "save_pretrained model.safetensors"})
@@ -138,19 +137,16 @@ def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str
 
 def inference_cells(r: dict[str, Any], batches: list[int]) -> dict[str, Any]:
     """An inference row of the table: latency, throughput and speedup per batch size, size and fidelity."""
-    big = max(batches)
     if not r["available"]:
         return {"row": r["name"], f"b{batches[0]} median ms": f"unavailable: {r['reason']}"}
+    big, agree = max(batches), f"{100 * r['top1_agreement']:.1f}%"
     return (
         {"row": r["name"]}
         | {f"b{b} {k} ms": f"{r[f'b{b}_{k}_ms']:.2f}" for b in batches for k in ("median", "p90")}
         | {f"b{big} seq/s": f"{r[f'b{big}_throughput_seq_s']:.1f}"}
         | {f"speedup b{b}": f"{r[f'speedup_b{b}']:.2f}x" for b in batches}
         | {"file bytes": f"{r['bytes']:,}", "% of fp32": f"{r['size_pct_of_fp32']:.1f}%"}
-        | {
-            "max abs logit diff": f"{r['max_abs_logit_diff']:.4f}",
-            "top-1 agree": f"{100 * r['top1_agreement']:.1f}%",
-        }
+        | {"max abs logit diff": f"{r['max_abs_logit_diff']:.4f}", "top-1 agree": agree}
         | {f"b{big} cpu/wall": f"{r[f'b{big}_cpu_per_wall']:.2f}"}
     )
 
