@@ -94,12 +94,29 @@ def distillation_loss(
     return alpha * soft + (1 - alpha) * hard, soft, hard
 
 
-def hidden_state_loss(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Mean squared error between (projected) hidden states, over the positions ``mask`` keeps."""
-    squared = (student_hidden.float() - teacher_hidden.float()).pow(2).mean(dim=-1)  # (B, L)
-    if mask is None:
-        return squared.mean()
-    weights = mask.to(squared.dtype)
+def hidden_state_loss(
+    student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None, center: bool = False
+) -> Tensor:
+    """Mean squared error between (projected) hidden states ``(B, L, H)``, over the positions ``mask`` keeps.
+
+    With ``center``, each side first loses its per-feature mean over the kept positions of the batch,
+    so only how the states vary between tokens and inputs is matched, not a component they all share.
+
+    Example:
+        >>> import torch
+        >>> s, t = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]), torch.tensor([[[0.0, 0.0], [10.0, 10.0]]])
+        >>> hidden_state_loss(s, t).item(), hidden_state_loss(s, t, center=True).item()
+        (22.5, 16.0)
+    """
+    weights = torch.ones(student_hidden.shape[:2]) if mask is None else mask
+    weights = weights.to(device=student_hidden.device, dtype=torch.float32)
+    student, teacher = student_hidden.float(), teacher_hidden.float()
+    if center:
+        kept = weights.unsqueeze(-1)
+        count = weights.sum().clamp(min=1)
+        student = student - (student * kept).sum((0, 1)) / count
+        teacher = teacher - (teacher * kept).sum((0, 1)) / count
+    squared = (student - teacher).pow(2).mean(dim=-1)  # (B, L)
     return (squared * weights).sum() / weights.sum().clamp(min=1)
 
 

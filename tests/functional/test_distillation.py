@@ -62,3 +62,28 @@ def test_attention_map_loss_by_hand():
     assert attention_map_loss(s, t).item() == pytest.approx(0.5)  # (1 + 1 + 0 + 0) / 4
     two_heads = torch.cat([s, t], dim=1)  # averaged over heads: [[0.5, 0.5], [0.5, 0.5]]
     assert attention_map_loss(two_heads, t).item() == pytest.approx(0.125)
+
+
+def test_centered_hidden_state_loss_by_hand():
+    h_s = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # kept-position means (2, 3)
+    h_t = torch.tensor([[[0.0, 0.0], [10.0, 10.0]]])  # means (5, 5)
+    # centered: s -> [[-1, -1], [1, 1]], t -> [[-5, -5], [5, 5]]; every squared difference is 16
+    assert hidden_state_loss(h_s, h_t, center=True).item() == 16.0
+    assert hidden_state_loss(h_s, h_t).item() == 22.5  # uncentered: (1 + 4 + 49 + 36) / 4
+
+
+def test_centered_hidden_state_loss_ignores_constant_offsets_and_padded_positions():
+    torch.manual_seed(0)
+    h_s, h_t = torch.randn(2, 5, 8), torch.randn(2, 5, 12).narrow(-1, 0, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+    reference = hidden_state_loss(h_s, h_t, mask, center=True)
+    offset = torch.randn(8)
+    assert hidden_state_loss(h_s + offset, h_t - 3 * offset, mask, center=True).item() == pytest.approx(
+        reference.item(), rel=1e-5
+    )
+    padded = h_s.clone()
+    padded[mask == 0] = 1e4  # padding holds anything: it enters neither the means nor the error
+    assert hidden_state_loss(padded, h_t, mask, center=True).item() == pytest.approx(
+        reference.item(), rel=1e-5
+    )
+    assert hidden_state_loss(h_s, h_t, torch.tensor([[1, 0, 0, 0, 0]] * 2), center=True).item() > 0
