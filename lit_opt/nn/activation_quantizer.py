@@ -15,12 +15,13 @@ from lit_opt.functional.quantize import (
     qparams_from_range,
     quant_range,
 )
+from lit_opt.parametrizations.extra_state import ConfigExtraState
 
 ACTIVATION_MODES: tuple[str, ...] = ("dynamic", "static", "none")
 INPUT_QUANTIZER = "input_quantizer"
 
 
-class ActivationQuantizer(nn.Module):
+class ActivationQuantizer(ConfigExtraState):
     """Fake-quantizes activations to int8, as the exported kernel will.
 
     ``mode="dynamic"`` computes a scale per row (the last dimension; per sample for convolutions)
@@ -45,6 +46,7 @@ class ActivationQuantizer(nn.Module):
         True
     """
 
+    what, callback, checked = "activation quantizer", "QATCallback", ("mode", "per_sample", "symmetric")
     enabled: Tensor
     observing: Tensor
     initialized: Tensor
@@ -89,17 +91,6 @@ class ActivationQuantizer(nn.Module):
             "momentum": self.momentum,
             "owner": self.owner,
         }
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return self.config()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        keys = ("mode", "per_sample", "symmetric")
-        if any(state.get(k) != getattr(self, k) for k in keys):
-            raise ValueError(
-                f"the checkpoint's activation quantizer {state} does not match this model's {self.config()}. "
-                "HINT: resume with the same QATCallback arguments the checkpoint was trained with."
-            )
 
     def reduce_dims(self, x: Tensor) -> tuple[int, ...]:
         """Dimensions one dynamic scale covers: the last, or all but the batch dimension."""

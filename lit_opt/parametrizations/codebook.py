@@ -7,8 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lit_opt.parametrizations.extra_state import ConfigExtraState
 
-class Codebook(nn.Module):
+
+class Codebook(ConfigExtraState):
     """Weight sharing (Han et al. 2016): the weight becomes ``centroids[indices]``.
 
     ``centroids`` is an ``nn.Parameter`` of ``n_clusters`` values and exists from construction, so
@@ -45,6 +47,7 @@ class Codebook(nn.Module):
         [[-0.5, 0.25, 0.25], [0.25, -0.5, -0.5]]
     """
 
+    what, callback, checked = "codebook", "WeightSharingCallback", ("shape", "n_clusters")
     indices: Tensor
     clustered: Tensor
     zero_cluster: Tensor
@@ -73,16 +76,6 @@ class Codebook(nn.Module):
             "n_clusters": self.n_clusters,
             "owner": self.owner,
         }
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return self.config()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("shape") != list(self.shape) or state.get("n_clusters") != self.n_clusters:
-            raise ValueError(
-                f"the checkpoint's codebook {state} does not match this model's {self.config()}. "
-                "HINT: resume with the same WeightSharingCallback arguments the checkpoint was trained with."
-            )
 
     def values(self) -> Tensor:
         """The shared values as the forward uses them: float16-representable, cluster 0 pinned at 0 if zero_cluster."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from lit_opt.parametrizations.extra_state import ConfigExtraState
 
 
-class Mask(nn.Module):
+class Mask(ConfigExtraState):
     """Multiplies the tensor it parametrizes by a persistent boolean ``mask`` buffer.
 
     The effective tensor is exactly zero where the mask is False, whatever the optimizer does, and
@@ -40,6 +42,7 @@ class Mask(nn.Module):
         (True, True)
     """
 
+    what, callback, checked = "pruning mask", "IterativePruningCallback", ("shape", "score_shape")
     mask: Tensor
     score: Tensor
     score_count: Tensor
@@ -75,16 +78,6 @@ class Mask(nn.Module):
             "score_shape": self.score_shape,
             "owner": self.owner,
         }
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return self.config()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("shape") != list(self.shape) or state.get("score_shape") != self.score_shape:
-            raise ValueError(
-                f"the checkpoint's pruning mask {state} does not match this model's {self.config()}. "
-                "HINT: resume with the same IterativePruningCallback arguments the checkpoint was trained with."
-            )
 
     @property
     def sparsity(self) -> float:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lit_opt.functional.quantize import fake_quantize_weight, quantize_weight, weight_blocks, weight_qparams
+from lit_opt.parametrizations.extra_state import ConfigExtraState
 
 
-class WeightFakeQuant(nn.Module):
+class WeightFakeQuant(ConfigExtraState):
     """Fake-quantizes the weight it parametrizes; its observer is the weight's own min/max.
 
     Registered with :func:`torch.nn.utils.parametrize.register_parametrization`, so the original
@@ -40,6 +41,7 @@ class WeightFakeQuant(nn.Module):
         True
     """
 
+    what, callback = "weight quantizer", "QATCallback"  # every key of config() but the owner must match
     scale: Tensor
     zero_point: Tensor
     enabled: Tensor
@@ -84,17 +86,6 @@ class WeightFakeQuant(nn.Module):
             "group_size": self.group_size,
             "owner": self.owner,
         }
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return self.config()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        mine = self.config()
-        if {k: state.get(k) for k in mine if k != "owner"} != {k: v for k, v in mine.items() if k != "owner"}:
-            raise ValueError(
-                f"the checkpoint's weight quantizer {state} does not match this model's {mine}. "
-                "HINT: resume with the same QATCallback arguments the checkpoint was trained with."
-            )
 
     def qparams(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """Scale and zero point of ``w`` as the forward pass computes them."""
