@@ -8,15 +8,13 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from typing_extensions import override
 
 from lit_opt._checks import check_int
-from lit_opt.callbacks import _spawn
-from lit_opt.callbacks._strategy import require_whole_weights
+from lit_opt.callbacks._base import CompressionCallback
 from lit_opt.functional.low_rank import parameter_saving, svd_factors
 from lit_opt.module_types import (
     in_features,
@@ -40,7 +38,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class LowRankCallback(Callback):
+def _ranks(ranks: dict[Any, Any]) -> dict[str, int]:
+    return {str(k): int(v) for k, v in ranks.items()}
+
+
+class LowRankCallback(CompressionCallback):
     """Replace each targeted ``nn.Linear`` (or transformers ``Conv1D``, read as the Linear it computes) by
     its truncated SVD (two thin linears) at ``at_step``. A layer whose weight is tied to another's (an
     LM head tied to the input embedding) stays dense, with a warning: factors cannot stay tied.
@@ -80,6 +82,9 @@ class LowRankCallback(Callback):
             LowRankCallback(energy=0.9, at_step=500, targets=["*.intermediate.dense", "*.output.dense"]),
         ])
     """
+
+    identity = ("targets", "exclude", "rank", "energy")
+    progress = {"done": bool, "ranks": _ranks}
 
     def __init__(
         self,
@@ -121,14 +126,6 @@ class LowRankCallback(Callback):
             )
         self.ranks: dict[str, int] = {}  # factorized layer -> rank
         self.done = False
-        _spawn.install()
-
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(
-            targets=self.targets, exclude=self.exclude, rank=self.rank, energy=self.energy
-        )
 
     def _select(self, model: nn.Module) -> dict[str, nn.Module]:
         """The targeted Linear/Conv1D layers, the factors of already factorized layers and tied weights left out."""
@@ -262,7 +259,7 @@ class LowRankCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        require_whole_weights(trainer, self)
+        super().setup(trainer, pl_module, stage)
         if not getattr(pl_module, _HOOKED, False):
             pl_module.register_load_state_dict_pre_hook(self._reshape_from_checkpoint)
             setattr(pl_module, _HOOKED, True)
@@ -287,12 +284,3 @@ class LowRankCallback(Callback):
         self._factorize(trainer, pl_module)
         self._rebuild_optimizers(trainer)
         self._rewrap_ddp(trainer)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "ranks": dict(self.ranks)}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.done = bool(state_dict["done"])
-        self.ranks = {str(k): int(v) for k, v in state_dict["ranks"].items()}

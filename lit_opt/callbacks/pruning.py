@@ -8,11 +8,9 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from lit_opt.callbacks import _spawn
-from lit_opt.callbacks._strategy import require_whole_weights
+from lit_opt.callbacks._base import CompressionCallback
 from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
 from lit_opt.pruning import (
     PrunableGroup,
@@ -43,7 +41,7 @@ PER_ENTRY_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
 log = logging.getLogger(__name__)
 
 
-class IterativePruningCallback(Callback):
+class IterativePruningCallback(CompressionCallback):
     """Prune gradually while training: masks tighten on a schedule, the model fine-tunes in between.
 
     At ``setup`` (before checkpoint restore, DDP and optimizers) every targeted tensor gets a
@@ -108,6 +106,9 @@ class IterativePruningCallback(Callback):
         ])
     """
 
+    identity = ("config.targets", "config.exclude", "config.structure")
+    progress = {"current_sparsity": float, "last_pruned_step": int}
+
     def __init__(
         self,
         target_sparsity: float = 0.5,
@@ -149,16 +150,6 @@ class IterativePruningCallback(Callback):
         self.last_pruned_step = -1
         self._end_step = end_step
         self._step_hooks: list[Any] = []
-        _spawn.install()
-
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(
-            targets=list(self.config.targets),
-            exclude=list(self.config.exclude),
-            structure=self.config.structure,
-        )
 
     @property
     def end_step(self) -> int:
@@ -167,7 +158,7 @@ class IterativePruningCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        require_whole_weights(trainer, self)
+        super().setup(trainer, pl_module, stage)
         self.groups = prepare_pruning(pl_module, self.config, owner=self.state_key)
         log.info("IterativePruningCallback %s prunes %d groups", self.state_key, len(self.groups))
 
@@ -241,12 +232,3 @@ class IterativePruningCallback(Callback):
             mask_grads(self.groups)
         if self.config.criterion == "movement":
             accumulate_movement(self.groups)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"current_sparsity": self.current_sparsity, "last_pruned_step": self.last_pruned_step}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.current_sparsity = float(state_dict["current_sparsity"])
-        self.last_pruned_step = int(state_dict["last_pruned_step"])

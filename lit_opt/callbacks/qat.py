@@ -9,12 +9,10 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 from typing_extensions import override
 
-from lit_opt.callbacks import _spawn
-from lit_opt.callbacks._strategy import require_whole_weights
+from lit_opt.callbacks._base import CompressionCallback
 from lit_opt.quantization import (
     QuantizationConfig,
     prepare_quantization,
@@ -37,7 +35,7 @@ def _check_step(value: Any, argument: str, allow_none: bool) -> None:
         )
 
 
-class QATCallback(Callback):
+class QATCallback(CompressionCallback):
     """Quantization-aware training: fake-quantize weights (int8/int4) and activations (int8).
 
     At ``setup`` (before checkpoint restore, DDP wrapping and optimizers) each targeted
@@ -77,6 +75,9 @@ class QATCallback(Callback):
                         activations="none", targets=["*embeddings.word_embeddings"]),
         ])
     """
+
+    identity = ("config.targets", "config.exclude", "config.weight_bits")
+    progress = {"phase": str, "last_step": int}
 
     def __init__(
         self,
@@ -122,14 +123,6 @@ class QATCallback(Callback):
         self._model: nn.Module | None = None
         self.phase = "float" if start_step > 0 else self._phase(0)
         self.last_step = -1
-        _spawn.install()
-
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(
-            targets=self.config.targets, exclude=self.config.exclude, weight_bits=self.config.weight_bits
-        )
 
     def _phase(self, step: int) -> str:
         if step < self.start_step:
@@ -152,7 +145,7 @@ class QATCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        require_whole_weights(trainer, self)
+        super().setup(trainer, pl_module, stage)
         self.quantized_modules = prepare_quantization(pl_module, self.config, owner=self.state_key)
         self._model = pl_module
         self._batchnorms = [
@@ -198,12 +191,3 @@ class QATCallback(Callback):
                         float(torch.linalg.vector_norm(q - w) / torch.linalg.vector_norm(w).clamp_min(1e-12))
                     )
         return sum(errors) / max(len(errors), 1)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase, "last_step": self.last_step}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.phase = str(state_dict["phase"])
-        self.last_step = int(state_dict["last_step"])

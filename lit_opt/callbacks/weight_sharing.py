@@ -8,18 +8,16 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from lit_opt._checks import check_int
-from lit_opt.callbacks import _spawn
-from lit_opt.callbacks._strategy import require_whole_weights
+from lit_opt.callbacks._base import CompressionCallback
 from lit_opt.sharing import SharingConfig, cluster_weights, codebooks, prepare_sharing
 
 log = logging.getLogger(__name__)
 
 
-class WeightSharingCallback(Callback):
+class WeightSharingCallback(CompressionCallback):
     """Weight sharing (Han et al. 2016): each targeted weight keeps only ``n_clusters`` distinct values.
 
     At ``setup`` (before checkpoint restore, DDP wrapping and optimizers) each targeted
@@ -55,6 +53,9 @@ class WeightSharingCallback(Callback):
         ])
     """
 
+    identity = ("config.targets", "config.exclude", "config.n_clusters")
+    progress = {"clustered_step": int}
+
     def __init__(
         self,
         n_clusters: int = 16,
@@ -72,20 +73,10 @@ class WeightSharingCallback(Callback):
         self.shared_modules: list[str] = []
         self.clustered_step = -1
         self._done = False
-        _spawn.install()
-
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(
-            targets=list(self.config.targets),
-            exclude=list(self.config.exclude),
-            n_clusters=self.config.n_clusters,
-        )
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        require_whole_weights(trainer, self)
+        super().setup(trainer, pl_module, stage)
         self.shared_modules = prepare_sharing(pl_module, self.config, owner=self.state_key)
         log.info("WeightSharingCallback %s shares %d weights", self.state_key, len(self.shared_modules))
 
@@ -114,11 +105,3 @@ class WeightSharingCallback(Callback):
             trainer.global_step,
             time.perf_counter() - start,
         )
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"clustered_step": self.clustered_step}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.clustered_step = int(state_dict["clustered_step"])
