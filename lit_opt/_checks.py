@@ -16,6 +16,18 @@ def check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}.")
 
 
+def check_str(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a non-empty ``str``."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name}={value!r} is not accepted; expected a non-empty string.")
+
+
+def check_flag(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not accepted; expected true or false.")
+
+
 def check_fraction(name: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is a number strictly between 0 and 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:

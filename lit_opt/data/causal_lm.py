@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -10,15 +9,20 @@ import random
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lit_opt._checks import check_int, check_split_fractions
+from lit_opt._checks import check_flag, check_int, check_split_fractions, check_str
 from lit_opt.data.rotten_tomatoes import DEFAULT_CACHE_DIR, rotten_tomatoes_csv
-from lit_opt.data.text_classification import BUILDERS, read_rows, save_dataset
+from lit_opt.data.text_classification import (
+    BUILDERS,
+    TokenizedFileDataModule,
+    check_data_file,
+    read_rows,
+    save_dataset,
+)
 from lit_opt.export.format import sha256
-from lit_opt.inference.bucketing import LengthBucketBatchSampler, pad_collate
+from lit_opt.inference.bucketing import LengthBucketBatchSampler
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +49,7 @@ def check_block_size(block_size: int, positions: int | None, model: str = "the m
         )
 
 
-def _flag(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} is not accepted; expected true or false.")
-
-
-class CausalLMDataModule(LightningDataModule):
+class CausalLMDataModule(TokenizedFileDataModule):
     """Texts from a local file, tokenized once (cached), split by text, packed into blocks for next-token training.
 
     The file is plain text (``.txt``, one text per non-empty line), ``.csv``, ``.jsonl``/``.json`` (one object
@@ -125,17 +124,10 @@ class CausalLMDataModule(LightningDataModule):
         if path is not None:
             if not isinstance(path, str) or not path:
                 raise ValueError(f"path={path!r} is not accepted; expected a file path or None.")
-            if Path(path).suffix.lower() not in LM_BUILDERS:
-                raise ValueError(
-                    f"path={path!r} is not accepted; expected a file ending in one of {sorted(LM_BUILDERS)}. "
-                    "HINT: save the texts one per line as .txt, or as a CSV with a text column."
-                )
-            if not Path(path).expanduser().is_file():
-                raise ValueError(
-                    f"path={path!r} is not a file. HINT: check the path, or pass path=None for Rotten Tomatoes."
-                )
-        if not isinstance(text_column, str) or not text_column:
-            raise ValueError(f"text_column={text_column!r} is not accepted; expected a non-empty string.")
+            check_data_file(
+                path, LM_BUILDERS, "save the texts one per line as .txt, or as a CSV with a text column."
+            )
+        check_str("text_column", text_column)
         if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer):
             raise ValueError(
                 f"tokenizer={tokenizer!r} is not accepted; expected a non-empty string (a Hugging Face "
@@ -146,7 +138,7 @@ class CausalLMDataModule(LightningDataModule):
         check_split_fractions(val_fraction, test_fraction, defaults=(0.05, 0.05))
         check_int("seed", seed, minimum=0)
         for name, flag in (("packing", packing), ("bucketing", bucketing), ("return_index", return_index)):
-            _flag(name, flag)
+            check_flag(name, flag)
         if max_positions is not None:
             check_int("max_positions", max_positions, minimum=1)
             check_block_size(block_size, max_positions)
@@ -236,14 +228,7 @@ class CausalLMDataModule(LightningDataModule):
         return [stream[i * self.block_size : (i + 1) * self.block_size] for i in range(n)]
 
     @override
-    def prepare_data(self) -> None:
-        # Rank 0 only: download the default data and tokenize into the cache.
-        self._tokenized()
-
-    @override
-    def setup(self, stage: str) -> None:
-        if self.splits:
-            return  # the split is the same for every stage; build it once
+    def _split(self) -> None:
         texts = self._tokenized()
         random.Random(self.seed).shuffle(texts)
         if self.max_texts is not None:
@@ -294,11 +279,7 @@ class CausalLMDataModule(LightningDataModule):
             }
             for i, ids in enumerate(self.splits[split])
         ]
-        common: dict[str, Any] = {
-            "collate_fn": functools.partial(pad_collate, pad_token_id=self.pad_token_id),
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-        }
+        common = self._loader_options()
         if self.packing or not self.bucketing:
             return DataLoader(examples, batch_size=self.batch_size, shuffle=shuffle, **common)  # type: ignore[arg-type]
         sampler = LengthBucketBatchSampler(

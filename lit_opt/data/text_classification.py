@@ -16,7 +16,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lit_opt._checks import check_int, check_split_fractions
+from lit_opt._checks import check_flag, check_int, check_split_fractions, check_str
 from lit_opt.data.rotten_tomatoes import DEFAULT_CACHE_DIR, rotten_tomatoes_csv
 from lit_opt.export.format import sha256
 from lit_opt.inference.bucketing import LengthBucketBatchSampler, pad_collate
@@ -80,12 +80,59 @@ def save_dataset(dataset: Any, target: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _check_str(name: str, value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name}={value!r} is not accepted; expected a non-empty string.")
+def check_data_file(path: str, builders: dict[str, str], hint: str) -> None:
+    """Raise ``ValueError`` unless ``path`` ends in a suffix of ``builders`` (``hint``: how to convert it) and is a file."""
+    if Path(path).suffix.lower() not in builders:
+        raise ValueError(
+            f"path={path!r} is not accepted; expected a file ending in one of {sorted(builders)}. HINT: {hint}"
+        )
+    if not Path(path).expanduser().is_file():
+        raise ValueError(
+            f"path={path!r} is not a file. HINT: check the path, or pass path=None for Rotten Tomatoes."
+        )
 
 
-class TextClassificationDataModule(LightningDataModule):
+class TokenizedFileDataModule(LightningDataModule):
+    """What the text data modules share: a file tokenized once into the cache, split once, batched padded.
+
+    :meth:`prepare_data` (rank 0 only) tokenizes the file into the cache; :meth:`setup` splits it once,
+    the same for every stage; every loader pads a batch to its longest example. A subclass gives
+    :meth:`_tokenized` and :meth:`_split` and sets ``splits`` (empty until split), ``pad_token_id`` and
+    ``num_workers``.
+    """
+
+    splits: dict[str, Any]
+    pad_token_id: int
+    num_workers: int
+
+    def _tokenized(self) -> Any:
+        """The tokenized file: from the cache, or built and cached."""
+        raise NotImplementedError
+
+    def _split(self) -> None:
+        """Fill ``splits`` from :meth:`_tokenized`."""
+        raise NotImplementedError
+
+    @override
+    def prepare_data(self) -> None:
+        # Rank 0 only: download the default data and tokenize into the cache.
+        self._tokenized()
+
+    @override
+    def setup(self, stage: str) -> None:
+        if not self.splits:  # the split is the same for every stage; build it once
+            self._split()
+
+    def _loader_options(self) -> dict[str, Any]:
+        """The ``DataLoader`` arguments every split shares: padding collation and the workers."""
+        return {
+            "collate_fn": functools.partial(pad_collate, pad_token_id=self.pad_token_id),
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
+
+
+class TextClassificationDataModule(TokenizedFileDataModule):
     """Texts and labels from a local file, tokenized (and cached), split stratified, dynamically padded.
 
     The file (``.csv``, ``.jsonl``/``.json`` with one object per line, or ``.parquet``) is read with
@@ -155,32 +202,21 @@ class TextClassificationDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if path is not None:
-            _check_str("path", path)
-            suffix = Path(path).suffix.lower()
-            if suffix not in BUILDERS:
-                raise ValueError(
-                    f"path={path!r} is not accepted; expected a file ending in one of {sorted(BUILDERS)}. "
-                    "HINT: convert it to CSV with a text and a label column."
-                )
-            if not Path(path).expanduser().is_file():
-                raise ValueError(
-                    f"path={path!r} is not a file. HINT: check the path, or pass path=None for Rotten Tomatoes."
-                )
-        _check_str("text_column", text_column)
-        _check_str("label_column", label_column)
+            check_str("path", path)
+            check_data_file(path, BUILDERS, "convert it to CSV with a text and a label column.")
+        check_str("text_column", text_column)
+        check_str("label_column", label_column)
         if tokenizer is not None:
-            _check_str("tokenizer", tokenizer)
+            check_str("tokenizer", tokenizer)
         check_int("max_length", max_length, minimum=2)
         check_int("batch_size", batch_size, minimum=1)
         check_split_fractions(val_fraction, test_fraction, defaults=(0.1, 0.1))
         check_int("seed", seed, minimum=0)
-        if not isinstance(bucketing, bool):
-            raise ValueError(f"bucketing={bucketing!r} is not accepted; expected true or false.")
+        check_flag("bucketing", bucketing)
         check_int("num_workers", num_workers, minimum=0)
-        if not isinstance(return_index, bool):
-            raise ValueError(f"return_index={return_index!r} is not accepted; expected true or false.")
+        check_flag("return_index", return_index)
         if cache_dir is not None:
-            _check_str("cache_dir", cache_dir)
+            check_str("cache_dir", cache_dir)
         self.save_hyperparameters()
         self.path = path
         self.text_column, self.label_column = text_column, label_column
@@ -291,14 +327,7 @@ class TextClassificationDataModule(LightningDataModule):
         log.info("tokenized %d examples of %s into %s", len(tokenized), data_path, target)
 
     @override
-    def prepare_data(self) -> None:
-        # Rank 0 only: download the default data and tokenize into the cache.
-        self._tokenized()
-
-    @override
-    def setup(self, stage: str) -> None:
-        if self.splits:
-            return  # the split is the same for every stage; build it once
+    def _split(self) -> None:
         dataset = self._tokenized()
         if self.return_index:
             dataset = dataset.add_column("idx", list(range(len(dataset))))  # int64 row numbers
@@ -343,13 +372,7 @@ class TextClassificationDataModule(LightningDataModule):
                 f"TextClassificationDataModule: the {split} dataloader was requested before setup(); call "
                 "dm.setup('fit') first (a Trainer does this for you)."
             )
-        dataset = self.splits[split]
-        collate = functools.partial(pad_collate, pad_token_id=self.pad_token_id)
-        common: dict[str, Any] = {
-            "collate_fn": collate,
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-        }
+        dataset, common = self.splits[split], self._loader_options()
         if not bucketing:
             return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, **common)
         num_replicas, rank = self._ranks()
