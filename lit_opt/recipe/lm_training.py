@@ -23,7 +23,7 @@ from lit_opt import CausalLMDistillationModule, ExportCallback
 from lit_opt.data.causal_lm import CausalLMDataModule, check_block_size
 from lit_opt.distillation.students import select_layers
 from lit_opt.recipe.lm_config import CausalLMRecipeConfig, LMCompressConfig
-from lit_opt.recipe.training import fit, qat_callbacks, structured_pruning
+from lit_opt.recipe.training import fit, qat_callbacks, structured_pruning, train_steps
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,6 @@ def distill_student(
     return student
 
 
-def _steps(dm: CausalLMDataModule, epochs: int, max_steps: int) -> int:
-    total = len(dm.train_dataloader()) * epochs
-    return total if max_steps < 0 else min(total, max_steps)
-
-
 def compress_callbacks(config: LMCompressConfig, steps: int) -> list[L.Callback]:
     """MLP rows (gate and up together) and KV-head groups pruned over the first steps; int8 QAT; int4 embeddings."""
     plan = [("rows", config.mlp_sparsity, MLP_TARGETS), ("heads", config.head_sparsity, HEAD_TARGETS)]
@@ -129,7 +124,7 @@ def compress_student(
     module.tokenizer = dm.tokenizer()  # ExportCallback ships it beside the weights
     artifact = run_dir / "compressed"
     callbacks = [
-        *compress_callbacks(c, _steps(dm, c.epochs, c.max_steps)),
+        *compress_callbacks(c, train_steps(dm, c.epochs, c.max_steps)),
         ExportCallback(str(artifact), dtype=c.export_dtype),
     ]
     fit(config, run_dir, "compress", module, dm, c.epochs, c.max_steps, callbacks)

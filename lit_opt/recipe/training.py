@@ -136,7 +136,7 @@ def fit(
     return trainer
 
 
-def train_steps(dm: RecipeDataModule, epochs: int, max_steps: int) -> int:
+def train_steps(dm: L.LightningDataModule, epochs: int, max_steps: int) -> int:
     """Optimizer steps a fit of ``epochs`` epochs (capped by ``max_steps`` unless -1) takes."""
     per_epoch = len(dm.train_dataloader())
     total = per_epoch * epochs
