@@ -23,9 +23,8 @@ from torch import nn
 from transformers import AutoTokenizer
 
 import lit_opt
-from benchmarks.common import SEED, classifier, csv_path, step_call, text_data
+from benchmarks.common import SEED, classifier, csv_path, minilm_tokenizer, step_call, text_data
 from benchmarks.harness import Run, main
-from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.inference import DynamicBatcher
 from lit_opt.inference.measure import percentile, time_round_robin
 
@@ -240,9 +239,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
         if not s.skip_bucketing:
             bucketing(s, out, model)
         if artifact is None:
-            tokenizer = AutoTokenizer.from_pretrained(default_tokenizer())
             path, int8 = out.work_dir / "int8", {"weight_bits": 8}
-            artifact = lit_opt.export(model.eval(), path, quantization=int8, tokenizer=tokenizer)
+            artifact = lit_opt.export(model.eval(), path, quantization=int8, tokenizer=minilm_tokenizer())
     with open(csv_path(s.data, out.work_dir), newline="", encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
     serving(s, out, artifact, texts[-s.clients * s.requests :])  # a fixed slice of real snippets

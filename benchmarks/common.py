@@ -69,6 +69,13 @@ def classifier(model: str, seed: int = SEED, layers: int = 2) -> nn.Module:
     return BertForSequenceClassification(BertConfig(vocab_size=VOCAB, max_position_embeddings=160, **shape))
 
 
+def minilm_tokenizer() -> Any:
+    """The tokenizer of all-MiniLM-L6-v2 (``default_tokenizer()``), which the tiny model shares."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_tokenizer())
+
+
 def small_student(model: str) -> nn.Module:
     """The pretrained 3-layer paraphrase-MiniLM-L3-v2 (``students.minilm_l3``), or a random 1-layer tiny BERT."""
     return students.minilm_l3(num_labels=2) if model == "minilm" else classifier("tiny", SEED + 1, layers=1)
@@ -321,13 +328,11 @@ def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
 def fine_tune_teacher(s: Any, work_dir: Path) -> tuple[nn.Module, dict[str, Any], Path]:
     """Fine-tune ``classifier(s.model)`` with cross-entropy (lr ``s.teacher_lr``, :func:`fit_epochs`) and save
     it with its tokenizer in ``work_dir/teacher``: the model, its :func:`evaluate` row and the directory."""
-    from transformers import AutoTokenizer
-
     L.seed_everything(SEED, verbose=False)
     model = classifier(s.model)
     row = fit_epochs(s, work_dir, Classifier(model, lr=s.teacher_lr)) | evaluate(s, work_dir, model)
     model.save_pretrained(str(work_dir / "teacher"), safe_serialization=True)
-    AutoTokenizer.from_pretrained(default_tokenizer()).save_pretrained(str(work_dir / "teacher"))
+    minilm_tokenizer().save_pretrained(str(work_dir / "teacher"))
     return model, row, work_dir / "teacher"
 
 

@@ -10,19 +10,16 @@ accuracy, predictions changed vs fp32, the bytes of the embedding tensors and of
 
 import argparse
 import copy
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoTokenizer
 
 import lit_opt
 from benchmarks import common
 from benchmarks.common import pct
 from benchmarks.harness import Run, main
-from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.inference.measure import dir_bytes
 
 SETTINGS = common.EPOCH_SETTINGS | dict(
@@ -44,7 +41,7 @@ def split_ids(s: argparse.Namespace, out: Run, split: str, train_rows: int = 0) 
 def measure(s: argparse.Namespace, out: Run, name: str, model: nn.Module, config: Any = None) -> dict:
     """Export ``model`` (its embeddings quantized with ``config``, if given), load it, evaluate it."""
     directory = out.work_dir / "artifacts" / name.replace(" ", "_")
-    path = Path(lit_opt.export(model, directory, quantization=config))
+    path = lit_opt.export(model, directory, quantization=config)
     tensors = load_file(str(path / "model.safetensors"))
     words = "bert.embeddings.word_embeddings."
     emb = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith(words))
@@ -55,7 +52,7 @@ def measure(s: argparse.Namespace, out: Run, name: str, model: nn.Module, config
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    tok = AutoTokenizer.from_pretrained(default_tokenizer())
+    tok = common.minilm_tokenizer()
     L.seed_everything(common.SEED, verbose=False)
     model = common.classifier(s.model)
     trained = common.fit_epochs(s, out.work_dir, common.Classifier(model, lr=s.lr))

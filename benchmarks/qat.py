@@ -21,9 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import lit_opt
-from benchmarks.common import Classifier, Clock, classifier, logits, trainer
+from benchmarks.common import Classifier, Clock, classifier, logits, minilm_tokenizer, trainer
 from benchmarks.harness import Run, main, time_models
-from lit_opt.data.text_classification import default_tokenizer
 from lit_opt.export.loader import best_kernel
 from lit_opt.inference.measure import dir_bytes, file_bytes, percentile
 
@@ -64,9 +63,7 @@ INT4 = {"weight_bits": 4, "granularity": "per_group", "group_size": 32, "activat
 def make_inputs(batch: int, seq: int) -> dict[str, torch.Tensor]:
     """``batch`` rows of real token ids: each sentence repeated to ``seq`` tokens (even rows) or to a length
     in ``[seq/2, seq)`` (odd rows, padded)."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(default_tokenizer())
+    tok = minilm_tokenizer()
     ids = torch.full((batch, seq), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros((batch, seq), dtype=torch.long)
     for row in range(batch):
