@@ -108,16 +108,14 @@ def hidden_state_loss(
         >>> hidden_state_loss(s, t).item(), hidden_state_loss(s, t, center=True).item()
         (22.5, 16.0)
     """
-    weights = torch.ones(student_hidden.shape[:2]) if mask is None else mask
-    weights = weights.to(device=student_hidden.device, dtype=torch.float32)
+    weights = (student_hidden.new_ones(student_hidden.shape[:2]) if mask is None else mask).float()  # (B, L)
+    count = weights.sum().clamp(min=1)
     student, teacher = student_hidden.float(), teacher_hidden.float()
     if center:
         kept = weights.unsqueeze(-1)
-        count = weights.sum().clamp(min=1)
-        student = student - (student * kept).sum((0, 1)) / count
-        teacher = teacher - (teacher * kept).sum((0, 1)) / count
+        student, teacher = (x - (x * kept).sum((0, 1)) / count for x in (student, teacher))
     squared = (student - teacher).pow(2).mean(dim=-1)  # (B, L)
-    return (squared * weights).sum() / weights.sum().clamp(min=1)
+    return (squared * weights).sum() / count
 
 
 def attention_map_loss(student_attention: Tensor, teacher_attention: Tensor) -> Tensor:
