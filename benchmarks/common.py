@@ -200,9 +200,13 @@ def fixed_batches(s: Any, work_dir: Path, steps: int, batch: int = 32) -> dict[s
         if len(batches) >= steps:
             break
     batches, labels = batches[:steps], [int(y) for y in test["labels"]]
-    sizes: dict[str, Any] = {"train_split": len(train), "train_examples_used": sum(len(b) for b in batches)}
-    sizes |= {"train_unique_examples": len({i for b in batches for i in b}), "test": len(test)}
-    sizes["test_label_counts"] = {name: labels.count(k) for k, name in enumerate(dm.label_names)}
+    sizes = {
+        "train_split": len(train),
+        "train_examples_used": sum(len(b) for b in batches),
+        "train_unique_examples": len({i for b in batches for i in b}),
+        "test": len(test),
+        "test_label_counts": {name: labels.count(k) for k, name in enumerate(dm.label_names)},
+    }
     collate = functools.partial(pad_collate, pad_token_id=dm.pad_token_id)
     return {"train": train, "test": test, "batches": batches, "collate": collate, "sizes": sizes}
 

@@ -196,7 +196,12 @@ def compare(timings: dict[str, Timing], baseline: str) -> dict[str, dict[str, fl
 
 
 def time_models(
-    models: dict[str, Any], inputs: dict, baseline: str, warmup: int, repeats: int, settle_ms: float = 0.0
+    models: dict[str, Any],
+    inputs: dict[str, torch.Tensor],
+    baseline: str,
+    warmup: int,
+    repeats: int,
+    settle_ms: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """:func:`compare` of the models' forward passes on ``inputs``, interleaved round by round (inference
     mode), ``settle_ms`` apart (give it when the models run on different runtimes)."""
