@@ -5,7 +5,8 @@ The student is MiniLM's first 3 layers (the recipe's shape; ``--quick``: a tiny 
 and FFN neurons removed, int8 per-channel weights with dynamic activations (post-training, through
 ``lit_opt.export``) and int4 word embeddings (groups of 128); the teacher is the whole fp32 model. Every row
 runs the same synthetic token ids, interleaved round by round; sizes are the bytes of what each row loads.
-"QDQ" writes the same int8 codes as ``DequantizeLinear`` initializers before a float ``MatMul`` (the
+ONNX graphs compute the last layer for the [CLS] token alone (``export_onnx``'s default) unless a row says
+"last layer for every token". "QDQ" writes the same int8 codes as ``DequantizeLinear`` initializers before a float ``MatMul`` (the
 alternative to ``MatMulInteger`` the ONNX export was chosen against; not shipped).
 """
 
@@ -89,11 +90,15 @@ def run(s: argparse.Namespace, out: Run) -> None:
     graphs = {
         "ORT MatMulInteger, int4 embeddings gathered": lit_opt.export_onnx(artifact, work / "onnx_gather")
     }
+    every_token = lit_opt.export_onnx(artifact, work / "onnx_every_token", first_token_only=False)
+    graphs["ORT MatMulInteger, int4 embeddings gathered, last layer for every token"] = every_token
     fp32 = lit_opt.export_onnx(artifact, work / "onnx_fp32_embeddings", int4_embeddings="dequantize")
     graphs["ORT MatMulInteger, fp32 embeddings"] = fp32
     with qdq_matmuls():
         graphs["ORT QDQ (DequantizeLinear + MatMul)"] = lit_opt.export_onnx(artifact, work / "onnx_qdq")
     graphs["teacher ORT fp32"] = lit_opt.export_onnx(teacher, work / "teacher_onnx")
+    whole_teacher = lit_opt.export_onnx(teacher, work / "teacher_onnx_every_token", first_token_only=False)
+    graphs["teacher ORT fp32, last layer for every token"] = whole_teacher
     int8_graph = quantize_onnx_dynamic(graphs["teacher ORT fp32"], work / "teacher_onnx_int8")
     graphs["teacher ORT int8 (quantize_dynamic)"] = int8_graph
     models: dict[str, Any] = {"teacher eager fp32": teacher}

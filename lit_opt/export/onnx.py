@@ -28,10 +28,11 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-from lit_opt._checks import check_path
+from lit_opt._checks import check_flag, check_path
 from lit_opt.export.exporter import export
 from lit_opt.export.format import MANIFEST, WEIGHTS, read_artifact, sha256, write_atomically
 from lit_opt.export.loader import load
+from lit_opt.export.onnx_first_token import first_token_last_layer
 from lit_opt.export.onnx_graph import OnnxInt8Linear, OnnxQuantizedEmbedding
 from lit_opt.export.onnx_layer_norm import decompose_layer_norms
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
@@ -201,6 +202,7 @@ def export_onnx(
     optimize: bool = True,
     overwrite: bool = True,
     decompose_layer_norm: bool = True,
+    first_token_only: bool = True,
 ) -> Path:
     """Write ``source`` as ``model.onnx`` plus ``lit_opt_onnx.json`` and the tokenizer files into ``dirpath``.
 
@@ -215,6 +217,9 @@ def export_onnx(
         decompose_layer_norm: write layer normalizations as primitive operators after the fusions
             (:mod:`lit_opt.export.onnx_layer_norm`: ONNX Runtime's own kernel measured 3x slower on
             this project's CPU); ``False`` keeps ``LayerNormalization``/``SkipLayerNormalization``.
+        first_token_only: for a BERT sequence classifier, compute the last encoder layer for the first
+            token alone, the only one its pooler reads (:mod:`lit_opt.export.onnx_first_token`; the
+            logits are the same maths). Other models are exported whole either way.
 
     Returns:
         ``dirpath``, which holds ``model.onnx``.
@@ -232,6 +237,7 @@ def export_onnx(
         >>> model(**tokenizer(["a fine film"], return_tensors="pt")).logits  # doctest: +SKIP
     """
     check_path("dirpath", dirpath)
+    check_flag("first_token_only", first_token_only)
     if int4_embeddings not in ("gather", "dequantize"):
         raise ValueError(
             f"int4_embeddings={int4_embeddings!r} is not one of ('gather', 'dequantize'). "
@@ -257,6 +263,7 @@ def export_onnx(
             )  # plain MatMul/Softmax, the pattern ORT fuses
         model = copy.deepcopy(reference)
         codes = _swap(model, int4_embeddings)
+        first_token = first_token_only and first_token_last_layer(model)
         example = _token_inputs(reference, vocab, 2, 16, seed=0)
         with torch.inference_mode():
             names = _output_names(reference(**example))
@@ -306,6 +313,7 @@ def export_onnx(
             "optimization": how,
             "int4_embeddings": int4_embeddings,
             "layer_norm": f"decomposed ({decomposed} nodes)" if decomposed else "onnxruntime kernels",
+            "last_layer": "first token only" if first_token else "every token",
             "int8_initializers": codes,
             "check": {
                 "max_abs_difference": difference,

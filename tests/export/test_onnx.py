@@ -250,11 +250,11 @@ def test_a_quantized_convolution_is_named(tmp_path):
         lit_opt.export_onnx(model, tmp_path / "out")
 
 
-def test_an_unpruned_model_gets_ort_attention_fusion(tmp_path):
-    path = lit_opt.export_onnx(tiny_bert(), tmp_path / "plain")
-    assert [n.op_type for n in onnx.load(str(path / ONNX_FILE)).graph.node].count(
-        "Attention"
-    ) == 2  # one per layer
+@pytest.mark.parametrize(("first_token_only", "fused"), [(True, 1), (False, 2)])
+def test_an_unpruned_model_gets_ort_attention_fusion(tmp_path, first_token_only, fused):
+    path = lit_opt.export_onnx(tiny_bert(), tmp_path / "plain", first_token_only=first_token_only)
+    # one per layer; the last layer computed for the first token alone has its own, smaller pattern
+    assert [n.op_type for n in onnx.load(str(path / ONNX_FILE)).graph.node].count("Attention") == fused
     inputs = _inputs()
     with torch.inference_mode():
         expected = tiny_bert()(**inputs).logits
