@@ -77,7 +77,6 @@ def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:
     dms, batches = {}, {}
     for bucketed in (False, True):
         dms[bucketed] = text_data(s, out.work_dir, max_length=s.max_length, batch_size=32, bucketing=bucketed)
-        dms[bucketed].setup("fit")
         torch.manual_seed(SEED)  # the plain loader's shuffling
         batches[bucketed] = list(itertools.islice(iter(dms[bucketed].train_dataloader()), s.batches))
     times = timed_steps(model, {str(b): batches[b] for b in batches})
@@ -169,8 +168,7 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
 
     recorder = PassRecorder(loaded)
     options = dict(tokenizer=tokenizer, max_wait_ms=s.max_wait_ms, max_length=s.max_length)
-    options |= {"pass_cost": s.pass_cost} if s.pass_cost else {}
-    options["pad_to_multiple_of"] = s.pad_to_multiple_of
+    options |= dict(pad_to_multiple_of=s.pad_to_multiple_of, pass_cost=s.pass_cost or None)  # None: its own
     wait = f"max_wait_ms={s.max_wait_ms:g}"
     kinds = (("batch-1 serving", loaded, 1), ("DynamicBatcher", recorder, s.max_batch_size))
     batchers = {
@@ -184,7 +182,6 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
     try:
         for serve, clients in servers.values():  # warm-up: kernels for the shapes a server meets
             closed_loop(serve, texts, clients, per_round * s.clients)
-        before = {name: b.stats for name, b in batchers.items()}
         recorder.recording = True
         for _ in range(s.rounds):
             for name, (serve, clients) in servers.items():
@@ -192,7 +189,6 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
                 latencies[name] += got
                 elapsed[name] += seconds
         recorder.recording = False
-        after = {name: b.stats for name, b in batchers.items()}
     finally:
         for b in batchers.values():
             b.close()
@@ -202,11 +198,9 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
         row = {"server": name, "clients": clients, "requests": len(lat), "elapsed_s": elapsed[name]}
         row |= {"throughput_req_s": len(lat) / elapsed[name], "p50_ms": percentile(lat, 50)}
         row |= {"p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_batch_size": 1.0}
-        if name in batchers:
-            served = after[name]["requests"] - before[name]["requests"]
-            row["mean_batch_size"] = served / max(after[name]["batches"] - before[name]["batches"], 1)
-            if batchers[name].model is recorder:
-                row |= {"passes_alone_s": replay_s, "passes_alone_req_s": served / replay_s}
+        if name in batchers and batchers[name].model is recorder:  # batch-1 serving: one request per pass
+            row["mean_batch_size"] = len(lat) / max(len(recorder.passes), 1)  # the passes of the timed rounds
+            row |= {"passes_alone_s": replay_s, "passes_alone_req_s": len(lat) / replay_s}
         out.rows.append(row)
     _, batch1, batched = out.rows[-3:]  # sequential calls, batch-1 serving, the DynamicBatcher
     out.table(

@@ -97,26 +97,18 @@ def csv_path(data: str, work_dir: Path) -> Path:
     return path
 
 
-class TextData(RecipeDataModule):
-    """The recipe's data module (training split cut to ``max_train_rows``), test split cut to ``test_rows``."""
-
-    def __init__(self, test_rows: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.test_rows = test_rows
-
-    def setup(self, stage: str) -> None:
-        fresh = not self.splits
-        super().setup(stage)
-        if fresh and self.test_rows:
-            test = self.splits["test"]
-            self.splits["test"] = test.select(range(min(self.test_rows, len(test))))
-
-
-def text_data(s: Any, work_dir: Path, train_rows: int = 0, path: Path | None = None, **kwargs: Any) -> Any:
-    """``TextData`` on ``path`` or ``s.data`` (``train_rows`` 0: all), seeded by ``SEED``; synthetic data is
-    tokenized under ``work_dir``."""
+def text_data(
+    s: Any, work_dir: Path, train_rows: int = 0, test_rows: int = 0, path: Path | None = None, **kwargs: Any
+) -> RecipeDataModule:
+    """The recipe's data module on ``path`` or ``s.data``, set up (split, seeded by ``SEED``) with its training split
+    cut to ``train_rows`` and its test split to ``test_rows`` (0: all); synthetic data is tokenized under
+    ``work_dir``."""
     kwargs |= dict(path=str(path or csv_path(s.data, work_dir)), max_train_rows=train_rows or None, seed=SEED)
-    return TextData(cache_dir=str(work_dir / "cache") if s.data == "synthetic" else None, **kwargs)
+    dm = RecipeDataModule(cache_dir=str(work_dir / "cache") if s.data == "synthetic" else None, **kwargs)
+    dm.setup("fit")  # the split is the same for every stage
+    if test_rows:
+        dm.splits["test"] = dm.splits["test"].select(range(min(test_rows, len(dm.splits["test"]))))
+    return dm
 
 
 def trainer(callbacks: Iterable[L.Callback] = (), **kwargs: Any) -> L.Trainer:
@@ -187,10 +179,9 @@ class EpochChunks(Sampler[list[int]]):
 def fixed_batches(s: Any, work_dir: Path, steps: int, batch: int = 32) -> dict[str, Any]:
     """``steps`` full, length-bucketed training batches (seed 0; the same in every run; max_length 64), the test
     split cut to ``s.test_size`` rows, the collate function and the sizes, from a 80/5/15 stratified split."""
-    dm = text_data(s, work_dir, max_length=64, batch_size=batch, val_fraction=0.05, test_fraction=0.15)
-    dm.setup("fit")
-    train, test = dm.train_dataloader().dataset, dm.test_dataloader().dataset
-    test = test.select(range(min(s.test_size, len(test))))
+    split = dict(val_fraction=0.05, test_fraction=0.15)
+    dm = text_data(s, work_dir, test_rows=s.test_size, max_length=64, batch_size=batch, **split)
+    train, test = dm.splits["train"], dm.splits["test"]
     lengths = [len(ids) for ids in train["input_ids"]]
     sampler = LengthBucketBatchSampler(lengths, batch, shuffle=True, seed=SEED)
     batches: list[list[int]] = []
@@ -298,11 +289,11 @@ def time_batches(
     return {b: time_models(models, inputs[b], baseline, warmup, n, settle_ms) for b, n in batches.items()}
 
 
-def epoch_data(s: Any, work_dir: Path) -> TextData:
+def epoch_data(s: Any, work_dir: Path) -> RecipeDataModule:
     """The epoch-based benchmarks' data: ``s.train_rows``/``s.test_rows`` of ``s.data``, ``s.max_length``,
     batches of ``s.batch_size`` bucketed by length and carrying ``idx`` (the same batches in every run)."""
-    size = dict(max_length=s.max_length, batch_size=s.batch_size, test_rows=s.test_rows)
-    return text_data(s, work_dir, s.train_rows, **size, bucketing=True, return_index=True)
+    size = dict(max_length=s.max_length, batch_size=s.batch_size)
+    return text_data(s, work_dir, s.train_rows, s.test_rows, **size, bucketing=True, return_index=True)
 
 
 def fit_epochs(s: Any, work_dir: Path, module: L.LightningModule, callbacks: Iterable = ()) -> dict:
@@ -320,7 +311,6 @@ def fit_epochs(s: Any, work_dir: Path, module: L.LightningModule, callbacks: Ite
 def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
     """Validation and test accuracy on :func:`epoch_data`, and ``test``: ``{idx: (label, predicted)}``."""
     dm = epoch_data(s, work_dir)
-    dm.setup("test")
     result: dict[str, Any] = {}
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         labels, predicted, index = predictions(model, loader)
@@ -332,8 +322,7 @@ def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
 def fine_tune_teacher(s: Any, work_dir: Path) -> tuple[nn.Module, dict[str, Any], Path]:
     """Fine-tune ``classifier(s.model)`` with cross-entropy (lr ``s.teacher_lr``, :func:`fit_epochs`) and save
     it with its tokenizer in ``work_dir/teacher``: the model, its :func:`evaluate` row and the directory."""
-    L.seed_everything(SEED, verbose=False)
-    model = classifier(s.model)
+    model = classifier(s.model)  # seeded; fit_epochs seeds the training
     row = fit_epochs(s, work_dir, Classifier(model, lr=s.teacher_lr)) | evaluate(s, work_dir, model)
     model.save_pretrained(str(work_dir / "teacher"), safe_serialization=True)
     minilm_tokenizer().save_pretrained(str(work_dir / "teacher"))

@@ -12,7 +12,6 @@ import argparse
 import copy
 from typing import Any
 
-import lightning as L
 from safetensors.torch import load_file
 from torch import nn
 
@@ -31,13 +30,6 @@ INT8 = {"weight_bits": 8, "granularity": "per_channel", "activations": "none", "
 INT4 = {"weight_bits": 4, "granularity": "per_group", "activations": "none", "targets": EMBEDDINGS}
 
 
-def split_ids(s: argparse.Namespace, out: Run, split: str, train_rows: int = 0) -> list[list[int]]:
-    """The token ids of every example of ``split`` (the training split cut to ``train_rows``, 0: all)."""
-    dm = common.epoch_data(argparse.Namespace(**{**vars(s), "train_rows": train_rows}), out.work_dir)
-    dm.setup("fit")
-    return [list(ids) for ids in dm.splits[split]["input_ids"]]
-
-
 def measure(s: argparse.Namespace, out: Run, name: str, model: nn.Module, config: Any = None) -> dict:
     """Export ``model`` (its embeddings quantized with ``config``, if given), load it, evaluate it."""
     directory = out.work_dir / "artifacts" / name.replace(" ", "_")
@@ -53,15 +45,17 @@ def measure(s: argparse.Namespace, out: Run, name: str, model: nn.Module, config
 
 def run(s: argparse.Namespace, out: Run) -> None:
     tok = common.minilm_tokenizer()
-    L.seed_everything(common.SEED, verbose=False)
     model = common.classifier(s.model)
     trained = common.fit_epochs(s, out.work_dir, common.Classifier(model, lr=s.lr))
     model.eval()
-    test_ids, special = split_ids(s, out, "test"), set(tok.all_special_ids)
+    # one data module with the whole training split: the fine-tune subset is its first train_rows
+    whole = common.epoch_data(argparse.Namespace(**{**vars(s), "train_rows": 0}), out.work_dir)
+    train_ids, test_ids = ([list(ids) for ids in whole.splits[k]["input_ids"]] for k in ("train", "test"))
+    special = set(tok.all_special_ids)
     vocab: dict[str, dict[str, Any]] = {}
     pruned: dict[str, nn.Module] = {}
-    for label, rows in (("train split", 0), ("fine-tune subset", s.train_rows)):
-        keep = lit_opt.token_ids_in_use(split_ids(s, out, "train", rows), special_ids=tok.all_special_ids)
+    for label, rows in (("train split", None), ("fine-tune subset", s.train_rows)):
+        keep = lit_opt.token_ids_in_use(train_ids[:rows], special_ids=tok.all_special_ids)
         tokens = sum(1 for row in test_ids for i in row if i not in special)
         dropped = [sum(1 for i in row if i not in set(keep)) for row in test_ids]
         unk = {"unk_tokens": sum(dropped) / tokens, "unk_examples": sum(map(bool, dropped)) / len(test_ids)}
@@ -77,7 +71,6 @@ def run(s: argparse.Namespace, out: Run) -> None:
         measure(s, out, f"pruned (train split) + int4 {g}", pruned["train split"], int4),
     ]
     if s.qat:
-        L.seed_everything(common.SEED, verbose=False)
         keep = vocab["train split"]["keep"]
         qat_model = lit_opt.prune_vocabulary(common.classifier(s.model), keep, unk_token_id=tok.unk_token_id)
         qat = lit_opt.QATCallback(**int4)

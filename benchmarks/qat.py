@@ -11,7 +11,6 @@ On the classifier (pretrained encoder, a head from a fixed seed) at sequence len
 
 import argparse
 import copy
-import functools
 import statistics
 import warnings
 from typing import Any
@@ -75,20 +74,20 @@ def make_inputs(batch: int, seq: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def variants(base: nn.Module, work: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
-    """Each inference row: how to build its model, and its file size (and how that was measured)."""
-    rows: dict[str, tuple[Any, dict[str, Any]]] = {}
+def variants(base: nn.Module, work: Any) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+    """Each inference row: its model, and its file size (and how that was measured)."""
+    rows: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
     for name, model in (("fp32", base), ("bf16", copy.deepcopy(base).to(torch.bfloat16).eval())):
         model.save_pretrained(str(work / name), safe_serialization=True)
         size = file_bytes(work / name / "model.safetensors")
-        rows[name] = (lambda m=model: m, {"bytes": size, "size_how": "save_pretrained model.safetensors"})
+        rows[name] = (model, {"bytes": size, "size_how": "save_pretrained model.safetensors"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ao = torch.ao.quantization.quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8)
     torch.save(ao.state_dict(), work / "torch_ao_int8.pt")
     how = "torch.save(state_dict) (packed int8 Linear params; embeddings stay fp32)"
     size = {"bytes": file_bytes(work / "torch_ao_int8.pt"), "size_how": how}
-    rows["torch.ao dynamic int8"] = (ao.eval, size)
+    rows["torch.ao dynamic int8"] = (ao.eval(), size)
     int8 = lit_opt.export(base, work / "lit_opt_int8", quantization=INT8)
     int4 = lit_opt.export(base, work / "lit_opt_int4_g32", quantization=INT4)
     auto = best_kernel(torch.device("cpu"))
@@ -100,7 +99,7 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[Any, dict[str, Any]]
     ):
         size = {"bytes": file_bytes(path / "model.safetensors"), "artifact_dir_bytes": dir_bytes(path)}
         info = {**size, "kernel": kernel, "size_how": "model.safetensors"}
-        rows[label] = (functools.partial(lit_opt.load, path, kernel=kernel), info)
+        rows[label] = (lit_opt.load(path, kernel=kernel), info)
     return rows
 
 
@@ -109,14 +108,13 @@ def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str
     inputs, big = {b: make_inputs(b, s.seq_len) for b in s.batches}, max(s.batches)
     reference = logits(base, inputs[big])
     rows, models = [], {}
-    for name, (make, info) in variants(base, out.work_dir).items():
+    for name, (model, info) in variants(base, out.work_dir).items():
         try:
-            models[name] = make()
-            got = logits(models[name], inputs[big])
+            got = logits(model, inputs[big])
         except Exception as err:  # the torch.ao peer needs a quantized engine: record why it is missing
             rows.append({"name": name, "available": False, "reason": f"{type(err).__name__}: {err}", **info})
-            models.pop(name, None)
             continue
+        models[name] = model
         agree = float((got.argmax(-1) == reference.argmax(-1)).float().mean())
         fidelity = {"max_abs_logit_diff": float((got - reference).abs().max()), "top1_agreement": agree}
         rows.append({"name": name, "available": True, **fidelity, **info})
