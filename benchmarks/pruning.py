@@ -24,12 +24,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LambdaCallback, ModelPruning
 from torch import nn
-from torch.nn.utils import prune
 
 import lit_opt
 from benchmarks import common
 from benchmarks.common import pct
 from benchmarks.harness import Run, compare, main, reject
+from lit_opt.blocks import find_blocks
 from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
 from lit_opt.inference.measure import Timing, dir_bytes, file_bytes, time_round_robin
 from lit_opt.pruning import PruningConfig, accumulate_movement, prepare_pruning, update_masks, zero_pruned
@@ -90,9 +90,12 @@ def check(s: argparse.Namespace) -> None:
         reject("sparsities", s.sparsities, "fractions in (0, 1)", "e.g. 0.5 0.9.")
 
 
-def targeted(module: nn.Module) -> list[tuple[nn.Module, str]]:
-    """The Linear layers every unstructured row prunes (lit_opt's own selection), as ``(layer, "weight")``."""
-    return [(m, "weight") for m in select_modules(module, **common.ENCODER, types=(nn.Linear,)).values()]
+def l1_pruning(module: nn.Module, s: argparse.Namespace, **options: Any) -> ModelPruning:
+    """Lightning's ``ModelPruning("l1_unstructured")`` of the Linear layers every unstructured row prunes (lit_opt's
+    own selection), over all of them at once (``scope`` global) or per layer."""
+    layers = [(m, "weight") for m in select_modules(module, **common.ENCODER, types=(nn.Linear,)).values()]
+    scope = dict(parameter_names=["weight"], use_global_unstructured=s.scope == "global", verbose=0)
+    return ModelPruning("l1_unstructured", layers, **scope, **options)
 
 
 def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
@@ -104,18 +107,21 @@ def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
     return [1.0 - (1.0 - now) / (1.0 - previous) for previous, now in itertools.pairwise(ends)]
 
 
+def cubic_schedule(s: argparse.Namespace) -> dict[str, Any]:
+    """The schedule every lit_opt callback prunes on, as ``IterativePruningCallback`` (and ``is_pruning_step``)
+    arguments: cubic from ``prune_start`` to ``prune_end``, every ``prune_every`` steps."""
+    return dict(schedule="cubic", start_step=s.prune_start, end_step=s.prune_end, every_n_steps=s.prune_every)
+
+
 def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) -> list[L.Callback]:
-    steps = dict(start_step=s.prune_start, end_step=s.prune_end, every_n_steps=s.prune_every)
-    schedule = dict(schedule="cubic", **steps)
+    schedule = cubic_schedule(s)
     if row["kind"] == "lit_opt":
         config = {"target_sparsity": row["target"], "criterion": row["criterion"], "scope": s.scope}
         return [lit_opt.IterativePruningCallback(**config, **common.ENCODER, **schedule)]
     if row["kind"] == "model_pruning":
         amounts = row["model_pruning_amounts"] = cubic_amounts(s, row["target"])
-        how = dict(parameter_names=["weight"], use_global_unstructured=s.scope == "global", verbose=0)
         permanent = dict(use_lottery_ticket_hypothesis=False, make_pruning_permanent=True)
-        amount = amounts.__getitem__  # the epoch's amount
-        return [ModelPruning("l1_unstructured", targeted(module), amount=amount, **how, **permanent)]
+        return [l1_pruning(module, s, amount=amounts.__getitem__, **permanent)]  # amount: the epoch's
     structured = {"target_sparsity": 0.5, "scope": "local", "criterion": "magnitude", **schedule}
     kinds = (("rows", "*.intermediate.dense"), ("heads", "*.attention.self"))
     return [
@@ -134,13 +140,10 @@ def train_row(row: dict[str, Any], base: nn.Module, data: dict, s: argparse.Name
     order = [clock, mark, *callbacks, mark]
     row["fit_s"] = common.fit_batches(module, data, data["batches"], s.epochs, callbacks=order)
     torch.set_num_threads(s.threads)
-    steps = set()
-    for cb in callbacks:
-        if isinstance(cb, lit_opt.IterativePruningCallback):
-            schedule = (cb.config.schedule, cb.config.start_step, cb.end_step, cb.config.every_n_steps)
-            steps |= {t for t in range(s.steps) if is_pruning_step(t, *schedule)}
     row.update(step_of_batch=clock.steps, step_ms=clock.wall_ms, step_cpu_ms=clock.cpu_ms)
-    row["pruning_steps"] = sorted(steps)
+    # lit_opt's callbacks all prune on cubic_schedule(s)
+    pruned = any(isinstance(cb, lit_opt.IterativePruningCallback) for cb in callbacks)
+    row["pruning_steps"] = [t for t in range(s.steps) if pruned and is_pruning_step(t, **cubic_schedule(s))]
     row["epoch_end_ms"] = [(b - a) * 1e3 for a, b in zip(marks[::2], marks[1::2], strict=True)]
     layers = select_modules(module, **common.ENCODER, types=(nn.Linear,))
     weights = {name.removeprefix("model.bert."): layer.weight for name, layer in layers.items()}
@@ -176,9 +179,8 @@ def step_cost(base: nn.Module, data: dict[str, Any], s: argparse.Namespace) -> d
     batches = [data["collate"]([data["train"][i] for i in b]) for b in data["batches"][:4]]
 
     def make(variant: str) -> Any:
-        holder = nn.Module()
-        holder.model = copy.deepcopy(base).train()  # names as in the Classifier: "model.bert..."
-        optimizer = torch.optim.AdamW(holder.parameters(), lr=s.lr)
+        holder = common.Classifier(copy.deepcopy(base), lr=s.lr)  # the module and optimizer the rows train
+        optimizer = holder.configure_optimizers()
         if variant.startswith("lit_opt"):
             criterion = "movement" if "movement" in variant else "magnitude"
             config = PruningConfig(0.9, criterion=criterion, scope=s.scope, **common.ENCODER)
@@ -188,11 +190,8 @@ def step_cost(base: nn.Module, data: dict[str, Any], s: argparse.Namespace) -> d
             optimizer.register_step_post_hook(lambda *_: zero_pruned(groups))
             if criterion == "movement":  # after the backward pass, as the callback does before each step
                 optimizer.register_step_pre_hook(lambda *_: accumulate_movement(groups))
-        elif variant.startswith("ModelPruning") and s.scope == "global":
-            prune.global_unstructured(targeted(holder), pruning_method=prune.L1Unstructured, amount=0.9)
-        elif variant.startswith("ModelPruning"):
-            for m, name in targeted(holder):
-                prune.l1_unstructured(m, name, amount=0.9)
+        elif variant.startswith("ModelPruning"):  # what its callback does at an epoch end
+            l1_pruning(holder, s).apply_pruning(0.9)
         return common.step_call(holder.model, batches, optimizer)
 
     torch.manual_seed(0)
@@ -201,16 +200,13 @@ def step_cost(base: nn.Module, data: dict[str, Any], s: argparse.Namespace) -> d
 
 def architecture(model: nn.Module) -> dict[str, Any]:
     """Parameters and per-layer widths of a (possibly loaded) BERT classifier."""
-    layers, heads = model.bert.encoder.layer, []
-    for layer in layers:
-        attention = layer.attention.self
-        head_dim = getattr(attention, "attention_head_size", None) or getattr(attention, "head_dim", None)
-        heads.append(int(attention.query.weight.shape[0]) // int(head_dim))
+    layers = model.bert.encoder.layer
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "nonzero_params": sum(int((p != 0).sum()) for p in model.parameters()),
         "ffn_width": [int(layer.intermediate.dense.weight.shape[0]) for layer in layers],
-        "heads": heads,
+        # lit_opt's own view of the attention blocks (in layer order): each unit a head here (group 1)
+        "heads": [block.units * block.group for block in find_blocks(model) if block.kind == "attention"],
     }
 
 
