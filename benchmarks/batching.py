@@ -11,7 +11,6 @@
 
 import argparse
 import copy
-import csv
 import itertools
 import threading
 import time
@@ -23,7 +22,7 @@ from torch import nn
 from transformers import AutoTokenizer
 
 import lit_opt
-from benchmarks.common import SEED, classifier, csv_path, minilm_tokenizer, step_call, text_data
+from benchmarks.common import SEED, classifier, csv_rows, minilm_tokenizer, step_call, text_data
 from benchmarks.harness import Run, main
 from lit_opt.inference import DynamicBatcher
 from lit_opt.inference.measure import percentile, time_round_robin
@@ -235,8 +234,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
         if artifact is None:
             path, int8 = out.work_dir / "int8", {"weight_bits": 8}
             artifact = lit_opt.export(model.eval(), path, quantization=int8, tokenizer=minilm_tokenizer())
-    with open(csv_path(s.data, out.work_dir), newline="", encoding="utf-8") as f:
-        texts = [row["text"] for row in csv.DictReader(f)]
+    texts = [row["text"] for row in csv_rows(s.data, out.work_dir)]
     serving(s, out, artifact, texts[-s.clients * s.requests :])  # a fixed slice of real snippets
 
 

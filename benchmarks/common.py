@@ -97,6 +97,12 @@ def csv_path(data: str, work_dir: Path) -> Path:
     return path
 
 
+def csv_rows(data: str, work_dir: Path) -> list[dict[str, str]]:
+    """The rows (``text``, ``label``) of :func:`csv_path`'s file, in file order."""
+    with open(csv_path(data, work_dir), newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def text_data(
     s: Any, work_dir: Path, train_rows: int = 0, test_rows: int = 0, path: Path | None = None, **kwargs: Any
 ) -> RecipeDataModule:
@@ -124,20 +130,17 @@ class Clock(L.Callback):
     """Wall and CPU time of each training epoch and batch, and the ``global_step`` each batch started at.
 
     A batch is timed from its start to its end hooks: listed first, the clock includes the other callbacks'
-    per-batch hooks. ``threads`` (0: leave them) are re-applied at train start (Lightning may change them).
+    per-batch hooks. ``threads`` is torch's thread count at the last epoch start (a single-process fit keeps
+    the count the benchmark set).
     """
 
-    def __init__(self, threads: int = 0) -> None:
-        self.threads = threads
+    def __init__(self) -> None:
+        self.threads = 0
         self.wall: list[float] = []  # per epoch, seconds
         self.cpu_per_wall: list[float] = []
         self.steps: list[int] = []  # per batch
         self.wall_ms: list[float] = []
         self.cpu_ms: list[float] = []
-
-    def on_train_start(self, *_: Any) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
 
     def on_train_epoch_start(self, *_: Any) -> None:
         self.threads, self._epoch = torch.get_num_threads(), (time.perf_counter(), time.process_time())

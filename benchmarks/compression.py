@@ -14,7 +14,6 @@ import argparse
 import copy
 from typing import Any
 
-import torch
 from torch import nn
 
 import lit_opt
@@ -41,7 +40,6 @@ def train_row(row: dict, start: nn.Module, data: dict, s: argparse.Namespace, ou
         callbacks = [lit_opt.LowRankCallback(energy=row["energy"], at_step=0, **common.ENCODER)]
     module = common.Classifier(copy.deepcopy(start).train(), lr=s.lr)
     row["fit_s"] = common.fit_batches(module, data, data["batches"][s.base_steps :], callbacks=callbacks)
-    torch.set_num_threads(s.threads)
     model = module.model.eval()
     if "energy" in row:
         row["ranks"] = callbacks[0].ranks

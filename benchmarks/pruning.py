@@ -134,12 +134,11 @@ def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) 
 def train_row(row: dict[str, Any], base: nn.Module, data: dict, s: argparse.Namespace) -> common.Classifier:
     """Fine-tune a copy of ``base`` with ``row``'s callbacks; fills ``row`` with its measurements."""
     module = common.Classifier(copy.deepcopy(base).train(), lr=s.lr)
-    callbacks, clock, marks = callbacks_of(row, module, s), common.Clock(s.threads), []
+    callbacks, clock, marks = callbacks_of(row, module, s), common.Clock(), []
     mark = LambdaCallback(on_train_epoch_end=lambda *_: marks.append(time.perf_counter()))
     # the clock first: its window has the other callbacks' per-batch hooks; the marks bracket their epoch ends
     order = [clock, mark, *callbacks, mark]
     row["fit_s"] = common.fit_batches(module, data, data["batches"], s.epochs, callbacks=order)
-    torch.set_num_threads(s.threads)
     row.update(step_of_batch=clock.steps, step_ms=clock.wall_ms, step_cpu_ms=clock.cpu_ms)
     # lit_opt's callbacks all prune on cubic_schedule(s)
     pruned = any(isinstance(cb, lit_opt.IterativePruningCallback) for cb in callbacks)

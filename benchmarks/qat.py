@@ -150,7 +150,7 @@ def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, A
     """Median step of a Lightning fit (batch 32 of the tokenized sentences, AdamW lr 1e-5), 2 warm-up steps skipped."""
     inputs = make_inputs(32, s.seq_len)
     examples = [{k: v[j] for k, v in inputs.items()} | {"labels": torch.tensor(j % 2)} for j in range(32)]
-    clock = Clock(s.threads)  # first, so its window includes the QAT hooks
+    clock = Clock()  # first, so its window includes the QAT hooks
     callbacks = [clock, lit_opt.QATCallback()] if qat else [clock]
     loader = DataLoader(examples * (s.train_steps + 1), batch_size=32)
     trainer(callbacks, max_steps=s.train_steps).fit(Classifier(copy.deepcopy(base).train(), lr=1e-5), loader)
@@ -163,7 +163,6 @@ def run(s: argparse.Namespace, out: Run) -> None:
     base = classifier(s.model).eval()
     rows = inference(s, out, base)
     plain, qat = step_times(base, False, s), step_times(base, True, s)
-    torch.set_num_threads(s.threads)
     ratio = qat["step_median_ms"] / plain["step_median_ms"]
     out.rows += [*rows, {"name": "training plain", **plain}]
     out.rows.append({"name": "training QAT", **qat, "qat_over_plain": ratio})

@@ -10,13 +10,12 @@ and ``later run`` (a new module and Trainer on run 2's directory, one epoch: all
 
 import argparse
 import csv
-import itertools
 import shutil
 from typing import Any
 
 import lightning as L
 
-from benchmarks.common import SEED, Clock, classifier, csv_path, small_student, text_data, trainer
+from benchmarks.common import SEED, Clock, classifier, csv_rows, small_student, text_data, trainer
 from benchmarks.harness import Run, main
 from lit_opt import DistillationModule
 
@@ -40,8 +39,7 @@ def epochs(s: argparse.Namespace, out: Run, teacher: Any, cache: str | None, cou
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
-    with open(csv_path(s.data, out.work_dir)) as f:  # the first ``examples`` rows
-        rows = list(itertools.islice(csv.DictReader(f), s.examples))
+    rows = csv_rows(s.data, out.work_dir)[: s.examples]  # the first ``examples`` rows
     with open(out.work_dir / "subset.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
