@@ -14,7 +14,12 @@ from typing_extensions import override
 
 from lit_opt._checks import check_module, check_number
 from lit_opt.distillation.cache import TeacherCache, state_fingerprint
-from lit_opt.functional.distillation import attention_map_loss, distillation_loss, hidden_state_loss
+from lit_opt.functional.distillation import (
+    HIDDEN_METRICS,
+    attention_map_loss,
+    distillation_loss,
+    hidden_state_loss,
+)
 
 log = logging.getLogger(__name__)
 TEACHER = "teacher."
@@ -69,7 +74,7 @@ class DistillationModule(pl.LightningModule):
         teacher: the trained model to imitate.
         temperature: softmax temperature ``T`` (> 0).
         alpha: weight of the soft (teacher) term, in [0, 1]; ``1 - alpha`` weighs cross-entropy.
-        hidden_weight: weight of the hidden-state MSE (Hugging Face models; 0 disables it).
+        hidden_weight: weight of the hidden-state loss (``hidden_metric``; Hugging Face models; 0 disables it).
         layer_map: ``{student_layer: teacher_layer}`` of hidden states to match (indices into
             ``hidden_states``, 0 being the embedding layer's output). Default (TinyBERT's uniform
             map): every student hidden state ``i`` in ``0..L_s``, the embeddings included, against the
@@ -82,6 +87,10 @@ class DistillationModule(pl.LightningModule):
             (a few features near 10 in every token): a narrow random student then spends its
             LayerNorm-bounded states on that constant, stops telling inputs apart and predicts one
             class (students benchmark: 59.4% plain, 72.2% centered, 75.0% logits only).
+        hidden_metric: ``"mse"`` (TinyBERT) matches the states' values; ``"cosine"`` (DistilBERT's
+            loss) matches each token's direction, ``1 - cos`` averaged over the kept tokens, and leaves
+            the student free to choose its states' lengths
+            (:func:`~lit_opt.functional.distillation.hidden_state_loss`).
         attention_weight: weight of the attention-map MSE (TinyBERT): layer ``i`` of the student's
             attention probabilities against layer ``j`` of the teacher's for each ``i: j`` of
             ``layer_map`` (maps averaged over heads when the head counts differ); switches both
@@ -101,7 +110,7 @@ class DistillationModule(pl.LightningModule):
 
     Raises:
         ValueError: ``temperature <= 0``, ``alpha`` outside [0, 1], a negative ``hidden_weight``, a
-            ``center_hidden`` that is not a bool,
+            ``center_hidden`` that is not a bool, a ``hidden_metric`` that is not ``"mse"`` or ``"cosine"``,
             student and teacher predicting different numbers of classes, or a ``layer_map``
             naming layers that don't exist; ``intermediate_epochs`` that is not an integer >= 0 or is
             set without an intermediate loss; a ``cache_top_k`` that is not an integer >= 0 or is set
@@ -127,6 +136,7 @@ class DistillationModule(pl.LightningModule):
         hidden_weight: float = 0.0,
         layer_map: dict[int, int] | None = None,
         center_hidden: bool = False,
+        hidden_metric: str = "mse",
         attention_weight: float = 0.0,
         intermediate_epochs: int = 0,
         lr: float = 1e-3,
@@ -156,6 +166,11 @@ class DistillationModule(pl.LightningModule):
             raise ValueError(
                 f"center_hidden={center_hidden!r} must be True or False (True: match the hidden states minus "
                 "their means over the batch)."
+            )
+        if hidden_metric not in HIDDEN_METRICS:
+            raise ValueError(
+                f"hidden_metric={hidden_metric!r} is not one of {HIDDEN_METRICS}. HINT: 'mse' matches the hidden "
+                "states' values (TinyBERT), 'cosine' their directions (DistilBERT)."
             )
         if (
             isinstance(intermediate_epochs, bool)
@@ -208,7 +223,7 @@ class DistillationModule(pl.LightningModule):
         self._cache: TeacherCache | None = None
         self.attention_weight = float(attention_weight)
         self.intermediate_epochs = intermediate_epochs
-        self.center_hidden = center_hidden
+        self.center_hidden, self.hidden_metric = center_hidden, hidden_metric
         self.layer_map = self._layer_map(layer_map) if hidden_weight + attention_weight > 0 else {}
         if attention_weight > 0:  # fused attention kernels return no probabilities
             for model in (student, teacher):
@@ -384,7 +399,7 @@ class DistillationModule(pl.LightningModule):
                     if str(i) in self.projections:
                         h_s = self.projections[str(i)](h_s)
                     h_t = teacher_hidden.hidden_states[j]
-                    terms.append(hidden_state_loss(h_s, h_t, mask, center=self.center_hidden))
+                    terms.append(hidden_state_loss(h_s, h_t, mask, self.center_hidden, self.hidden_metric))
                 parts["hidden_loss"] = torch.stack(terms).mean()
                 parts["loss"] = parts["loss"] + self.hidden_weight * parts["hidden_loss"]
             if self.attention_weight > 0:  # attention maps of layer i are hidden state i's inputs' (i >= 1)

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+#: what :func:`hidden_state_loss` can measure between two tokens' states
+HIDDEN_METRICS: tuple[str, ...] = ("mse", "cosine")
+
 
 def soft_target_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """``T^2 * KL(softmax(t/T) || softmax(s/T))`` summed over classes, averaged over rows.
@@ -95,27 +98,43 @@ def distillation_loss(
 
 
 def hidden_state_loss(
-    student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None, center: bool = False
+    student_hidden: Tensor,
+    teacher_hidden: Tensor,
+    mask: Tensor | None = None,
+    center: bool = False,
+    metric: str = "mse",
 ) -> Tensor:
-    """Mean squared error between (projected) hidden states ``(B, L, H)``, over the positions ``mask`` keeps.
+    """Distance between (projected) hidden states ``(B, L, H)``, averaged over the positions ``mask`` keeps.
 
-    With ``center``, each side first loses its per-feature mean over the kept positions of the batch,
-    so only how the states vary between tokens and inputs is matched, not a component they all share.
+    ``metric="mse"`` (TinyBERT) is the squared error averaged over features; ``"cosine"`` is
+    ``1 - cos`` of each token's two vectors (DistilBERT), blind to their lengths. With ``center``,
+    each side first loses its per-feature mean over the kept positions of the batch, so only how the
+    states vary between tokens and inputs is matched, not a component they all share.
 
     Example:
         >>> import torch
         >>> s, t = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]), torch.tensor([[[0.0, 0.0], [10.0, 10.0]]])
         >>> hidden_state_loss(s, t).item(), hidden_state_loss(s, t, center=True).item()
         (22.5, 16.0)
+        >>> round(hidden_state_loss(s, t, center=True, metric="cosine").item(), 6)
+        0.0
     """
+    if metric not in HIDDEN_METRICS:
+        raise ValueError(
+            f"metric={metric!r} is not one of {HIDDEN_METRICS}. HINT: 'mse' matches the states' values, "
+            "'cosine' their directions."
+        )
     weights = (student_hidden.new_ones(student_hidden.shape[:2]) if mask is None else mask).float()  # (B, L)
     count = weights.sum().clamp(min=1)
     student, teacher = student_hidden.float(), teacher_hidden.float()
     if center:
         kept = weights.unsqueeze(-1)
         student, teacher = (x - (x * kept).sum((0, 1)) / count for x in (student, teacher))
-    squared = (student - teacher).pow(2).mean(dim=-1)  # (B, L)
-    return (squared * weights).sum() / count
+    if metric == "cosine":
+        per_token = 1 - F.cosine_similarity(student, teacher, dim=-1)  # (B, L)
+    else:
+        per_token = (student - teacher).pow(2).mean(dim=-1)  # (B, L)
+    return (per_token * weights).sum() / count
 
 
 def attention_map_loss(student_attention: Tensor, teacher_attention: Tensor) -> Tensor:

@@ -221,7 +221,7 @@ def test_embedding_layer_loss_matches_hidden_state_zero():
     torch.testing.assert_close(parts["loss"], parts["soft_loss"] + 2.0 * expected)
 
 
-def test_center_hidden_matches_the_centered_hidden_state_loss():
+def test_center_hidden_and_hidden_metric_pick_the_hidden_state_loss():
     from lit_opt.functional.distillation import hidden_state_loss
 
     student, teacher = tiny_bert(seed=1), tiny_bert(seed=2)
@@ -231,17 +231,28 @@ def test_center_hidden_matches_the_centered_hidden_state_loss():
         states_s = student(**inputs, output_hidden_states=True).hidden_states[2]
         states_t = teacher(**inputs, output_hidden_states=True).hidden_states[2]
     for center in (False, True):
-        module = DistillationModule(
-            student, teacher, hidden_weight=1.0, layer_map={2: 2}, center_hidden=center
-        )
-        expected = hidden_state_loss(states_s, states_t, batch["attention_mask"], center=center)
-        torch.testing.assert_close(module.losses(batch)["hidden_loss"], expected)
+        for metric in ("mse", "cosine"):
+            module = DistillationModule(
+                student,
+                teacher,
+                hidden_weight=1.0,
+                layer_map={2: 2},
+                center_hidden=center,
+                hidden_metric=metric,
+            )
+            expected = hidden_state_loss(states_s, states_t, batch["attention_mask"], center, metric)
+            torch.testing.assert_close(module.losses(batch)["hidden_loss"], expected)
     assert hidden_state_loss(states_s, states_t, center=True) < hidden_state_loss(states_s, states_t)
 
 
 def test_center_hidden_must_be_a_bool():
     with pytest.raises(ValueError, match=r"center_hidden='yes' must be True or False"):
         DistillationModule(tiny_bert(seed=1), tiny_bert(seed=2), hidden_weight=1.0, center_hidden="yes")
+
+
+def test_hidden_metric_must_be_known():
+    with pytest.raises(ValueError, match=r"hidden_metric='l2' is not one of \('mse', 'cosine'\)"):
+        DistillationModule(tiny_bert(seed=1), tiny_bert(seed=2), hidden_weight=1.0, hidden_metric="l2")
 
 
 def test_two_stages_train_on_intermediate_losses_then_on_the_output_loss_alone(monkeypatch):

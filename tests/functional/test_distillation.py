@@ -87,3 +87,31 @@ def test_centered_hidden_state_loss_ignores_constant_offsets_and_padded_position
         reference.item(), rel=1e-5
     )
     assert hidden_state_loss(h_s, h_t, torch.tensor([[1, 0, 0, 0, 0]] * 2), center=True).item() > 0
+
+
+def test_cosine_hidden_state_loss_by_hand():
+    h_s = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    h_t = torch.tensor([[[2.0, 0.0], [1.0, 1.0]]])
+    # token 1: same direction, 1 - cos = 0; token 2: cos((0, 2), (1, 1)) = 1 / sqrt(2)
+    expected = (1 - 2**-0.5) / 2
+    assert hidden_state_loss(h_s, h_t, metric="cosine").item() == pytest.approx(expected, abs=1e-6)
+    # centered first: s -> (0.5, -1), (-0.5, 1); t -> (0.5, -0.5), (-0.5, 0.5); cos = 0.75 / sqrt(1.25 * 0.5)
+    centered = 1 - 0.75 / (1.25 * 0.5) ** 0.5
+    assert hidden_state_loss(h_s, h_t, center=True, metric="cosine").item() == pytest.approx(
+        centered, abs=1e-6
+    )
+    assert hidden_state_loss(h_s, h_t, torch.tensor([[1, 0]]), metric="cosine").item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
+def test_cosine_hidden_state_loss_ignores_scale_and_rejects_other_metrics():
+    torch.manual_seed(0)
+    h_s, h_t = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+    reference = hidden_state_loss(h_s, h_t, mask, center=True, metric="cosine")
+    assert 0 < reference.item() < 2
+    scaled = hidden_state_loss(10 * h_s, 0.1 * h_t, mask, center=True, metric="cosine")
+    assert scaled.item() == pytest.approx(reference.item(), rel=1e-5)
+    with pytest.raises(ValueError, match=r"metric='l1' is not one of \('mse', 'cosine'\)"):
+        hidden_state_loss(h_s, h_t, metric="l1")
