@@ -7,7 +7,8 @@ batches in every run), constant-lr AdamW, ``epochs`` epochs each:
 2. a narrow random student (``students.narrow``: ``narrow_layers`` layers, ``narrow_hidden`` wide), once
    on the teacher's softened logits and the labels only, and once TinyBERT-style: the same plus the
    embedding-layer, hidden-state and attention-map losses over the default layer map (learned projections),
-   once more with the hidden states centered (``center_hidden=True``), and once in TinyBERT's two stages
+   once more with the hidden states centered (``center_hidden=True``), once centered and compared by direction
+   (``hidden_metric="cosine"``), and once in TinyBERT's two stages
    (those losses alone for ``intermediate_epochs``, then logits alone);
 3. the ``keep_layers`` student (teacher layers 0, 2, 4) on logits, and the MobileBERT-style student
    (``mobilebert``: bottleneck blocks at the teacher's width, feature-map transfer plus logits);
@@ -73,23 +74,29 @@ def run(s: argparse.Namespace, out: Run) -> None:
     rows, models = [{"name": "teacher", "loss": "cross-entropy"} | measured], {"teacher": teacher_model}
     tiny = "narrow, TinyBERT (embeddings + hidden + attention + logits)"
     centered = "narrow, TinyBERT with centered hidden states"
+    cosine = "narrow, TinyBERT with centered hidden states, cosine"
     staged = f"narrow, TinyBERT in two stages ({s.intermediate_epochs} epoch(s) intermediate, then logits)"
     plans = [
-        ("narrow, logits only", "narrow", 0.0, 0.0, 0, False),
-        (tiny, "narrow", s.hidden_weight, s.attention_weight, 0, False),
-        (centered, "narrow", s.hidden_weight, s.attention_weight, 0, True),
-        (staged, "narrow", s.hidden_weight, s.attention_weight, s.intermediate_epochs, False),
-        ("keep_layers [0, 2, 4], logits", "keep_layers", 0.0, 0.0, 0, False),
-        ("MobileBERT-style, feature maps + logits", "mobilebert", s.hidden_weight, 0.0, 0, False),
+        ("narrow, logits only", "narrow", 0.0, 0.0, 0, False, "mse"),
+        (tiny, "narrow", s.hidden_weight, s.attention_weight, 0, False, "mse"),
+        (centered, "narrow", s.hidden_weight, s.attention_weight, 0, True, "mse"),
+        (cosine, "narrow", s.hidden_weight, s.attention_weight, 0, True, "cosine"),
+        (staged, "narrow", s.hidden_weight, s.attention_weight, s.intermediate_epochs, False, "mse"),
+        ("keep_layers [0, 2, 4], logits", "keep_layers", 0.0, 0.0, 0, False, "mse"),
+        ("MobileBERT-style, feature maps + logits", "mobilebert", s.hidden_weight, 0.0, 0, False, "mse"),
     ]
-    for name, kind, hidden, attention, stages, center in plans:
+    for name, kind, hidden, attention, stages, center, metric in plans:
         models[name] = model = build(s, kind, str(teacher_dir))
         teacher = students.pretrained(str(teacher_dir), num_labels=2)
         weights = dict(hidden_weight=hidden, attention_weight=attention, intermediate_epochs=stages)
-        weights |= dict(center_hidden=center, lr=s.student_lr)
+        weights |= dict(center_hidden=center, hidden_metric=metric, lr=s.student_lr)
         module = DistillationModule(model, teacher, temperature=s.temperature, alpha=s.alpha, **weights)
         loss = f"{s.alpha:g}·T²·KL + {1 - s.alpha:g}·CE"
-        loss += f" + {hidden:g}·{'centered ' if center else ''}hidden MSE" if hidden else ""
+        loss += (
+            f" + {hidden:g}·{'centered ' if center else ''}hidden {'1 - cos' if metric == 'cosine' else 'MSE'}"
+            if hidden
+            else ""
+        )
         loss += f" + {attention:g}·attention MSE" if attention else ""
         loss += f" (layer map {dict(module.layer_map)})" if module.layer_map else ""
         loss += f"; intermediate terms alone for {stages} epoch(s), then the others" if stages else ""
