@@ -40,6 +40,9 @@ def test_run_ddp_propagates_errors() -> None:
 
 
 @pytest.mark.ddp
+# A spawned rank can abort at interpreter exit, after its fit finished ("terminate called without an
+# active exception": gloo's threads torn down late; seen once in many CI runs): rerun on that alone.
+@pytest.mark.flaky(reruns=2, only_rerun=["ProcessExitedException"])
 def test_ddp_spawn_fit_returns_trained_weights(tmp_path: Path) -> None:
     model = BoringClassifier(net="mlp", lr=0.1, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
