@@ -29,8 +29,6 @@ import torch
 from torch import Tensor, nn
 from transformers.models.bert.modeling_bert import BertForSequenceClassification, BertLayer, BertPooler
 
-from lit_opt.submodules import replace_submodule
-
 
 class FirstTokenLayer(nn.Module):
     """A ``BertLayer`` whose output is its first token's row only: ``(batch, 1, hidden)``.
@@ -77,8 +75,7 @@ def first_token_last_layer(model: nn.Module) -> bool:
     if not isinstance(model, BertForSequenceClassification) or not isinstance(model.bert.pooler, BertPooler):
         return False
     layers = model.bert.encoder.layer
-    last = len(layers) - 1
-    if last < 0 or not isinstance(layers[last], BertLayer) or layers[last].is_decoder:
+    if not len(layers) or not isinstance(layers[-1], BertLayer) or layers[-1].is_decoder:
         return False
-    replace_submodule(model, f"bert.encoder.layer.{last}", FirstTokenLayer(layers[last]))
+    layers[-1] = FirstTokenLayer(layers[-1])
     return True
