@@ -6,8 +6,10 @@ and FFN neurons removed, int8 per-channel weights with dynamic activations (post
 ``lit_opt.export``) and int4 word embeddings (groups of 128); the teacher is the whole fp32 model. Every row
 runs the same synthetic token ids, interleaved round by round; sizes are the bytes of what each row loads.
 ONNX graphs compute the last layer for the [CLS] token alone (``export_onnx``'s default) unless a row says
-"last layer for every token". "QDQ" writes the same int8 codes as ``DequantizeLinear`` initializers before a float ``MatMul`` (the
-alternative to ``MatMulInteger`` the ONNX export was chosen against; not shipped).
+"last layer for every token". "per row" quantizes activations as they were trained (``export_onnx``'s default),
+"per tensor" with ONNX's ``DynamicQuantizeLinear`` (one range per batch). "QDQ" writes the same int8 codes as
+``DequantizeLinear`` initializers before a float ``MatMul`` (the alternative to integer products the ONNX export
+was chosen against; not shipped).
 """
 
 import argparse
@@ -88,14 +90,17 @@ def run(s: argparse.Namespace, out: Run) -> None:
     teacher, work = classifier(s.model).eval(), out.work_dir
     artifact = lit_opt.export(student(teacher, s.layers), work / "student")
     graphs = {
-        "ORT MatMulInteger, int4 embeddings gathered": lit_opt.export_onnx(artifact, work / "onnx_gather")
+        "ORT int8 per row, int4 embeddings gathered": lit_opt.export_onnx(artifact, work / "onnx_gather")
     }
     every_token = lit_opt.export_onnx(artifact, work / "onnx_every_token", first_token_only=False)
-    graphs["ORT MatMulInteger, int4 embeddings gathered, last layer for every token"] = every_token
+    graphs["ORT int8 per row, int4 embeddings gathered, last layer for every token"] = every_token
     fp32 = lit_opt.export_onnx(artifact, work / "onnx_fp32_embeddings", int4_embeddings="dequantize")
-    graphs["ORT MatMulInteger, fp32 embeddings"] = fp32
+    graphs["ORT int8 per row, fp32 embeddings"] = fp32
+    per_tensor = lit_opt.export_onnx(artifact, work / "onnx_per_tensor", dynamic_activations="per_tensor")
+    graphs["ORT int8 per tensor (DynamicQuantizeLinear), int4 embeddings gathered"] = per_tensor
     with qdq_matmuls():
-        graphs["ORT QDQ (DequantizeLinear + MatMul)"] = lit_opt.export_onnx(artifact, work / "onnx_qdq")
+        qdq = lit_opt.export_onnx(artifact, work / "onnx_qdq", dynamic_activations="per_tensor")
+        graphs["ORT QDQ per tensor (DequantizeLinear + MatMul)"] = qdq
     graphs["teacher ORT fp32"] = lit_opt.export_onnx(teacher, work / "teacher_onnx")
     whole_teacher = lit_opt.export_onnx(teacher, work / "teacher_onnx_every_token", first_token_only=False)
     graphs["teacher ORT fp32, last layer for every token"] = whole_teacher

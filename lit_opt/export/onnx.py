@@ -33,7 +33,7 @@ from lit_opt.export.exporter import export
 from lit_opt.export.format import MANIFEST, WEIGHTS, read_artifact, sha256, write_atomically
 from lit_opt.export.loader import load
 from lit_opt.export.onnx_first_token import first_token_last_layer
-from lit_opt.export.onnx_graph import OnnxInt8Linear, OnnxQuantizedEmbedding
+from lit_opt.export.onnx_graph import DYNAMIC_ACTIVATIONS, OnnxInt8Linear, OnnxQuantizedEmbedding
 from lit_opt.export.onnx_layer_norm import decompose_layer_norms
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
 from lit_opt.nn.quantized import QuantizedEmbedding, QuantizedLinear
@@ -107,12 +107,12 @@ def _artifact(source: Any, scratch: Path) -> Path:
     return root
 
 
-def _swap(model: nn.Module, int4_embeddings: str) -> dict[str, str]:
+def _swap(model: nn.Module, int4_embeddings: str, dynamic_activations: str) -> dict[str, str]:
     """Replace quantized layers by their ONNX stand-ins; returns {initializer name: artifact tensor key}."""
     codes: dict[str, str] = {}
     for name, module in list(model.named_modules()):
         if isinstance(module, QuantizedLinear):
-            replace_submodule(model, name, OnnxInt8Linear.from_quantized(module, name))
+            replace_submodule(model, name, OnnxInt8Linear.from_quantized(module, name, dynamic_activations))
             codes[f"{name}.codes_t"] = f"{name}.weight"
         elif isinstance(module, QuantizedEmbedding):
             if int4_embeddings == "dequantize":
@@ -181,9 +181,16 @@ def _optimize(ort: ModuleType, raw: Path, target: Path, heads: int, hidden: int)
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            optimized = optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden)
+        # its fusions log warnings that are expected here (its shape inference does not know ORT's own
+        # MatMulIntegerToFloat, which the per-row graphs use); silenced for the call
+        previous = logging.root.manager.disable
+        logging.disable(max(previous, logging.WARNING))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optimized = optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden)
+        finally:
+            logging.disable(previous)
         optimized.save_model_to_file(str(target))
         return "onnxruntime.transformers.optimizer (model_type=bert)"
     except Exception as err:  # noqa: BLE001 - any failure of the optional fusions falls back to ORT's own
@@ -203,6 +210,7 @@ def export_onnx(
     overwrite: bool = True,
     decompose_layer_norm: bool = True,
     first_token_only: bool = True,
+    dynamic_activations: Literal["per_row", "per_tensor"] = "per_row",
 ) -> Path:
     """Write ``source`` as ``model.onnx`` plus ``lit_opt_onnx.json`` and the tokenizer files into ``dirpath``.
 
@@ -220,6 +228,10 @@ def export_onnx(
         first_token_only: for a BERT sequence classifier, compute the last encoder layer for the first
             token alone, the only one its pooler reads (:mod:`lit_opt.export.onnx_first_token`; the
             logits are the same maths). Other models are exported whole either way.
+        dynamic_activations: how layers trained with dynamic activations quantize them in the graph:
+            ``"per_row"`` as they were trained (symmetric int8 per row: the reference kernel's codes,
+            a row's logits independent of its batch); ``"per_tensor"``, ONNX Runtime's fused dynamic
+            quantization (one uint8 range per batch; faster at large batches, less faithful).
 
     Returns:
         ``dirpath``, which holds ``model.onnx``.
@@ -243,6 +255,11 @@ def export_onnx(
             f"int4_embeddings={int4_embeddings!r} is not one of ('gather', 'dequantize'). "
             "HINT: 'gather' keeps the file small."
         )
+    if dynamic_activations not in DYNAMIC_ACTIVATIONS:
+        raise ValueError(
+            f"dynamic_activations={dynamic_activations!r} is not one of {DYNAMIC_ACTIVATIONS}. HINT: 'per_row' "
+            "computes what QATCallback(activations='dynamic') trained."
+        )
     onnx, ort = require_onnxruntime()
     with tempfile.TemporaryDirectory(prefix="lit_opt_onnx-") as scratch_name:
         scratch = Path(scratch_name)
@@ -262,7 +279,7 @@ def export_onnx(
                 "eager"
             )  # plain MatMul/Softmax, the pattern ORT fuses
         model = copy.deepcopy(reference)
-        codes = _swap(model, int4_embeddings)
+        codes = _swap(model, int4_embeddings, dynamic_activations)
         first_token = first_token_only and first_token_last_layer(model)
         example = _token_inputs(reference, vocab, 2, 16, seed=0)
         with torch.inference_mode():
@@ -314,6 +331,7 @@ def export_onnx(
             "int4_embeddings": int4_embeddings,
             "layer_norm": f"decomposed ({decomposed} nodes)" if decomposed else "onnxruntime kernels",
             "last_layer": "first token only" if first_token else "every token",
+            "dynamic_activations": dynamic_activations,
             "int8_initializers": codes,
             "check": {
                 "max_abs_difference": difference,

@@ -6,12 +6,17 @@ these, then traces the model. Their eager forward computes what the ONNX graph c
 can compare the two), and their ``symbolic`` writes the graph:
 
 - :class:`OnnxInt8Linear`: the artifact's int8 codes (transposed to ``(in, out)``) and per-channel
-  scales as initializers; the input quantized to uint8 per tensor at run time
-  (``DynamicQuantizeLinear``) or with the trained static range (``QuantizeLinear``), then
-  ``MatMulInteger`` -> ``Cast`` -> ``Mul`` by ``input_scale * weight_scale`` -> ``Add`` bias: the
-  pattern ONNX Runtime fuses into ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat``. A layer trained
-  with weight-only QAT (no activation quantizer) gets dynamic activations too: the integer product
-  needs integer inputs.
+  scales as initializers. The input is quantized as the layer was trained: dynamic activations
+  symmetric int8 per row (``|x|``'s row maximum / 127, the codes shifted to uint8, the fast
+  u8 x s8 path of the integer kernels), calibrated static ones with the trained range
+  (``QuantizeLinear``); then ONNX Runtime's ``MatMulIntegerToFloat`` multiplies the codes and scales the
+  result per row and column (the bias is added after it, so the kernel does not scale it). The
+  same codes as the reference kernel, so the same logits up to float summation order, whatever
+  else is in the batch. ``dynamic="per_tensor"`` writes ONNX's ``DynamicQuantizeLinear`` (uint8, one
+  range for the whole batch) -> ``MatMulInteger`` instead, which ONNX Runtime fuses into one kernel:
+  faster at large batches, but a row's result then depends on the rows batched with it. A layer
+  trained with weight-only QAT (no activation quantizer) gets dynamic activations too: the integer
+  product needs integer inputs.
 - :class:`OnnxQuantizedEmbedding`: ``Gather`` over the stored codes (int4 kept packed two per
   byte and unpacked after the gather, so the file holds half a byte per weight), then the rows'
   scales: the table is never dequantized as a whole.
@@ -25,11 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_opt.functional.quantize import pack_int4, quant_range, weight_blocks
+from lit_opt.functional.quantize import EPS, pack_int4, quant_range, weight_blocks
 from lit_opt.nn.activation_quantizer import ActivationQuantizer
 from lit_opt.nn.quantized import QuantizedEmbedding, QuantizedLinear
 
 FLOAT = 1  # onnx.TensorProto.FLOAT
+#: How a layer trained with dynamic activations quantizes them in the graph: symmetric int8 per row (as
+#: trained), or ONNX's ``DynamicQuantizeLinear`` (uint8, one range for the whole batch).
+DYNAMIC_ACTIVATIONS = ("per_row", "per_tensor")
+
+
+def _const(g: Any, value: float | int, dtype: torch.dtype = torch.float32) -> Any:
+    return g.op("Constant", value_t=torch.tensor(value, dtype=dtype))
 
 
 def _dynamic_uint8(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -55,6 +67,30 @@ class _DynamicInt8MatMul(torch.autograd.Function):
         return g.op("Add", out, bias)
 
 
+class _RowInt8MatMul(torch.autograd.Function):
+    """Per-row symmetric int8 activations, as ``QATCallback(activations="dynamic")`` trained them."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, codes_t: Tensor, w_scale: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+        x = x.float()
+        scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(min=EPS)
+        q = torch.round(x / scale).clamp(-128, 127)
+        return q @ codes_t.float() * scale * w_scale + bias
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, codes_t: Any, w_scale: Any, bias: Any) -> Any:
+        amax = g.op("ReduceMax", g.op("Abs", x), axes_i=[-1], keepdims_i=1)
+        scale = g.op("Max", g.op("Div", amax, _const(g, 127.0)), _const(g, EPS))
+        zero = _const(
+            g, 128, torch.uint8
+        )  # int8 codes shifted to uint8: the integer kernels' fast u8 x s8 path
+        q = g.op("QuantizeLinear", g.op("Div", x, scale), _const(g, 1.0), zero)
+        # ONNX Runtime's integer product scaled per row and per column in one kernel (it would scale a bias
+        # too, so the bias is added after)
+        out = g.op("com.microsoft::MatMulIntegerToFloat", q, codes_t, scale, w_scale, zero)
+        return g.op("Add", out, bias)
+
+
 class _StaticInt8MatMul(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -68,7 +104,7 @@ class _StaticInt8MatMul(torch.autograd.Function):
         low: Tensor,
         high: Tensor,
     ) -> Tensor:
-        q = torch.round(x.float().clamp(low, high) / x_scale).add(x_zero.float()).clamp(-128, 127)
+        q = torch.round(x.float().clamp(low, high) / x_scale).add(x_zero.float()).clamp(0, 255)
         return (q - x_zero.float()) @ codes_t.float() * (x_scale * w_scale) + bias
 
     @staticmethod
@@ -76,9 +112,16 @@ class _StaticInt8MatMul(torch.autograd.Function):
         g: Any, x: Any, codes_t: Any, w_scale: Any, bias: Any, x_scale: Any, x_zero: Any, low: Any, high: Any
     ) -> Any:
         q = g.op("QuantizeLinear", g.op("Clip", x, low, high), x_scale, x_zero)
-        acc = g.op("MatMulInteger", q, codes_t, x_zero)
-        out = g.op("Mul", g.op("Cast", acc, to_i=FLOAT), g.op("Mul", x_scale, w_scale))
-        return g.op("Add", out, bias)
+        return g.op(
+            "com.microsoft::MatMulIntegerToFloat",
+            q,
+            codes_t,
+            x_scale,
+            w_scale,
+            x_zero,
+            _const(g, 0, torch.int8),
+            bias,
+        )
 
 
 class OnnxInt8Linear(nn.Module):
@@ -101,9 +144,15 @@ class OnnxInt8Linear(nn.Module):
     clip_high: Tensor
 
     def __init__(
-        self, codes: Tensor, scale: Tensor, bias: Tensor | None, quantizer: ActivationQuantizer | None
+        self,
+        codes: Tensor,
+        scale: Tensor,
+        bias: Tensor | None,
+        quantizer: ActivationQuantizer | None,
+        dynamic: str = "per_row",
     ) -> None:
         super().__init__()
+        self.per_row = dynamic == "per_row"
         self.out_features, self.in_features = codes.shape
         self.register_buffer("codes_t", codes.t().contiguous())  # (in, out) int8: MatMulInteger's B
         self.register_buffer("weight_scale", scale.reshape(-1).float().expand(self.out_features).clone())
@@ -116,13 +165,13 @@ class OnnxInt8Linear(nn.Module):
             qmin, qmax = quant_range(8, q.symmetric)  # type: ignore[union-attr]
             x_scale, x_zero = q.scale.reshape(()).float(), q.zero_point.reshape(()).float()  # type: ignore[union-attr]
             self.register_buffer("input_scale", x_scale.clone())
-            self.register_buffer("input_zero_point", x_zero.to(torch.int8))
+            self.register_buffer("input_zero_point", (x_zero + 128).to(torch.uint8))  # codes shifted to uint8
             self.register_buffer("clip_low", (qmin - x_zero) * x_scale)
             self.register_buffer("clip_high", (qmax - x_zero) * x_scale)
 
     @classmethod
-    def from_quantized(cls, layer: QuantizedLinear, name: str) -> OnnxInt8Linear:
-        """The stand-in for ``layer`` (named ``name`` in errors).
+    def from_quantized(cls, layer: QuantizedLinear, name: str, dynamic: str = "per_row") -> OnnxInt8Linear:
+        """The stand-in for ``layer`` (named ``name`` in errors); ``dynamic`` as in :data:`DYNAMIC_ACTIVATIONS`.
 
         Raises:
             ValueError: per-group or asymmetric weights, or dynamic asymmetric activations.
@@ -137,7 +186,7 @@ class OnnxInt8Linear(nn.Module):
                 f"export_onnx cannot express layer {name!r}: {', '.join(why)}. HINT: train it with "
                 "QATCallback(granularity='per_channel', symmetric=True), or exclude it from quantization."
             )
-        return cls(layer.codes, layer.scale, layer.bias, layer.input_quantizer)
+        return cls(layer.codes, layer.scale, layer.bias, layer.input_quantizer, dynamic)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.static:
@@ -151,6 +200,8 @@ class OnnxInt8Linear(nn.Module):
                 self.clip_low,
                 self.clip_high,
             )
+        if self.per_row:
+            return _RowInt8MatMul.apply(x, self.codes_t, self.weight_scale, self.bias)
         return _DynamicInt8MatMul.apply(x, self.codes_t, self.weight_scale, self.bias)
 
 

@@ -76,10 +76,9 @@ def test_onnx_outputs_equal_the_loaded_reference_model(exported, dynamic_artifac
     with torch.inference_mode():
         expected = reference(**inputs).logits
     assert got.shape == expected.shape == (batch, 2)
-    # static ranges: the same integer codes, so equal up to float summation order; dynamic activations are
-    # rounded per tensor (uint8) by ONNX Runtime and per row by the reference kernel
-    tolerance = 1e-5 if kind == "static" else 0.02
-    torch.testing.assert_close(got, expected, atol=tolerance, rtol=0)
+    # static ranges and per-row dynamic ones: the same integer codes as the reference kernel, so equal up to
+    # float summation order
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert (
         json.loads((exported[kind] / ONNX_MANIFEST).read_text())["check"]["max_abs_difference"] <= TOLERANCE
     )
@@ -122,9 +121,31 @@ def test_pruned_structure_is_in_the_graph(exported):
         80,
         16,
     ]  # 80 kept tokens (UNK among them), int4 packed
-    ops = {n.op_type for n in graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops or "DynamicQuantizeMatMul" in ops
-    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(exported["static"] / ONNX_FILE)).graph.node}
+    for kind in ("static", "dynamic"):
+        ops = {n.op_type for n in onnx.load(str(exported[kind] / ONNX_FILE)).graph.node}
+        assert {"QuantizeLinear", "MatMulIntegerToFloat"} <= ops and "DynamicQuantizeLinear" not in ops
+
+
+def test_per_row_activations_make_each_row_independent_of_its_batch(exported):
+    model = lit_opt.load_onnx(exported["dynamic"], threads=1)
+    inputs = _inputs(batch=3)
+    louder = dict(inputs, input_ids=inputs["input_ids"].clone())
+    louder["input_ids"][1:] = torch.arange(1, 13).repeat(2, 1)  # other rows, other activation ranges
+    alone = model(**{k: v[:1] for k, v in inputs.items()}).logits
+    torch.testing.assert_close(model(**inputs).logits[:1], alone, atol=1e-6, rtol=0)
+    torch.testing.assert_close(model(**louder).logits[:1], alone, atol=1e-6, rtol=0)
+
+
+def test_per_tensor_activations_are_onnx_runtimes_fused_dynamic_quantization(tmp_path, dynamic_artifact):
+    path = lit_opt.export_onnx(dynamic_artifact, tmp_path / "per_tensor", dynamic_activations="per_tensor")
+    ops = {n.op_type for n in onnx.load(str(path / ONNX_FILE)).graph.node}
+    assert "DynamicQuantizeMatMul" in ops or {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    inputs = _inputs()
+    with torch.inference_mode():
+        expected = lit_opt.load(dynamic_artifact, kernel="reference")(**inputs).logits
+    # ONNX Runtime rounds activations to uint8 with one range for the whole batch, the reference kernel per row
+    torch.testing.assert_close(lit_opt.load_onnx(path)(**inputs).logits, expected, atol=0.02, rtol=0)
+    assert json.loads((path / ONNX_MANIFEST).read_text())["dynamic_activations"] == "per_tensor"
 
 
 def test_a_trained_model_exports_directly_and_dequantized_embeddings_are_bigger(tmp_path, exported):
@@ -169,6 +190,10 @@ def test_missing_or_foreign_source_is_rejected(tmp_path):
         lit_opt.export_onnx(42, tmp_path / "out")
     with pytest.raises(ValueError, match="int4_embeddings='packed' is not one of"):
         lit_opt.export_onnx(STATIC, tmp_path / "out", int4_embeddings="packed")
+    with pytest.raises(
+        ValueError, match=r"dynamic_activations='per_token' is not one of \('per_row', 'per_tensor'\)"
+    ):
+        lit_opt.export_onnx(STATIC, tmp_path / "out", dynamic_activations="per_token")
 
 
 def test_a_model_without_token_inputs_is_rejected(tmp_path):
