@@ -4,7 +4,8 @@
   fusions applied and saved);
 - ``teacher-onnx-int8``: that graph quantized by ``onnxruntime.quantization.quantize_dynamic``
   (per-channel int8 weights, dynamic activations), what one call of Optimum's quantizer gives;
-- ``lit-opt-compressed-onnx``: the compressed artifact's graph, its trained int8 codes as they are.
+- ``lit-opt-compressed-onnx``: the compressed artifact's graph, its trained int8 codes as they are and its
+  activations quantized per row, as trained.
 
 All three run with :func:`lit_opt.load_onnx` (``threads`` intra-op threads) and are measured in the
 same interleaved loop as the PyTorch rows.
@@ -84,8 +85,9 @@ def onnx_candidates(
             compressed_model,
             compressed,
             artifact_params,
-            "lit-opt-compressed's artifact exported with lit_opt.export_onnx: its trained int8 codes as MatMulInteger "
-            f"initializers, int4 embeddings gathered packed; exported in {export_seconds:.1f} s; top-1 agreement "
+            "lit-opt-compressed's artifact exported with lit_opt.export_onnx: its trained int8 codes as initializers of "
+            "ORT's integer matrix product, activations int8 per row as trained, int4 embeddings gathered packed; "
+            f"exported in {export_seconds:.1f} s; top-1 agreement "
             f"with lit_opt.load(kernel='reference') on the test split {100 * agreement:.2f}%",
             {"top1_agreement_vs_reference": agreement},
         ),
