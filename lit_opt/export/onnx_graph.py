@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_opt.functional.quantize import EPS, pack_int4, quant_range, weight_blocks
+from lit_opt.functional.quantize import EPS, dynamic_qparams, pack_int4, quant_range, quantize, weight_blocks
 from lit_opt.nn.activation_quantizer import ActivationQuantizer
 from lit_opt.nn.quantized import QuantizedEmbedding, QuantizedLinear
 
@@ -73,17 +73,15 @@ class _RowInt8MatMul(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, codes_t: Tensor, w_scale: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
         x = x.float()
-        scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(min=EPS)
-        q = torch.round(x / scale).clamp(-128, 127)
-        return q @ codes_t.float() * scale * w_scale + bias
+        scale, zero = dynamic_qparams(x, (-1,), symmetric=True)
+        return quantize(x, scale, zero, *quant_range(8, True)) @ codes_t.float() * scale * w_scale + bias
 
     @staticmethod
     def symbolic(g: Any, x: Any, codes_t: Any, w_scale: Any, bias: Any) -> Any:
         amax = g.op("ReduceMax", g.op("Abs", x), axes_i=[-1], keepdims_i=1)
         scale = g.op("Max", g.op("Div", amax, _const(g, 127.0)), _const(g, EPS))
-        zero = _const(
-            g, 128, torch.uint8
-        )  # int8 codes shifted to uint8: the integer kernels' fast u8 x s8 path
+        # int8 codes shifted to uint8: the integer kernels' fast u8 x s8 path
+        zero = _const(g, 128, torch.uint8)
         q = g.op("QuantizeLinear", g.op("Div", x, scale), _const(g, 1.0), zero)
         # ONNX Runtime's integer product scaled per row and per column in one kernel (it would scale a bias
         # too, so the bias is added after)
