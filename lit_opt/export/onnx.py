@@ -32,6 +32,7 @@ from lit_opt._checks import check_flag, check_path
 from lit_opt.export.exporter import export
 from lit_opt.export.format import MANIFEST, WEIGHTS, read_artifact, sha256, write_atomically
 from lit_opt.export.loader import load
+from lit_opt.export.onnx_attention import fuse_self_attention
 from lit_opt.export.onnx_first_token import first_token_last_layer
 from lit_opt.export.onnx_graph import DYNAMIC_ACTIVATIONS, OnnxInt8Linear, OnnxQuantizedEmbedding
 from lit_opt.export.onnx_layer_norm import decompose_layer_norms
@@ -211,6 +212,7 @@ def export_onnx(
     decompose_layer_norm: bool = True,
     first_token_only: bool = True,
     dynamic_activations: Literal["per_row", "per_tensor"] = "per_row",
+    fuse_attention: bool = True,
 ) -> Path:
     """Write ``source`` as ``model.onnx`` plus ``lit_opt_onnx.json`` and the tokenizer files into ``dirpath``.
 
@@ -232,6 +234,9 @@ def export_onnx(
             ``"per_row"`` as they were trained (symmetric int8 per row: the reference kernel's codes,
             a row's logits independent of its batch); ``"per_tensor"``, ONNX Runtime's fused dynamic
             quantization (one uint8 range per batch; faster at large batches, less faithful).
+        fuse_attention: write each encoder self-attention that ONNX Runtime's optimizer cannot fuse
+            (integer projections, or heads pruned per layer) as one ``MultiHeadAttention`` node
+            (:mod:`lit_opt.export.onnx_attention`); ``False`` leaves it as traced.
 
     Returns:
         ``dirpath``, which holds ``model.onnx``.
@@ -280,6 +285,9 @@ def export_onnx(
             )  # plain MatMul/Softmax, the pattern ORT fuses
         model = copy.deepcopy(reference)
         codes = _swap(model, int4_embeddings, dynamic_activations)
+        heads, hidden = _attention_shape(reference)
+        # ORT fuses float attention itself (one product for Q, K and V) when every layer keeps its heads
+        fused_attention = fuse_self_attention(model, leave_float=heads > 0) if fuse_attention else 0
         first_token = first_token_only and first_token_last_layer(model)
         example = _token_inputs(reference, vocab, 2, 16, seed=0)
         with torch.inference_mode():
@@ -304,7 +312,7 @@ def export_onnx(
         graph_file = scratch / ONNX_FILE
         how = "none"
         if optimize:
-            how = _optimize(ort, raw, graph_file, *_attention_shape(reference))
+            how = _optimize(ort, raw, graph_file, heads, hidden)
         else:
             shutil.copyfile(raw, graph_file)
         decomposed = 0
@@ -331,6 +339,7 @@ def export_onnx(
             "int4_embeddings": int4_embeddings,
             "layer_norm": f"decomposed ({decomposed} nodes)" if decomposed else "onnxruntime kernels",
             "last_layer": "first token only" if first_token else "every token",
+            "attention": f"MultiHeadAttention ({fused_attention} layers)" if fused_attention else "as traced",
             "dynamic_activations": dynamic_activations,
             "int8_initializers": codes,
             "check": {

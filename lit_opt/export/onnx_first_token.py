@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from transformers.models.bert.modeling_bert import BertForSequenceClassification, BertLayer, BertPooler
+
+from lit_opt.export.onnx_attention import OnnxSelfAttention, additive_mask, attention_context
 
 
 class FirstTokenLayer(nn.Module):
@@ -47,20 +48,18 @@ class FirstTokenLayer(nn.Module):
     ) -> Tensor:
         attention = self.attention.self
         first = hidden_states[:, :1]  # (B, 1, H)
-
-        def heads(x: Tensor) -> Tensor:  # (B, L, heads * d) -> (B, heads, L, d)
-            return x.view(x.shape[0], x.shape[1], -1, attention.attention_head_size).transpose(1, 2)
-
-        query = heads(attention.query(first))
-        key, value = heads(attention.key(hidden_states)), heads(attention.value(hidden_states))
-        scores = query @ key.transpose(-1, -2) * attention.scaling  # (B, heads, 1, L)
-        if attention_mask is not None:
-            mask = attention_mask[..., :1, :]
-            if mask.dtype == torch.bool:
-                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            else:
-                scores = scores + mask
-        context = (scores.softmax(dim=-1) @ value).transpose(1, 2).reshape(first.shape[0], 1, -1)
+        mask = None if attention_mask is None else attention_mask[..., :1, :]  # the first query's row
+        if isinstance(attention, OnnxSelfAttention):
+            context = attention.attend(first, hidden_states, mask)
+        else:
+            context = attention_context(
+                attention.query(first),
+                attention.key(hidden_states),
+                attention.value(hidden_states),
+                None if mask is None else additive_mask(mask, hidden_states.dtype),
+                attention.attention_head_size,
+                attention.scaling,
+            )
         attended = self.attention.output(context, first)
         return self.output(self.intermediate(attended), attended)
 

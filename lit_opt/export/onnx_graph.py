@@ -10,7 +10,8 @@ can compare the two), and their ``symbolic`` writes the graph:
   symmetric int8 per row (``|x|``'s row maximum / 127, the codes shifted to uint8, the fast
   u8 x s8 path of the integer kernels), calibrated static ones with the trained range
   (``QuantizeLinear``); then ONNX Runtime's ``MatMulIntegerToFloat`` multiplies the codes and scales the
-  result per row and column (the bias is added after it, so the kernel does not scale it). The
+  result per row and column (the bias is added after it, so the kernel does not scale it, or by the
+  attention node that takes the layer over: :mod:`lit_opt.export.onnx_attention`). The
   same codes as the reference kernel, so the same logits up to float summation order, whatever
   else is in the batch. ``dynamic="per_tensor"`` writes ONNX's ``DynamicQuantizeLinear`` (uint8, one
   range for the whole batch) -> ``MatMulInteger`` instead, which ONNX Runtime fuses into one kernel:
@@ -53,28 +54,34 @@ def _dynamic_uint8(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return torch.round(x / scale).add(zero_point).clamp(0, 255), scale, zero_point
 
 
+def _plus(x: Tensor, bias: Tensor | None) -> Tensor:
+    return x if bias is None else x + bias
+
+
 class _DynamicInt8MatMul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, codes_t: Tensor, w_scale: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, codes_t: Tensor, w_scale: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
         q, scale, zero_point = _dynamic_uint8(x.float())
-        return (q - zero_point) @ codes_t.float() * (scale * w_scale) + bias
+        return _plus((q - zero_point) @ codes_t.float() * (scale * w_scale), bias)
 
     @staticmethod
     def symbolic(g: Any, x: Any, codes_t: Any, w_scale: Any, bias: Any) -> Any:
         q, scale, zero_point = g.op("DynamicQuantizeLinear", x, outputs=3)
         acc = g.op("MatMulInteger", q, codes_t, zero_point)
         out = g.op("Mul", g.op("Cast", acc, to_i=FLOAT), g.op("Mul", scale, w_scale))
-        return g.op("Add", out, bias)
+        return out if bias is None else g.op("Add", out, bias)
 
 
 class _RowInt8MatMul(torch.autograd.Function):
     """Per-row symmetric int8 activations, as ``QATCallback(activations="dynamic")`` trained them."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, codes_t: Tensor, w_scale: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, codes_t: Tensor, w_scale: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
         x = x.float()
         scale, zero = dynamic_qparams(x, (-1,), symmetric=True)
-        return quantize(x, scale, zero, *quant_range(8, True)) @ codes_t.float() * scale * w_scale + bias
+        return _plus(
+            quantize(x, scale, zero, *quant_range(8, True)) @ codes_t.float() * scale * w_scale, bias
+        )
 
     @staticmethod
     def symbolic(g: Any, x: Any, codes_t: Any, w_scale: Any, bias: Any) -> Any:
@@ -86,7 +93,7 @@ class _RowInt8MatMul(torch.autograd.Function):
         # ONNX Runtime's integer product scaled per row and per column in one kernel (it would scale a bias
         # too, so the bias is added after)
         out = g.op("com.microsoft::MatMulIntegerToFloat", q, codes_t, scale, w_scale, zero)
-        return g.op("Add", out, bias)
+        return out if bias is None else g.op("Add", out, bias)
 
 
 class _StaticInt8MatMul(torch.autograd.Function):
@@ -96,30 +103,22 @@ class _StaticInt8MatMul(torch.autograd.Function):
         x: Tensor,
         codes_t: Tensor,
         w_scale: Tensor,
-        bias: Tensor,
+        bias: Tensor | None,
         x_scale: Tensor,
         x_zero: Tensor,
         low: Tensor,
         high: Tensor,
     ) -> Tensor:
         q = torch.round(x.float().clamp(low, high) / x_scale).add(x_zero.float()).clamp(0, 255)
-        return (q - x_zero.float()) @ codes_t.float() * (x_scale * w_scale) + bias
+        return _plus((q - x_zero.float()) @ codes_t.float() * (x_scale * w_scale), bias)
 
     @staticmethod
     def symbolic(
         g: Any, x: Any, codes_t: Any, w_scale: Any, bias: Any, x_scale: Any, x_zero: Any, low: Any, high: Any
     ) -> Any:
         q = g.op("QuantizeLinear", g.op("Clip", x, low, high), x_scale, x_zero)
-        return g.op(
-            "com.microsoft::MatMulIntegerToFloat",
-            q,
-            codes_t,
-            x_scale,
-            w_scale,
-            x_zero,
-            _const(g, 0, torch.int8),
-            bias,
-        )
+        operands = [q, codes_t, x_scale, w_scale, x_zero, _const(g, 0, torch.int8)]
+        return g.op("com.microsoft::MatMulIntegerToFloat", *operands, *([] if bias is None else [bias]))
 
 
 class OnnxInt8Linear(nn.Module):
@@ -135,7 +134,7 @@ class OnnxInt8Linear(nn.Module):
 
     codes_t: Tensor
     weight_scale: Tensor
-    bias: Tensor
+    bias: Tensor | None
     input_scale: Tensor
     input_zero_point: Tensor
     clip_low: Tensor
@@ -154,9 +153,7 @@ class OnnxInt8Linear(nn.Module):
         self.out_features, self.in_features = codes.shape
         self.register_buffer("codes_t", codes.t().contiguous())  # (in, out) int8: MatMulInteger's B
         self.register_buffer("weight_scale", scale.reshape(-1).float().expand(self.out_features).clone())
-        self.register_buffer(
-            "bias", torch.zeros(self.out_features) if bias is None else bias.detach().float()
-        )
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
         self.static = quantizer is not None and quantizer.mode == "static"
         if self.static:
             q = quantizer  # a trained range: clip to the codes the reference kernel uses
