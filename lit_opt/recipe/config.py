@@ -177,12 +177,24 @@ def _build(cls: type, values: Any, prefix: str = "", root: type | None = None) -
             kwargs[key] = _build(typing.cast(type, kind), value, f"{prefix}{key}.", root)
         elif _accepts(kind, value):
             kwargs[key] = float(value) if kind is float else value
+        elif _accepts(kind, number := _exponent_text(value)):
+            kwargs[key] = number
         else:
             raise ValueError(
                 f"{prefix}{key}={value!r} is not accepted; expected {_describe(kind)}. "
                 f"HINT: e.g. --{prefix}{key}={_example(cls, key)}."
             )
     return cls(**kwargs)
+
+
+def _exponent_text(value: Any) -> Any:
+    """``"5e-5"`` as the float YAML 1.1 leaves it a string of (an exponent without a dot); else ``value``."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _describe(kind: Any) -> str:

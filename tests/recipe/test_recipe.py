@@ -115,6 +115,14 @@ def test_config_defaults_file_and_overrides() -> None:
     assert config.teacher.lr == 5.0e-5 and config.latency.threads == 2
 
 
+def test_exponents_without_a_dot_are_floats() -> None:
+    # YAML 1.1 reads 5e-5 as a string; as a float setting it is the number
+    config = load_config(CONFIG, ["--compress.lr=5e-5", "--student.temperature=2e0"])
+    assert (config.compress.lr, config.student.temperature) == (5e-5, 2.0)
+    with pytest.raises(ValueError, match=r"compress.lr='fast' is not accepted; expected float"):
+        load_config(CONFIG, ["--compress.lr=fast"])
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
