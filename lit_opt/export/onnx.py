@@ -35,6 +35,7 @@ from lit_opt.export.loader import load
 from lit_opt.export.onnx_attention import fuse_self_attention
 from lit_opt.export.onnx_first_token import first_token_last_layer
 from lit_opt.export.onnx_graph import DYNAMIC_ACTIVATIONS, OnnxInt8Linear, OnnxQuantizedEmbedding
+from lit_opt.export.onnx_initializers import share_small_initializers
 from lit_opt.export.onnx_layer_norm import decompose_layer_norms
 from lit_opt.nn.activation_quantizer import INPUT_QUANTIZER
 from lit_opt.nn.quantized import QuantizedEmbedding, QuantizedLinear
@@ -315,11 +316,10 @@ def export_onnx(
             how = _optimize(ort, raw, graph_file, heads, hidden)
         else:
             shutil.copyfile(raw, graph_file)
-        decomposed = 0
-        if decompose_layer_norm:
-            graph = onnx.load(str(graph_file))
-            decomposed = decompose_layer_norms(graph)
-            onnx.save(graph, str(graph_file))
+        graph = onnx.load(str(graph_file))
+        decomposed = decompose_layer_norms(graph) if decompose_layer_norm else 0
+        share_small_initializers(graph)  # Q, K and V then quantize their shared input once
+        onnx.save(graph, str(graph_file))
         check = _token_inputs(reference, vocab, 4, 32, seed=1)
         difference, agreement = _compare(ort, graph_file, reference, check, names[0])
         if difference > TOLERANCE:
