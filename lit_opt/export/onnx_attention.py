@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lit_opt.export.onnx_graph import typed
+
 
 def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     """An attention mask as the additive bias the scores get: boolean masks (``True`` keeps a key) become
@@ -70,10 +72,11 @@ class _MultiHeadAttention(torch.autograd.Function):
     def symbolic(g: Any, q: Any, k: Any, v: Any, bias: Any, mask: Any, heads: int, scale: float) -> Any:
         no_padding_mask = g.op("prim::Constant")
         no_padding_mask.setType(torch._C.OptionalType.ofTensor())
-        return g.op(
+        out = g.op(
             "com.microsoft::MultiHeadAttention", q, k, v, bias, no_padding_mask, mask,
             num_heads_i=heads, scale_f=scale,
         )  # fmt: skip
+        return typed(out, q, (v.type().varyingSizes() or [None])[-1])
 
 
 def _take_bias(layer: Any) -> Tensor:

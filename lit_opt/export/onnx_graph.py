@@ -54,6 +54,16 @@ def _dynamic_uint8(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return torch.round(x / scale).add(zero_point).clamp(0, 255), scale, zero_point
 
 
+def typed(value: Any, like: Any, last: int | None) -> Any:
+    """``value`` (an exporter graph value of an ONNX Runtime operator, whose shape the exporter cannot infer)
+    typed as float, ``like``'s shape with the last dimension ``last``: no "shape inference ... is missing"
+    warning, and the shapes after it stay known."""
+    sizes = like.type().varyingSizes()
+    if sizes is not None:
+        value.setType(like.type().with_dtype(torch.float32).with_sizes([*sizes[:-1], last]))
+    return value
+
+
 def _plus(x: Tensor, bias: Tensor | None) -> Tensor:
     return x if bias is None else x + bias
 
@@ -93,6 +103,7 @@ class _RowInt8MatMul(torch.autograd.Function):
         # ONNX Runtime's integer product scaled per row and per column in one kernel (it would scale a bias
         # too, so the bias is added after)
         out = g.op("com.microsoft::MatMulIntegerToFloat", q, codes_t, scale, w_scale, zero)
+        out = typed(out, x, codes_t.type().sizes()[1])
         return out if bias is None else g.op("Add", out, bias)
 
 
@@ -118,7 +129,8 @@ class _StaticInt8MatMul(torch.autograd.Function):
     ) -> Any:
         q = g.op("QuantizeLinear", g.op("Clip", x, low, high), x_scale, x_zero)
         operands = [q, codes_t, x_scale, w_scale, x_zero, _const(g, 0, torch.int8)]
-        return g.op("com.microsoft::MatMulIntegerToFloat", *operands, *([] if bias is None else [bias]))
+        out = g.op("com.microsoft::MatMulIntegerToFloat", *operands, *([] if bias is None else [bias]))
+        return typed(out, x, codes_t.type().sizes()[1])
 
 
 class OnnxInt8Linear(nn.Module):

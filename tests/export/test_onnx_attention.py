@@ -116,3 +116,8 @@ def test_fuse_attention_false_keeps_the_traced_attention(tmp_path):
         atol=1e-5,
         rtol=0,
     )
+
+
+def test_export_prints_no_missing_shape_inference_warnings(tmp_path, capfd):
+    lit_opt.export_onnx(_quantized(), tmp_path / "onnx")
+    assert "shape inference of com.microsoft" not in capfd.readouterr().err  # ORT operators are typed
