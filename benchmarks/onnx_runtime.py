@@ -6,7 +6,8 @@ and FFN neurons removed, int8 per-channel weights with dynamic activations (post
 ``lit_opt.export``) and int4 word embeddings (groups of 128); the teacher is the whole fp32 model. Every row
 runs the same synthetic token ids, interleaved round by round; sizes are the bytes of what each row loads.
 ONNX graphs compute the last layer for the [CLS] token alone (``export_onnx``'s default) unless a row says
-"last layer for every token". "per row" quantizes activations as they were trained (``export_onnx``'s default),
+"last layer for every token", and run attention as one ``MultiHeadAttention`` node per layer (``export_onnx``'s
+default) unless a row says "attention as traced". "per row" quantizes activations as they were trained (``export_onnx``'s default),
 "per tensor" with ONNX's ``DynamicQuantizeLinear`` (one range per batch). "QDQ" writes the same int8 codes as
 ``DequantizeLinear`` initializers before a float ``MatMul`` (the alternative to integer products the ONNX export
 was chosen against; not shipped).
@@ -56,7 +57,8 @@ def qdq_matmuls() -> Iterator[None]:
     def symbolic(g: Any, x: Any, codes_t: Any, w_scale: Any, bias: Any) -> Any:
         weight = g.op("DequantizeLinear", codes_t, w_scale, axis_i=1)
         q, scale, zero_point = g.op("DynamicQuantizeLinear", x, outputs=3)
-        return g.op("Add", g.op("MatMul", g.op("DequantizeLinear", q, scale, zero_point), weight), bias)
+        out = g.op("MatMul", g.op("DequantizeLinear", q, scale, zero_point), weight)
+        return out if bias is None else g.op("Add", out, bias)  # attention projections: the attention adds it
 
     original = onnx_graph._DynamicInt8MatMul.symbolic
     onnx_graph._DynamicInt8MatMul.symbolic = staticmethod(symbolic)  # type: ignore[method-assign]
@@ -94,6 +96,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
     }
     every_token = lit_opt.export_onnx(artifact, work / "onnx_every_token", first_token_only=False)
     graphs["ORT int8 per row, int4 embeddings gathered, last layer for every token"] = every_token
+    traced = lit_opt.export_onnx(artifact, work / "onnx_traced_attention", fuse_attention=False)
+    graphs["ORT int8 per row, int4 embeddings gathered, attention as traced"] = traced
     fp32 = lit_opt.export_onnx(artifact, work / "onnx_fp32_embeddings", int4_embeddings="dequantize")
     graphs["ORT int8 per row, fp32 embeddings"] = fp32
     per_tensor = lit_opt.export_onnx(artifact, work / "onnx_per_tensor", dynamic_activations="per_tensor")
