@@ -11,9 +11,10 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-from lit_opt._checks import check_device, check_module, check_path
+from lit_opt._checks import check_device, check_flag, check_module, check_path
 from lit_opt.export import architecture, structure
 from lit_opt.export import codebook as codebook_encoding
+from lit_opt.export.first_token import first_token_last_layer
 from lit_opt.export.format import MANIFEST, read_artifact
 from lit_opt.functional.quantize import dequantize_weight, unpack_int4, weight_blocks
 from lit_opt.functional.sparsity import unpack_bits
@@ -240,6 +241,7 @@ def load(
     device: str | torch.device = "cpu",
     kernel: Literal["auto", "reference", "int8", "bf16", "packed_int8", "packed_int4"] = "auto",
     dtype: Literal["float16", "bfloat16"] | None = None,
+    first_token_only: bool = False,
 ) -> nn.Module:
     """Load an artifact written by :func:`lit_opt.export` into a runnable model (in eval mode).
 
@@ -263,6 +265,11 @@ def load(
             weights and the outputs (fast on GPUs); None (default) returns fp32 outputs. With
             ``kernel="auto"``, ``"float16"`` dequantizes to fp16 with the reference kernel where ``"bf16"``
             would have been chosen.
+        first_token_only: for a BERT sequence classifier, compute the last encoder layer for the first
+            token alone, the only row its pooler reads (:mod:`lit_opt.export.first_token`): the same
+            logits, a third less time at batch 1 for the recipe's 3-layer student; that layer's rows of
+            ``hidden_states``/``last_hidden_state`` then hold the first token only. Other models load
+            whole either way.
 
     Returns:
         The model, its quantized layers replaced by :class:`~lit_opt.nn.QuantizedLinear` /
@@ -280,6 +287,7 @@ def load(
         logits = model(**tokenizer(["a fine film"], return_tensors="pt")).logits
     """
     check_path("dirpath", dirpath)
+    check_flag("first_token_only", first_token_only)
     if model is not None:
         check_module("model", model, "HINT: pass a plain skeleton of the architecture, or None.")
     device = check_device("device", device)
@@ -299,12 +307,15 @@ def load(
             "kernel='reference' to run fp16."
         )
     try:
-        return _load(dirpath, model, device, kernel, None if dtype is None else DTYPES[dtype])
+        loaded = _load(dirpath, model, device, kernel, None if dtype is None else DTYPES[dtype])
     except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, OverflowError) as err:
         raise ValueError(
             f"{Path(dirpath) / MANIFEST} describes a model that cannot be assembled ({type(err).__name__}: "
             f"{err}); the artifact is corrupt or was written by an incompatible lit_opt version."
         ) from err
+    if first_token_only:
+        first_token_last_layer(loaded)
+    return loaded
 
 
 def _load(

@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from lit_opt._checks import check_flag, check_path
 from lit_opt.export.exporter import export
+from lit_opt.export.first_token import first_token_last_layer
 from lit_opt.export.format import MANIFEST, WEIGHTS, read_artifact, sha256, write_atomically
 from lit_opt.export.loader import load
 from lit_opt.export.onnx_attention import fuse_self_attention
-from lit_opt.export.onnx_first_token import first_token_last_layer
 from lit_opt.export.onnx_graph import DYNAMIC_ACTIVATIONS, OnnxInt8Linear, OnnxQuantizedEmbedding
 from lit_opt.export.onnx_initializers import share_small_initializers
 from lit_opt.export.onnx_layer_norm import decompose_layer_norms
@@ -229,7 +229,7 @@ def export_onnx(
             (:mod:`lit_opt.export.onnx_layer_norm`: ONNX Runtime's own kernel measured 3x slower on
             this project's CPU); ``False`` keeps ``LayerNormalization``/``SkipLayerNormalization``.
         first_token_only: for a BERT sequence classifier, compute the last encoder layer for the first
-            token alone, the only one its pooler reads (:mod:`lit_opt.export.onnx_first_token`; the
+            token alone, the only one its pooler reads (:mod:`lit_opt.export.first_token`; the
             logits are the same maths). Other models are exported whole either way.
         dynamic_activations: how layers trained with dynamic activations quantize them in the graph:
             ``"per_row"`` as they were trained (symmetric int8 per row: the reference kernel's codes,

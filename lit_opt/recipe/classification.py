@@ -108,7 +108,7 @@ class ClassificationTask(Task):
         teacher, distilled, artifact, keep = trained.teacher, trained.distilled, trained.artifact, self.keep
         teacher_bf16: Any = copy.deepcopy(teacher).to(torch.bfloat16).eval()
         teacher_bf16.save_pretrained(str(run_dir / "teacher_bf16"), safe_serialization=True)
-        compressed = load(artifact, kernel=config.latency.kernel)
+        compressed = load(artifact, kernel=config.latency.kernel, first_token_only=True)
         kernel = (
             best_kernel(torch.device("cpu")) if config.latency.kernel == "auto" else config.latency.kernel
         )
@@ -154,7 +154,8 @@ class ClassificationTask(Task):
                     if keep is not None
                     else ""
                 )
-                + f", other tensors {c.export_dtype}; exported and loaded with lit_opt.load (kernel {kernel})",
+                + f", other tensors {c.export_dtype}; exported and loaded with lit_opt.load (kernel {kernel}, "
+                "last layer for the [CLS] token alone)",
             ),
         ]
 

@@ -1,4 +1,4 @@
-"""The last BERT layer computed for the first token only: same logits, used by export_onnx, refused elsewhere."""
+"""The last BERT layer computed for the first token only: same logits, used by export_onnx and load, refused elsewhere."""
 
 import copy
 import json
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import lit_opt
+from lit_opt.export.first_token import FirstTokenLayer, first_token_last_layer
 from lit_opt.export.onnx import ONNX_MANIFEST
-from lit_opt.export.onnx_first_token import FirstTokenLayer, first_token_last_layer
 from tests.helpers.models import BERT_VOCAB, TinyMLP, tiny_bert
 
 STATIC = Path(__file__).parents[1] / "fixtures" / "artifact_v1"  # heads/rows removed, static int8, int4 vocab
@@ -87,3 +87,19 @@ def test_export_onnx_records_it_and_can_export_every_token(tmp_path):
 def test_a_non_boolean_switch_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="first_token_only='yes' is not accepted; expected true or false"):
         lit_opt.export_onnx(tiny_bert(), tmp_path / "out", first_token_only="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kernel", ["reference", "bf16", "packed_int8"])
+def test_load_computes_the_last_layer_for_the_first_token_when_asked(kernel):
+    whole = lit_opt.load(STATIC, kernel=kernel)
+    first = lit_opt.load(STATIC, kernel=kernel, first_token_only=True)
+    assert isinstance(first.bert.encoder.layer[-1], FirstTokenLayer)
+    assert not isinstance(whole.bert.encoder.layer[-1], FirstTokenLayer)  # opt-in
+    inputs = _padded_inputs()
+    with torch.inference_mode():
+        torch.testing.assert_close(first(**inputs).logits, whole(**inputs).logits, atol=1e-5, rtol=0)
+
+
+def test_load_first_token_only_is_a_flag():
+    with pytest.raises(ValueError, match="first_token_only='yes' is not accepted; expected true or false"):
+        lit_opt.load(STATIC, first_token_only="yes")  # type: ignore[arg-type]

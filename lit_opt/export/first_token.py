@@ -5,7 +5,9 @@
 norms for every other token are work nobody reads; only its keys and values need every token.
 :func:`first_token_last_layer` swaps that layer for :class:`FirstTokenLayer`, which computes the
 rest for the first token alone, with the same maths, so the logits do not change. In a 3-layer
-encoder that is about a quarter of the matrix products at any batch size.
+encoder that is about a quarter of the matrix products at any batch size. Both
+``lit_opt.export_onnx(..., first_token_only=True)`` (the default) and
+``lit_opt.load(..., first_token_only=True)`` apply it.
 
 Example:
     >>> import torch
