@@ -32,6 +32,7 @@ from lit_opt.recipe.lm_training import (
     load_teacher,
     make_data,
     ptq_peer,
+    student_layers,
     teacher_source,
 )
 from lit_opt.recipe.task import Candidate, Task, Trained
@@ -82,7 +83,7 @@ class CausalLMTask(Task):
     stages = {
         "data": "the teacher's files (converted once from GGUF), reading, tokenizing, splitting and packing the text",
         "teacher": "loading the teacher (fp32)",
-        "distill": "distilling the student (kept layers) on the training split",
+        "distill": "choosing the teacher layers the student keeps (unless given), distilling it on the training split",
         "compress": "MLP-row / head pruning + int8 QAT + int4 embeddings while distilling, then export",
         "ptq_peer": "the peer: the distilled student quantized after training (torch.ao dynamic int8)",
         "evaluate": "perplexity on the test split, sizes, prefill and decode speed, samples of every row",
@@ -96,6 +97,7 @@ class CausalLMTask(Task):
         super().__init__(config)
         self.source: Path | None = None
         self.samples: dict[str, Any] = {}
+        self.layers: list[int] = []  # the teacher layers the student keeps, known once it is distilled
 
     def make_data(self) -> CausalLMDataModule:
         self.source = teacher_source(self.config)
@@ -108,7 +110,8 @@ class CausalLMTask(Task):
     def distill(
         self, dm: CausalLMDataModule, teacher: nn.Module, teacher_dir: Path, run_dir: Path
     ) -> nn.Module:
-        return distill_student(self.config, dm, teacher, run_dir)
+        self.layers = student_layers(self.config, dm, teacher)
+        return distill_student(self.config, dm, teacher, self.layers, run_dir)
 
     def compress(
         self, dm: CausalLMDataModule, distilled: nn.Module, teacher: nn.Module, run_dir: Path
@@ -133,6 +136,7 @@ class CausalLMTask(Task):
             else ""
         )
         teacher_layers = cast(Any, trained.teacher).config.num_hidden_layers
+        searched = ", chosen by layer search" if isinstance(config.student.layers, int) else ""
         from lit_opt.models.smollm2 import PROVENANCE
 
         source = PROVENANCE if config.teacher.path is None else f"{trained.teacher_dir}"
@@ -149,7 +153,7 @@ class CausalLMTask(Task):
                 trained.distilled,
                 trained.run_dir / "student_distilled",
                 params(trained.distilled),
-                f"teacher layers {config.student.layers} kept ({len(config.student.layers)} of {teacher_layers}), "
+                f"teacher layers {self.layers} kept ({len(self.layers)} of {teacher_layers}{searched}), "
                 f"distilled (T={config.student.temperature:g}, alpha={config.student.alpha:g}), fp32",
             ),
             trained.peer,

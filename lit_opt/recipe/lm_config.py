@@ -46,12 +46,18 @@ class LMTeacherConfig:
 
 @dataclass
 class LMStudentConfig:
-    """The student keeps the teacher's ``layers`` (embeddings and head copied) and is distilled on the training split.
+    """The student keeps some of the teacher's layers (embeddings and head copied) and is distilled on the training split.
 
-    The teacher's logits are computed for every batch (fp32, no gradients).
+    ``layers`` is either the teacher's layer indices to keep, or a number of layers, chosen by
+    :func:`~lit_opt.distillation.layer_search.choose_layers`: greedy removal of the layers whose
+    absence raises next-token loss least on the first ``search_batches`` training batches (on
+    SmolLM2, 10 of 30 layers: held-out perplexity about 4,900 before distillation, against about
+    400,000 for the evenly spaced ``[0, 3, ..., 24, 29]``). The teacher's logits are computed for
+    every batch (fp32, no gradients).
     """
 
-    layers: list[int] = field(default_factory=lambda: [0, 3, 6, 9, 12, 15, 18, 21, 24, 29])
+    layers: list[int] | int = 10
+    search_batches: int = 1
     epochs: int = 1
     max_steps: int = -1
     lr: float = 3.0e-4
@@ -123,6 +129,7 @@ class CausalLMRecipeConfig:
             ("data.max_texts", self.data.max_texts or 3, 3),
             ("data.eval_blocks", self.data.eval_blocks or 1, 1),
             ("student.epochs", self.student.epochs, 1),
+            ("student.search_batches", self.student.search_batches, 1),
             ("compress.epochs", self.compress.epochs, 1),
             ("compress.embedding_group_size", self.compress.embedding_group_size, 1),
             ("latency.threads", self.latency.threads, 1),
@@ -135,9 +142,12 @@ class CausalLMRecipeConfig:
             ("latency.sample_new_tokens", self.latency.sample_new_tokens, 1),
         ]
         layers, sizes = self.student.layers, self.latency.batch_sizes
-        if not layers or min(layers) < 0 or len(set(layers)) != len(layers):
+        if isinstance(layers, int):
+            minimums.append(("student.layers", layers, 1))
+        elif not layers or min(layers) < 0 or len(set(layers)) != len(layers):
             raise ValueError(
-                f"student.layers={layers!r} is not accepted; expected distinct layer indices >= 0, e.g. [0, 15, 29]."
+                f"student.layers={layers!r} is not accepted; expected distinct layer indices >= 0, e.g. [0, 15, 29], "
+                "or a number of layers to choose by search, e.g. 10."
             )
         if not sizes or min(sizes) < 1:
             raise ValueError(

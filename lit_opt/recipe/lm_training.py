@@ -10,6 +10,7 @@ blocks of the training split) with a TensorBoard logger under ``<run>/logs/<stag
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from lit_opt import CausalLMDistillationModule, ExportCallback
 from lit_opt.data.causal_lm import CausalLMDataModule, check_block_size
+from lit_opt.distillation.layer_search import choose_layers
 from lit_opt.distillation.students import select_layers
 from lit_opt.recipe.lm_config import CausalLMRecipeConfig, LMCompressConfig
 from lit_opt.recipe.training import fit, qat_callbacks, structured_pruning, train_steps
@@ -81,22 +83,36 @@ def load_teacher(source: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32).eval()
 
 
-def check_layers(layers: list[int], count: int | None) -> None:
-    """Raise ``ValueError`` if ``layers`` names a layer a teacher of ``count`` layers does not have."""
-    if count is not None and max(layers) >= count:
+def check_layers(layers: list[int] | int, count: int | None) -> None:
+    """Raise ``ValueError`` if ``layers`` names a layer (or more layers than) a teacher of ``count`` layers does not have."""
+    if count is not None and isinstance(layers, int) and layers > count:
+        raise ValueError(
+            f"student.layers={layers} asks for more layers than the teacher's {count}. "
+            f"HINT: a number in 1..{count}, or a list of layer indices."
+        )
+    if count is not None and isinstance(layers, list) and max(layers) >= count:
         raise ValueError(
             f"student.layers={layers!r} names layers the teacher's {count} do not have. "
             f"HINT: use indices 0..{count - 1}."
         )
 
 
+def student_layers(config: CausalLMRecipeConfig, dm: CausalLMDataModule, teacher: nn.Module) -> list[int]:
+    """The teacher layers the student keeps: ``student.layers`` as given, or that many chosen by :func:`choose_layers`."""
+    s = config.student
+    if isinstance(s.layers, list):
+        return s.layers
+    batches = list(itertools.islice(dm.train_dataloader(), s.search_batches))
+    return choose_layers(teacher, s.layers, batches, task="causal_lm")
+
+
 def distill_student(
-    config: CausalLMRecipeConfig, dm: CausalLMDataModule, teacher: nn.Module, run_dir: Path
+    config: CausalLMRecipeConfig, dm: CausalLMDataModule, teacher: nn.Module, layers: list[int], run_dir: Path
 ) -> Any:
-    """The student (teacher ``student.layers`` kept) distilled on the training split; saved to ``run_dir/student_distilled``."""
+    """The student (teacher ``layers`` kept) distilled on the training split; saved to ``run_dir/student_distilled``."""
     L.seed_everything(config.seed, verbose=False)
     s = config.student
-    student: Any = select_layers(teacher, s.layers)
+    student: Any = select_layers(teacher, layers)
     module = CausalLMDistillationModule(student, teacher, temperature=s.temperature, alpha=s.alpha, lr=s.lr)
     fit(config, run_dir, "distill", module, dm, s.epochs, s.max_steps)
     student.eval().save_pretrained(str(run_dir / "student_distilled"), safe_serialization=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def teacher_dir(path: Path) -> Path:
 
 
 def tiny(tmp_path: Path, data: Path) -> list[str]:
-    """Overrides that make the recipe a smoke run: the tiny teacher, 1 of its 2 layers, a few steps."""
+    """Overrides that make the recipe a smoke run: the tiny teacher, 1 of its 2 layers (searched), a few steps."""
     return [
         f"--teacher.path={teacher_dir(tmp_path / 'teacher')}",
         f"--data.path={data}",
@@ -41,7 +42,7 @@ def tiny(tmp_path: Path, data: Path) -> list[str]:
         "--data.val_fraction=0.1",
         "--data.test_fraction=0.1",
         "--data.eval_blocks=4",
-        "--student.layers=[1]",
+        "--student.layers=1",  # chosen by the layer search
         "--student.max_steps=3",
         "--compress.max_steps=4",
         "--compress.mlp_sparsity=0.5",
@@ -77,6 +78,9 @@ def test_lm_recipe_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert len(row["samples"]) == 2
     by = {r["name"]: r for r in report["rows"]}
     assert by["student-distilled-fp32"]["params"] < by["teacher-fp32"]["params"]
+    assert re.search(
+        r"teacher layers \[[01]\] kept \(1 of 2, chosen by layer search\)", str(by["student-distilled-fp32"])
+    )
     assert (
         by["lit-opt-compressed"]["params"] < by["student-distilled-fp32"]["params"]
     )  # rows and heads removed
@@ -102,7 +106,8 @@ def test_config_and_overrides() -> None:
         "body",
         "o",
     )
-    assert len(config.student.layers) * 3 <= 30  # a third of SmolLM2's layers or fewer
+    assert config.student.layers * 3 <= 30  # a third of SmolLM2's layers or fewer, chosen by search
+    assert load_config(CONFIG, ["--student.layers=[0, 15, 29]"]).student.layers == [0, 15, 29]
 
 
 @pytest.mark.parametrize(
@@ -110,7 +115,10 @@ def test_config_and_overrides() -> None:
     [
         (["--data.max_length=64"], r"unknown config key 'data.max_length'\. Valid keys: .*data\.block_size"),
         (["--student.layers=[]"], r"student.layers=\[\] is not accepted; expected distinct layer indices"),
-        (["--student.layers=[1, 1]"], r"student.layers=\[1, 1\] is not accepted"),
+        (["--student.layers=[1, 1]"], r"student.layers=\[1, 1\] is not accepted.*or a number of layers"),
+        (["--student.layers=0"], r"student.layers=0 is not accepted"),
+        (["--student.layers=two"], r"student.layers='two' is not accepted; expected list\[int\] \| int"),
+        (["--student.search_batches=0"], r"student.search_batches=0 is not accepted"),
         (["--latency.batch_sizes=[0]"], r"latency.batch_sizes=\[0\] is not accepted"),
         (["--compress.mlp_sparsity=1.0"], r"compress.mlp_sparsity=1.0 is not accepted; expected a fraction"),
         (["--data.block_size=1"], r"data.block_size=1 is not accepted"),
@@ -133,8 +141,15 @@ def test_bad_config_is_refused(overrides: list[str], match: str) -> None:
             ["--student.layers=[0, 5]"],
             r"student.layers=\[0, 5\] names layers the teacher's 2 do not have",
         ),
+        (None, ["--student.layers=3"], r"student.layers=3 asks for more layers than the teacher's 2\. HINT"),
     ],
-    ids=["missing-column", "no-text", "block-beyond-positions", "layer-beyond-teacher"],
+    ids=[
+        "missing-column",
+        "no-text",
+        "block-beyond-positions",
+        "layer-beyond-teacher",
+        "more-layers-than-teacher",
+    ],
 )
 def test_bad_input_fails_before_any_output(
     tmp_path: Path, content: str | None, extra: list[str], match: str
