@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,7 +36,7 @@ from lit_opt.recipe.lm_training import (
     student_layers,
     teacher_source,
 )
-from lit_opt.recipe.task import Candidate, Task, Trained
+from lit_opt.recipe.task import Candidate, Task, Trained, announce
 
 BASELINE, COMPRESSED = "teacher-fp32", "lit-opt-compressed"
 
@@ -110,7 +111,12 @@ class CausalLMTask(Task):
     def distill(
         self, dm: CausalLMDataModule, teacher: nn.Module, teacher_dir: Path, run_dir: Path
     ) -> nn.Module:
+        start = time.perf_counter()
         self.layers = student_layers(self.config, dm, teacher)
+        if isinstance(self.config.student.layers, int):
+            announce(
+                f"distill: the layer search keeps teacher layers {self.layers} ({time.perf_counter() - start:.0f} s)"
+            )
         return distill_student(self.config, dm, teacher, self.layers, run_dir)
 
     def compress(

@@ -26,7 +26,7 @@ from typing import Any
 from lit_opt.inference.measure import environment, loadavg
 from lit_opt.recipe import report as report_lib
 from lit_opt.recipe.evaluation import SHIPPED_FILES
-from lit_opt.recipe.task import Task, Trained
+from lit_opt.recipe.task import Task, Trained, announce
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,11 @@ class StageClock:
 
     @contextlib.contextmanager
     def stage(self, name: str, what: str) -> Iterator[None]:
-        print(f"[lit-opt recipe] {name}: {what}", flush=True)
+        announce(f"{name}: {what}")
         start = time.perf_counter()
         yield
         self.seconds[name] = time.perf_counter() - start
-        print(f"[lit-opt recipe] {name} done in {self.seconds[name]:.0f} s", flush=True)
+        announce(f"{name} done in {self.seconds[name]:.0f} s")
 
     def total(self) -> float:
         return time.perf_counter() - self._start
@@ -94,7 +94,7 @@ def run_recipe(config: Any) -> dict[str, Any]:
     out = Path(config.output_dir).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
-    print(f"[lit-opt recipe] working in {run_dir} (renamed to {out} when complete)", flush=True)
+    announce(f"working in {run_dir} (renamed to {out} when complete)")
     with clock.stage("teacher", task.stages["teacher"]):
         teacher, teacher_dir = task.teacher(dm, run_dir)
     with clock.stage("distill", task.stages["distill"]):
@@ -129,5 +129,5 @@ def run_recipe(config: Any) -> dict[str, Any]:
     print(task.table(rows))
     print(report["goals_summary"])
     plots = ", ".join(name for _, _, name in task.plots)
-    print(f"[lit-opt recipe] report: {out / 'report.md'} (and report.json, {plots})")
+    announce(f"report: {out / 'report.md'} (and report.json, {plots})")
     return report

@@ -23,6 +23,11 @@ from typing import Any, ClassVar
 from torch import nn
 
 
+def announce(line: str) -> None:
+    """Print one line of the recipe's console output (``[lit-opt recipe] ...``), flushed."""
+    print(f"[lit-opt recipe] {line}", flush=True)
+
+
 @dataclass
 class Candidate:
     """One row of the report: a runnable model, where its shipped files are, and how it was made."""

@@ -94,7 +94,11 @@ def test_lm_recipe_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "| lit-opt-compressed |" in text and "## Samples" in text and "**Prompt 2**" in text
     for name in ("perplexity_vs_size.png", "perplexity_vs_decode_speed.png"):
         assert (out / name).is_file()
-    assert "lit-opt-compressed" in capsys.readouterr().out
+    console = capsys.readouterr().out
+    assert "lit-opt-compressed" in console
+    assert re.search(
+        r"\[lit-opt recipe\] distill: the layer search keeps teacher layers \[[01]\] \(\d+ s\)", console
+    )
     assert not list(tmp_path.glob(".run.incomplete-*"))
 
 
