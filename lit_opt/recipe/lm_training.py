@@ -102,6 +102,7 @@ def student_layers(config: CausalLMRecipeConfig, dm: CausalLMDataModule, teacher
     s = config.student
     if isinstance(s.layers, list):
         return s.layers
+    L.seed_everything(config.seed, verbose=False)  # the same shuffled batches, whatever ran before
     batches = list(itertools.islice(dm.train_dataloader(), s.search_batches))
     return choose_layers(teacher, s.layers, batches, task="causal_lm")
 

@@ -174,3 +174,27 @@ def test_goals_in_words() -> None:
         {"name": "lit-opt-compressed", "perplexity": 13.0, "size_bytes": 90, "decode_tokens_per_s_b1": 40.0},
     ]
     assert [g["met"] for g in goals(rows)] == [False, True, True, True]
+
+
+def test_layer_search_sees_the_same_batches_whatever_ran_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from lit_opt.recipe import lm_training
+
+    seen: list[torch.Tensor] = []
+    monkeypatch.setattr(
+        lm_training,
+        "choose_layers",
+        lambda model, count, batches, task: seen.append(batches[0]["input_ids"]) or [0],
+    )
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(f"{t}\n" for t in lm_texts(120)))
+    config = load_config(CONFIG, tiny(tmp_path, data))
+    source = lm_training.teacher_source(config)
+    dm, teacher = lm_training.make_data(config, source), lm_training.load_teacher(source)
+    lm_training.student_layers(config, dm, teacher)
+    torch.rand(7)  # other work in between moves the global random state
+    lm_training.student_layers(config, dm, teacher)
+    assert torch.equal(seen[0], seen[1])
