@@ -25,17 +25,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lit_opt.distillation.students import Task, _layer_list
+from lit_opt.distillation.causal_lm import CausalLMDistillationModule
+from lit_opt.distillation.module import DistillationModule
+from lit_opt.distillation.students import Task, _layer_list, only_blocks
 from lit_opt.functional.distillation import causal_lm_cross_entropy
 
 log = logging.getLogger(__name__)
 
 Loss = Callable[[nn.Module, Mapping[str, Tensor]], Tensor]
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {key: batch[key] for key in MODEL_INPUTS if key in batch}
 
 
 def next_token_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
@@ -48,18 +45,14 @@ def next_token_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
         >>> float(next_token_loss(model, {"input_ids": torch.tensor([[1, 2, 3, 4]])})) > 0
         True
     """
-    inputs = _inputs(batch)
-    labels = batch.get("labels")
-    if labels is None:
-        labels = inputs["input_ids"]
-        if "attention_mask" in inputs:
-            labels = labels.masked_fill(inputs["attention_mask"] == 0, -100)
+    inputs, labels, _ = CausalLMDistillationModule._split(batch)
     return causal_lm_cross_entropy(model(**inputs, use_cache=False).logits, labels)[0]
 
 
 def label_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     """Mean cross-entropy of a classifier's logits against ``batch["labels"]``."""
-    return F.cross_entropy(model(**_inputs(batch)).logits.float(), batch["labels"])
+    inputs, labels, _ = DistillationModule._split(batch)
+    return F.cross_entropy(model(**inputs).logits.float(), labels)
 
 
 LOSSES: dict[str, Loss] = {"causal_lm": next_token_loss, "classification": label_loss}
@@ -95,8 +88,7 @@ def choose_layers(
         ValueError: ``count`` outside the model's blocks, no batches, an unknown ``task``, or
             ``drop_fraction`` outside ``(0, 1]``.
     """
-    name, blocks = _layer_list(model)
-    total = len(blocks)
+    total = len(_layer_list(model)[1])
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= total:
         raise ValueError(
             f"count={count!r} is not a number of blocks to keep of {type(model).__name__}'s {total}. "
@@ -112,13 +104,11 @@ def choose_layers(
             "that one round drops. HINT: 0.25, or 0.01 for one block per round."
         )
     loss = LOSSES[task]
-    parent_name, _, attribute = name.rpartition(".")
-    parent = model.get_submodule(parent_name)
     training = model.training
 
     def score(kept: list[int]) -> float:
-        setattr(parent, attribute, nn.ModuleList(blocks[i] for i in kept))
-        return sum(float(loss(model, batch)) for batch in batches) / len(batches)
+        with only_blocks(model, kept):
+            return sum(float(loss(model, batch)) for batch in batches) / len(batches)
 
     kept = list(range(total))
     model.eval()
@@ -136,6 +126,5 @@ def choose_layers(
                     costs[0][0],
                 )
     finally:
-        setattr(parent, attribute, blocks)
         model.train(training)
     return kept

@@ -23,9 +23,11 @@ Example (YAML)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,6 +116,19 @@ def _layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return found[0]
 
 
+@contextlib.contextmanager
+def only_blocks(model: nn.Module, kept: Sequence[int]) -> Iterator[None]:
+    """``model`` runs with only its transformer blocks ``kept`` (in that order) inside the ``with``; all are back after."""
+    name, blocks = _layer_list(model)
+    parent_name, _, attribute = name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    setattr(parent, attribute, nn.ModuleList(blocks[i] for i in kept))
+    try:
+        yield
+    finally:
+        setattr(parent, attribute, blocks)
+
+
 def select_layers(model: nn.Module, layers: list[int] | None = None) -> nn.Module:
     """A copy of ``model`` keeping only the transformer blocks ``layers`` (every other one by default).
 
@@ -148,13 +163,8 @@ def select_layers(model: nn.Module, layers: list[int] | None = None) -> nn.Modul
             f"layers={layers!r} must be distinct indices of the teacher's {count} layers (0..{count - 1}). "
             f"HINT: e.g. {list(range(0, count, 2))}."
         )
-    parent_name, _, attribute = name.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    setattr(parent, attribute, nn.ModuleList(blocks[i] for i in chosen))
-    try:  # copy the model with the chosen blocks only; one deepcopy keeps tied weights tied
+    with only_blocks(model, chosen):  # copy the chosen blocks only; one deepcopy keeps tied weights tied
         student: Any = copy.deepcopy(model)
-    finally:
-        setattr(parent, attribute, blocks)
     for index, block in enumerate(student.get_submodule(name)):
         for module in block.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
