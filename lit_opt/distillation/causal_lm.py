@@ -75,6 +75,8 @@ class CausalLMDistillationModule(DistillationModule):
             default evenly spaced.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        lr_schedule: ``"constant"`` or ``"linear"`` (warmup, then down to 0 at the fit's last step).
+        warmup: with ``lr_schedule="linear"``, the share of the steps spent warming up, in [0, 1).
         teacher_cache: directory of the teacher-output cache (needs ``idx`` in batches), or None.
         cache_top_k: logits kept per token in the cache (0: all; costly for a large vocabulary).
         chunk_size: tokens per chunk of the loss (float32 memory ~ six ``chunk_size x vocab`` tensors).
@@ -105,6 +107,8 @@ class CausalLMDistillationModule(DistillationModule):
         layer_map: dict[int, int] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
+        lr_schedule: str = "constant",
+        warmup: float = 0.0,
         teacher_cache: str | None = None,
         cache_top_k: int = 0,
         chunk_size: int = 256,
@@ -126,6 +130,8 @@ class CausalLMDistillationModule(DistillationModule):
             layer_map=layer_map,
             lr=lr,
             weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            warmup=warmup,
             teacher_cache=teacher_cache,
             cache_top_k=cache_top_k,
         )

@@ -20,6 +20,7 @@ from lit_opt.functional.distillation import (
     distillation_loss,
     hidden_state_loss,
 )
+from lit_opt.optim import adamw, check_schedule
 
 log = logging.getLogger(__name__)
 TEACHER = "teacher."
@@ -105,12 +106,16 @@ class DistillationModule(pl.LightningModule):
             input again (all-MiniLM-L6-v2's own [CLS] state is constant up to layer 4).
         lr: AdamW learning rate (a LightningCLI ``optimizer:`` section overrides the optimizer).
         weight_decay: AdamW weight decay.
+        lr_schedule: ``"constant"``, or ``"linear"``: the rate rises over the first ``warmup`` share of
+            the fit's optimizer steps, then falls to 0 at the last one (:func:`lit_opt.optim.adamw`).
+        warmup: with ``lr_schedule="linear"``, the share of the steps spent warming up, in [0, 1).
         teacher_cache: Directory of the teacher-output cache; None runs the teacher on every batch.
         cache_top_k: Logits kept per example in the cache: the ``cache_top_k`` largest (float16), or
             every logit (float32) with 0 or a value at least the number of classes.
 
     Raises:
-        ValueError: ``temperature <= 0``, ``alpha`` outside [0, 1], a negative ``hidden_weight``, a
+        ValueError: ``temperature <= 0``, ``alpha`` outside [0, 1], a negative ``hidden_weight``, an
+            ``lr_schedule`` other than ``"constant"``/``"linear"`` or a ``warmup`` outside [0, 1), a
             ``center_hidden`` that is not a bool, a ``hidden_metric`` that is not ``"mse"`` or ``"cosine"``,
             student and teacher predicting different numbers of classes, or a ``layer_map``
             naming layers that don't exist; ``intermediate_epochs`` that is not an integer >= 0 or is
@@ -142,6 +147,8 @@ class DistillationModule(pl.LightningModule):
         intermediate_epochs: int = 0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
+        lr_schedule: str = "constant",
+        warmup: float = 0.0,
         teacher_cache: str | None = None,
         cache_top_k: int = 0,
     ) -> None:
@@ -154,6 +161,7 @@ class DistillationModule(pl.LightningModule):
         check_module("teacher", teacher, "HINT: pass the trained model to imitate (frozen by this module).")
         check_number("lr", lr, 0.0, inclusive=False)
         check_number("weight_decay", weight_decay, 0.0)
+        check_schedule(lr_schedule, warmup)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
             raise ValueError(
                 f"temperature={temperature!r} must be > 0. HINT: 2 to 8 is usual; 1 is plain softmax."
@@ -220,6 +228,7 @@ class DistillationModule(pl.LightningModule):
             float(hidden_weight),
         )
         self.lr, self.weight_decay = lr, weight_decay
+        self.lr_schedule, self.warmup = lr_schedule, warmup
         self.teacher_cache, self.cache_top_k = teacher_cache, cache_top_k
         self._cache: TeacherCache | None = None
         self.attention_weight = float(attention_weight)
@@ -444,7 +453,7 @@ class DistillationModule(pl.LightningModule):
         trainable = [
             p for name, p in self.named_parameters() if p.requires_grad and not name.startswith(TEACHER)
         ]
-        return torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
+        return adamw(trainable, self.lr, self.weight_decay, self.lr_schedule, self.warmup, self._trainer)
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

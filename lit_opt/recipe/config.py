@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from lit_opt.optim import check_schedule
+
 
 @dataclass
 class DataConfig:
@@ -47,6 +49,8 @@ class TeacherConfig:
     epochs: int = 1
     max_steps: int = -1
     lr: float = 5.0e-5
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup: float = 0.0
 
 
 @dataclass
@@ -62,6 +66,8 @@ class StudentConfig:
     epochs: int = 1
     max_steps: int = -1
     lr: float = 1.0e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup: float = 0.0
     temperature: float = 4.0
     alpha: float = 0.5
 
@@ -79,6 +85,8 @@ class CompressConfig:
     epochs: int = 1
     max_steps: int = -1
     lr: float = 1.0e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup: float = 0.0
     ffn_sparsity: float = 0.5
     head_sparsity: float = 0.5
     prune_fraction_of_training: float = 0.5
@@ -312,8 +320,10 @@ def check_ranges(
     sparsities: list[tuple[str, float]],
     prune_fraction_of_training: float,
     output_dir: str,
+    training_stages: dict[str, Any],
 ) -> None:
-    """The range checks every recipe config shares: integers' minimums, sparsities, the pruning share, the output.
+    """The range checks every recipe config shares: integers' minimums, sparsities, the pruning share, the
+    output, and each training stage's (``{"student": config.student, ...}``) ``lr_schedule`` and ``warmup``.
 
     Raises:
         ValueError: naming the first value out of its range.
@@ -331,6 +341,8 @@ def check_ranges(
         )
     if not output_dir:
         raise ValueError("output_dir='' is not accepted; expected a directory path, e.g. outputs/recipe.")
+    for name, stage in training_stages.items():
+        check_schedule(stage.lr_schedule, stage.warmup, prefix=f"{name}.")
 
 
 def _check_ranges(config: RecipeConfig) -> None:
@@ -356,4 +368,5 @@ def _check_ranges(config: RecipeConfig) -> None:
         ("compress.ffn_sparsity", config.compress.ffn_sparsity),
         ("compress.head_sparsity", config.compress.head_sparsity),
     ]
-    check_ranges(checks, sparsities, config.compress.prune_fraction_of_training, config.output_dir)
+    stages = {"teacher": config.teacher, "student": config.student, "compress": config.compress}
+    check_ranges(checks, sparsities, config.compress.prune_fraction_of_training, config.output_dir, stages)

@@ -61,6 +61,8 @@ class LMStudentConfig:
     epochs: int = 1
     max_steps: int = -1
     lr: float = 3.0e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup: float = 0.0
     temperature: float = 2.0
     alpha: float = 0.5
 
@@ -77,6 +79,8 @@ class LMCompressConfig:
     epochs: int = 1
     max_steps: int = -1
     lr: float = 2.0e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup: float = 0.0
     mlp_sparsity: float = 0.0
     head_sparsity: float = 0.0
     prune_fraction_of_training: float = 0.5
@@ -157,4 +161,5 @@ class CausalLMRecipeConfig:
             ("compress.mlp_sparsity", self.compress.mlp_sparsity),
             ("compress.head_sparsity", self.compress.head_sparsity),
         ]
-        check_ranges(minimums, sparsities, self.compress.prune_fraction_of_training, self.output_dir)
+        stages = {"student": self.student, "compress": self.compress}
+        check_ranges(minimums, sparsities, self.compress.prune_fraction_of_training, self.output_dir, stages)

@@ -25,7 +25,7 @@ from lit_opt.data.causal_lm import CausalLMDataModule, check_block_size
 from lit_opt.distillation.layer_search import choose_layers
 from lit_opt.distillation.students import select_layers
 from lit_opt.recipe.lm_config import CausalLMRecipeConfig, LMCompressConfig
-from lit_opt.recipe.training import fit, qat_callbacks, structured_pruning, train_steps
+from lit_opt.recipe.training import distillation_module, fit, qat_callbacks, structured_pruning, train_steps
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def distill_student(
     L.seed_everything(config.seed, verbose=False)
     s = config.student
     student: Any = select_layers(teacher, layers)
-    module = CausalLMDistillationModule(student, teacher, temperature=s.temperature, alpha=s.alpha, lr=s.lr)
+    module = distillation_module(CausalLMDistillationModule, s, s, student, teacher)
     fit(config, run_dir, "distill", module, dm, s.epochs, s.max_steps)
     student.eval().save_pretrained(str(run_dir / "student_distilled"), safe_serialization=True)
     return student
@@ -137,7 +137,7 @@ def compress_student(
     """Go on distilling a copy of the student under pruning and QAT; exported to ``run_dir/compressed``."""
     c, s = config.compress, config.student
     student = copy.deepcopy(distilled).train()
-    module = CausalLMDistillationModule(student, teacher, temperature=s.temperature, alpha=s.alpha, lr=c.lr)
+    module = distillation_module(CausalLMDistillationModule, s, c, student, teacher)
     module.tokenizer = dm.tokenizer()  # ExportCallback ships it beside the weights
     artifact = run_dir / "compressed"
     callbacks = [

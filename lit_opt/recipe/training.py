@@ -23,6 +23,7 @@ from typing_extensions import override
 from lit_opt import DistillationModule, ExportCallback, IterativePruningCallback, QATCallback, export, load
 from lit_opt.data import TextClassificationDataModule
 from lit_opt.distillation import students
+from lit_opt.optim import adamw
 from lit_opt.recipe.config import CompressConfig, DataConfig, RecipeConfig
 
 log = logging.getLogger(__name__)
@@ -85,14 +86,16 @@ class Classifier(L.LightningModule):
 
     Example::
 
-        module = Classifier(students.pretrained(None, num_labels=2), lr=5e-5)
+        module = Classifier(students.pretrained(None, num_labels=2), lr=5e-5, lr_schedule="linear", warmup=0.1)
         Trainer(max_epochs=1).fit(module, datamodule)
     """
 
-    def __init__(self, model: nn.Module, lr: float, weight_decay: float = 0.01) -> None:
+    def __init__(
+        self, model: nn.Module, lr: float, lr_schedule: str = "constant", warmup: float = 0.0
+    ) -> None:
         super().__init__()
         # from_pretrained returns eval mode and Lightning keeps module modes: train with dropout on
-        self.model, self.lr, self.weight_decay = model.train(), lr, weight_decay
+        self.model, self.lr, self.lr_schedule, self.warmup = model.train(), lr, lr_schedule, warmup
 
     @override
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -101,8 +104,8 @@ class Classifier(L.LightningModule):
         return loss
 
     @override
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> Any:
+        return adamw(self.parameters(), self.lr, 0.01, self.lr_schedule, self.warmup, self._trainer)
 
 
 def fit(
@@ -151,7 +154,7 @@ def fine_tune_teacher(config: RecipeConfig, dm: RecipeDataModule, run_dir: Path)
         config,
         run_dir,
         "teacher",
-        Classifier(teacher, lr=config.teacher.lr),
+        Classifier(teacher, config.teacher.lr, config.teacher.lr_schedule, config.teacher.warmup),
         dm,
         config.teacher.epochs,
         config.teacher.max_steps,
@@ -176,16 +179,25 @@ def _student(config: RecipeConfig, teacher_dir: Path, dm: RecipeDataModule) -> A
     return name_labels(students.keep_layers(str(teacher_dir), config.student.layers, dm.num_classes), dm)
 
 
-def _distillation(
-    config: RecipeConfig, student: nn.Module, teacher: nn.Module, lr: float, cache: Path
-) -> DistillationModule:
-    return DistillationModule(
+def distillation_module(
+    module_class: type[DistillationModule],
+    student_config: Any,
+    stage: Any,
+    student: nn.Module,
+    teacher: nn.Module,
+    **kwargs: Any,
+) -> Any:
+    """A ``module_class`` distilling with ``student_config``'s temperature and alpha, trained as ``stage``
+    (a student or compress section) says: its ``lr``, ``lr_schedule`` and ``warmup``."""
+    return module_class(
         student,
         teacher,
-        temperature=config.student.temperature,
-        alpha=config.student.alpha,
-        lr=lr,
-        teacher_cache=str(cache),
+        temperature=student_config.temperature,
+        alpha=student_config.alpha,
+        lr=stage.lr,
+        lr_schedule=stage.lr_schedule,
+        warmup=stage.warmup,
+        **kwargs,
     )
 
 
@@ -194,7 +206,14 @@ def distill_student(
 ) -> Any:
     """Distil the 3-layer student from the teacher (logits and labels); the teacher's logits are cached."""
     student = _student(config, teacher_dir, dm)
-    module = _distillation(config, student, teacher, config.student.lr, run_dir / "teacher_cache")
+    module = distillation_module(
+        DistillationModule,
+        config.student,
+        config.student,
+        student,
+        teacher,
+        teacher_cache=str(run_dir / "teacher_cache"),
+    )
     fit(config, run_dir, "distill", module, dm, config.student.epochs, config.student.max_steps)
     return student.eval()
 
@@ -274,7 +293,9 @@ def compress_student(
         from lit_opt import prune_vocabulary
 
         prune_vocabulary(student, keep_token_ids, dm._tokenizer().unk_token_id)
-    module = _distillation(config, student, teacher, c.lr, run_dir / "teacher_cache")
+    module = distillation_module(
+        DistillationModule, config.student, c, student, teacher, teacher_cache=str(run_dir / "teacher_cache")
+    )
     module.tokenizer = dm._tokenizer()  # ExportCallback ships it beside the weights
     artifact = run_dir / "compressed"
     steps = train_steps(dm, c.epochs, c.max_steps)
@@ -300,7 +321,9 @@ def ptq_peer(
     """
     c = config.compress
     student = copy.deepcopy(distilled).train()
-    module = _distillation(config, student, teacher, c.lr, run_dir / "teacher_cache")
+    module = distillation_module(
+        DistillationModule, config.student, c, student, teacher, teacher_cache=str(run_dir / "teacher_cache")
+    )
     steps = train_steps(dm, c.epochs, c.max_steps)
     fit(config, run_dir, "ptq_peer", module, dm, c.epochs, c.max_steps, pruning_callbacks(c, steps))
     pruned = load(export(student, run_dir / "ptq_peer_fp32"), kernel="reference")

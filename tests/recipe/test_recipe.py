@@ -133,6 +133,12 @@ def test_exponents_without_a_dot_are_floats() -> None:
         (["--compress.ffn_sparsity=1.5"], r"compress.ffn_sparsity=1.5 is not accepted; expected a fraction"),
         (["--latency.repeats=0"], r"latency.repeats=0 is not accepted"),
         (["--latency.settle_ms=-1"], r"latency.settle_ms=-1.0 is not accepted; expected a pause >= 0"),
+        (["--compress.lr_schedule=cosine"], r"compress.lr_schedule='cosine' is not accepted"),
+        (["--teacher.warmup=1.5"], r"teacher.warmup=1.5 is not accepted; expected a number in \[0, 1\)"),
+        (
+            ["--student.lr_schedule=constant", "--student.warmup=0.1"],
+            r"student.warmup=0.1 only applies to student.lr_schedule='linear'",
+        ),
         (["data.path=x"], r"'data.path=x' is not an override; expected --key=value"),
         (["--output_dir"], r"--output_dir has no value"),
     ],
