@@ -141,7 +141,8 @@ def prune_vocabulary(
     Each ``nn.Embedding`` whose qualified name matches the fnmatch pattern ``module`` is replaced
     in place by a :class:`~lit_opt.nn.RemappedEmbedding` holding the kept rows, in id order, and a
     ``remap`` from every original id to its row; ids not kept read ``unk_token_id``'s row, so the
-    tokenizer needs no change. Call it before ``Trainer.fit`` (it changes structure; DESIGN.md).
+    tokenizer needs no change. Call it before ``Trainer.fit``: it changes the model's structure, which is
+    fixed once training starts (docs/architecture.md, rule 1).
 
     Args:
         model: the model (e.g. a Hugging Face ``BertForSequenceClassification`` or a LightningModule

@@ -2,9 +2,10 @@
 
 A distillation run with a frozen teacher recomputes the same teacher outputs every epoch. The cache
 keeps them per example (every logit, or the ``top_k`` largest as float16 values plus int32 class
-indices; for a causal LM, per token of the example) in safetensors shards, one per rank (``teacher-logits-rank{r}.safetensors``: under DDP each
-rank writes only the examples it computed, the one exception to DESIGN.md's rank-0 rule), and reads
-every shard back, so later epochs and later runs skip the teacher's forward pass.
+indices; for a causal LM, per token of the example) in safetensors shards, one per rank
+(``teacher-logits-rank{r}.safetensors``: under DDP each rank writes only the examples it computed, the
+one exception to rule 4 of docs/architecture.md, which has shared files written by rank 0 alone), and
+reads every shard back, so later epochs and later runs skip the teacher's forward pass.
 
 Each shard's safetensors header (a small JSON) holds the cache's fingerprint: the SHA-256 of the
 teacher's weights (:func:`state_fingerprint`), the data's fingerprint (e.g.

@@ -1,4 +1,4 @@
-"""``export``: write a model's weights in their compressed encodings (the artifact of DESIGN.md)."""
+"""``export``: write a model's weights in their compressed encodings (the artifact specified in docs/format.md)."""
 
 from __future__ import annotations
 

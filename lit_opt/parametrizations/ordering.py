@@ -1,4 +1,4 @@
-"""Register parametrizations in DESIGN.md's fixed order: mask, then share, then quantize.
+"""Register parametrizations in one fixed order (docs/architecture.md, rule 2): mask, then share, then quantize.
 
 Whatever order callbacks run their ``setup`` in, a weight's parametrizations end up sorted by
 :data:`ORDER`, so pruned zeros reach the quantizer as zeros and stay exactly zero.

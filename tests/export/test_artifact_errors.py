@@ -1,7 +1,8 @@
 """Bad artifacts, bad skeletons and interrupted writes: each fails with a clear, typed error.
 
-DESIGN "The artifact": a truncated, tampered or foreign file gets a clear error naming the file,
-``load`` never modifies the artifact, and an interrupted export never looks whole.
+The rules checked here: a truncated, tampered or foreign file gets a clear error naming the file (see
+*Reading* in docs/format.md), ``load`` never modifies the artifact, and an interrupted export never looks
+whole (exports are written to a temporary sibling and renamed into place).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""export -> load equivalence (DESIGN principle 9), post-training quantization, size and manifest.
+"""export -> load equivalence (docs/architecture.md, rule 8: the loaded model equals the trained one), post-training quantization, size and manifest.
 
 The reference kernel must reproduce the fake-quantized model bit for bit. The int8 and bf16
 kernels are compared with stated tolerances (max |y - y_fq| / max |y_fq|), measured on this
