@@ -9,7 +9,6 @@
    The batcher's forward passes are then replayed alone: what a batcher without overhead would reach.
 """
 
-import argparse
 import copy
 import itertools
 import threading
@@ -23,7 +22,7 @@ from transformers import AutoTokenizer
 
 import lit_opt
 from benchmarks.common import SEED, classifier, csv_rows, minilm_tokenizer, step_call, text_data
-from benchmarks.harness import Run, main
+from benchmarks.harness import Run, Settings, main
 from lit_opt.inference import DynamicBatcher
 from lit_opt.inference.measure import percentile, time_round_robin
 
@@ -72,7 +71,7 @@ def timed_steps(model: nn.Module, variants: dict[str, list[dict[str, torch.Tenso
     return seconds
 
 
-def bucketing(s: argparse.Namespace, out: Run, model: nn.Module) -> None:
+def bucketing(s: Settings, out: Run, model: nn.Module) -> None:
     dms, batches = {}, {}
     for bucketed in (False, True):
         dms[bucketed] = text_data(s, out.work_dir, max_length=s.max_length, batch_size=32, bucketing=bucketed)
@@ -154,11 +153,11 @@ class PassRecorder(nn.Module):
         return time.perf_counter() - start
 
 
-def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -> None:
+def serving(s: Settings, out: Run, artifact: Path, texts: list[str]) -> None:
     """Sequential calls, batch-1 serving and the DynamicBatcher, taking turns for ``rounds`` rounds."""
     tokenizer = AutoTokenizer.from_pretrained(artifact)
     loaded = lit_opt.load(artifact, device=s.device)
-    per_round = max(s.requests // s.rounds, 1)
+    per_round = max(s.requests // s.rounds, 1) * s.clients  # requests per round, all clients together
 
     def direct(text: str) -> Any:
         inputs = tokenizer(text, truncation=True, max_length=s.max_length, return_tensors="pt")
@@ -169,35 +168,33 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
     options = dict(tokenizer=tokenizer, max_wait_ms=s.max_wait_ms, max_length=s.max_length)
     options |= dict(pad_to_multiple_of=s.pad_to_multiple_of, pass_cost=s.pass_cost or None)  # None: its own
     wait = f"max_wait_ms={s.max_wait_ms:g}"
-    kinds = (("batch-1 serving", loaded, 1), ("DynamicBatcher", recorder, s.max_batch_size))
-    batchers = {
-        f"{kind} (max_batch_size={size}, {wait})": DynamicBatcher(m, max_batch_size=size, **options)
-        for kind, m, size in kinds
-    }
-    servers = {"sequential direct calls (batch 1, no queue)": (direct, 1)}
-    servers |= {name: (b, s.clients) for name, b in batchers.items()}
-    latencies: dict[str, list[float]] = {name: [] for name in servers}
-    elapsed = dict.fromkeys(servers, 0.0)
-    try:
+    with (
+        DynamicBatcher(loaded, max_batch_size=1, **options) as single,
+        DynamicBatcher(recorder, max_batch_size=s.max_batch_size, **options) as batcher,
+    ):
+        servers = {
+            "sequential direct calls (batch 1, no queue)": (direct, 1),
+            f"batch-1 serving (max_batch_size=1, {wait})": (single, s.clients),
+            f"DynamicBatcher (max_batch_size={s.max_batch_size}, {wait})": (batcher, s.clients),
+        }
+        latencies: dict[str, list[float]] = {name: [] for name in servers}
+        elapsed = dict.fromkeys(servers, 0.0)
         for serve, clients in servers.values():  # warm-up: kernels for the shapes a server meets
-            closed_loop(serve, texts, clients, per_round * s.clients)
+            closed_loop(serve, texts, clients, per_round)
         recorder.recording = True
         for _ in range(s.rounds):
             for name, (serve, clients) in servers.items():
-                got, seconds = closed_loop(serve, texts, clients, per_round * s.clients)
+                got, seconds = closed_loop(serve, texts, clients, per_round)
                 latencies[name] += got
                 elapsed[name] += seconds
         recorder.recording = False
-    finally:
-        for b in batchers.values():
-            b.close()
     replay_s = recorder.replay_seconds()
-    for name, (_, clients) in servers.items():
+    for name, (serve, clients) in servers.items():
         lat = latencies[name]
         row = {"server": name, "clients": clients, "requests": len(lat), "elapsed_s": elapsed[name]}
         row |= {"throughput_req_s": len(lat) / elapsed[name], "p50_ms": percentile(lat, 50)}
         row |= {"p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_batch_size": 1.0}
-        if name in batchers and batchers[name].model is recorder:  # batch-1 serving: one request per pass
+        if serve is batcher:  # batch-1 serving: one request per pass
             row["mean_batch_size"] = len(lat) / max(len(recorder.passes), 1)  # the passes of the timed rounds
             row |= {"passes_alone_s": replay_s, "passes_alone_req_s": len(lat) / replay_s}
         out.rows.append(row)
@@ -223,17 +220,16 @@ def serving(s: argparse.Namespace, out: Run, artifact: Path, texts: list[str]) -
     out.goal(goal, f"{speedup:.2f}x, p99 {batched['p99_ms']:.1f} ms", passed)
 
 
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     if s.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     artifact = Path(s.artifact) if s.artifact else None
-    if not s.skip_bucketing or artifact is None:
-        model = classifier(s.model)
-        if not s.skip_bucketing:
-            bucketing(s, out, model)
-        if artifact is None:
-            path, int8 = out.work_dir / "int8", {"weight_bits": 8}
-            artifact = lit_opt.export(model.eval(), path, quantization=int8, tokenizer=minilm_tokenizer())
+    model = None if s.skip_bucketing and artifact else classifier(s.model)
+    if not s.skip_bucketing:
+        bucketing(s, out, model)
+    if artifact is None:
+        path, int8 = out.work_dir / "int8", {"weight_bits": 8}
+        artifact = lit_opt.export(model.eval(), path, quantization=int8, tokenizer=minilm_tokenizer())
     texts = [row["text"] for row in csv_rows(s.data, out.work_dir)]
     serving(s, out, artifact, texts[-s.clients * s.requests :])  # a fixed slice of real snippets
 

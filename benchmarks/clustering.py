@@ -7,18 +7,17 @@ measured in the same run: a plain ``torch.sort`` of every targeted weight (the f
 sort-based exact 1-D k-means). Also the mean relative RMS error of the shared weights.
 """
 
-import argparse
 import copy
 import functools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
 from benchmarks.common import classifier
-from benchmarks.harness import Run, main
+from benchmarks.harness import Run, Settings, main
 from lit_opt.sharing import SharingConfig, cluster_weights, codebooks, prepare_sharing
 
 SETTINGS = dict(
@@ -27,11 +26,10 @@ SETTINGS = dict(
 HELP = {"model": "minilm or tiny (random, 2 layers)"}
 
 
-def median_seconds(fn: Callable[[Any], Any], prepare: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median seconds of ``fn(prepare())`` over ``repeats`` runs (``prepare`` is not timed), the last state."""
+def median_seconds(fn: Callable[[Any], Any], states: Iterable[Any]) -> tuple[float, Any]:
+    """Median seconds of ``fn(state)`` over ``states`` (made as they are needed, not timed), the last state."""
     times = []
-    for _ in range(repeats):
-        state = prepare()
+    for state in states:
         start = time.perf_counter()
         fn(state)
         times.append(time.perf_counter() - start)
@@ -44,21 +42,20 @@ def shared(base: torch.nn.Module, config: SharingConfig) -> torch.nn.Module:
     return model
 
 
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     base = classifier(s.model).eval()
     layers = [module for _, module, _ in codebooks(shared(base, SharingConfig()))]
     originals = [m.parametrizations.weight.original.detach() for m in layers]
     values = sum(w.numel() for w in originals)
-    sort_s, _ = median_seconds(lambda ws: [w.reshape(-1).sort() for w in ws], lambda: originals, s.repeats)
+    sort_s, _ = median_seconds(lambda ws: [w.reshape(-1).sort() for w in ws], [originals] * s.repeats)
     row = {"name": "torch.sort baseline", "seconds": sort_s}
     out.rows.append(row | {"weights": len(originals), "values": values})
     table = [("-", "torch.sort of every weight (baseline)", sort_s, "-")]
     for k in s.clusters:
         for init in s.inits:
             config = SharingConfig(n_clusters=k, init=init)
-            prepare = functools.partial(shared, base, config)
             cluster = functools.partial(cluster_weights, config=config)
-            seconds, model = median_seconds(cluster, prepare, s.repeats)
+            seconds, model = median_seconds(cluster, (shared(base, config) for _ in range(s.repeats)))
             with torch.no_grad():
                 weights = [(m.weight, m.parametrizations.weight.original) for _, m, _ in codebooks(model)]
                 error = statistics.mean(float((w - o).norm() / o.norm()) for w, o in weights)

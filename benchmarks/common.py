@@ -10,8 +10,6 @@ Example::
     trainer(max_epochs=1).fit(Classifier(classifier("tiny"), lr=1e-4), datamodule=dm)
 """
 
-from __future__ import annotations
-
 import csv
 import functools
 import itertools
@@ -130,12 +128,10 @@ class Clock(L.Callback):
     """Wall and CPU time of each training epoch and batch, and the ``global_step`` each batch started at.
 
     A batch is timed from its start to its end hooks: listed first, the clock includes the other callbacks'
-    per-batch hooks. ``threads`` is torch's thread count at the last epoch start (a single-process fit keeps
-    the count the benchmark set).
+    per-batch hooks.
     """
 
     def __init__(self) -> None:
-        self.threads = 0
         self.wall: list[float] = []  # per epoch, seconds
         self.cpu_per_wall: list[float] = []
         self.steps: list[int] = []  # per batch
@@ -143,7 +139,7 @@ class Clock(L.Callback):
         self.cpu_ms: list[float] = []
 
     def on_train_epoch_start(self, *_: Any) -> None:
-        self.threads, self._epoch = torch.get_num_threads(), (time.perf_counter(), time.process_time())
+        self._epoch = (time.perf_counter(), time.process_time())
 
     def on_train_epoch_end(self, *_: Any) -> None:
         self.wall.append(time.perf_counter() - self._epoch[0])
@@ -307,8 +303,8 @@ def fit_epochs(s: Any, work_dir: Path, module: L.LightningModule, callbacks: Ite
     started = time.perf_counter()
     fit.fit(module, datamodule=dm)
     row = {"steps": int(fit.global_step), "fit_wall_s": time.perf_counter() - started}
-    row |= {"epoch_wall_s": clock.wall, "epoch_cpu_per_wall": clock.cpu_per_wall, "threads": clock.threads}
-    return row | {"train_rows": len(dm.splits["train"])}
+    row |= {"epoch_wall_s": clock.wall, "epoch_cpu_per_wall": clock.cpu_per_wall}
+    return row | {"threads": torch.get_num_threads(), "train_rows": len(dm.splits["train"])}
 
 
 def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:

@@ -10,7 +10,6 @@ batch-32 latency of the loaded artifacts (``kernel="reference"``: fp32, so it is
 alone; seq 128, interleaved rounds) as a ratio to dense measured in the same run.
 """
 
-import argparse
 import copy
 from typing import Any
 
@@ -18,7 +17,7 @@ from torch import nn
 
 import lit_opt
 from benchmarks import common
-from benchmarks.harness import Run, main
+from benchmarks.harness import Run, Settings, main
 from lit_opt.inference.measure import file_bytes
 
 SETTINGS = common.FIXED_SETTINGS | dict(
@@ -31,7 +30,7 @@ ROWS: list[dict[str, Any]] = [
 ]
 
 
-def train_row(row: dict, start: nn.Module, data: dict, s: argparse.Namespace, out: Run) -> nn.Module:
+def train_row(row: dict, start: nn.Module, data: dict, s: Settings, out: Run) -> nn.Module:
     """Train ``row`` from ``start``, export it and load it back; fills ``row``, returns the loaded model."""
     callbacks: list[Any] = []
     if "n_clusters" in row:
@@ -69,7 +68,7 @@ def cells(row: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     data = common.fixed_batches(s, out.work_dir, s.base_steps + s.steps)
     start = common.Classifier(common.classifier(s.model), lr=s.lr)
     common.fit_batches(start, data, data["batches"][: s.base_steps])

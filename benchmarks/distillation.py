@@ -8,7 +8,6 @@ logits with ``teacher_cache`` (its first epoch stores the teacher's logits, its 
 against the uncached run). Test accuracy of each, and McNemar's paired test of distilled vs labels only.
 """
 
-import argparse
 import math
 import shutil
 from typing import Any
@@ -17,7 +16,7 @@ import lightning as L
 
 from benchmarks import common
 from benchmarks.common import pct
-from benchmarks.harness import Run, main
+from benchmarks.harness import Run, Settings, main
 from lit_opt import DistillationModule
 from lit_opt.distillation import students
 
@@ -42,7 +41,7 @@ def mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return names | {"only_first_right": only_a, "only_second_right": only_b, "p_value": p}
 
 
-def student(s: argparse.Namespace, out: Run, name: str, init: str, **loss: Any) -> dict:
+def student(s: Settings, out: Run, name: str, init: str, **loss: Any) -> dict:
     """Train a 3-layer student (``init``: ``keep_layers`` or ``minilm_l3``) distilled from the saved teacher on
     logits (``s.alpha``) and ``loss`` (``hidden_weight``, ``cache``), or on labels alone (``labels_only``)."""
     teacher_dir = out.work_dir / "teacher"  # where common.fine_tune_teacher saved it
@@ -70,7 +69,7 @@ def student(s: argparse.Namespace, out: Run, name: str, init: str, **loss: Any) 
     return row | common.fit_epochs(s, out.work_dir, module) | common.evaluate(s, out.work_dir, model)
 
 
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     shutil.rmtree(out.work_dir / "teacher_cache", ignore_errors=True)
     _, measured, _ = common.fine_tune_teacher(s, out.work_dir)
     desc = "6 layers" if s.model == "minilm" else "tiny"
@@ -79,13 +78,12 @@ def run(s: argparse.Namespace, out: Run) -> None:
     candidates = [student(s, out, "distilled logits", i) for i in ("keep_layers", "minilm_l3")]
     # the better by validation accuracy (keep_layers on a tie) is chosen for the other students
     c, o = sorted(candidates, key=lambda r: (r["val_acc"], r["init_key"] == "keep_layers"), reverse=True)
-    chosen = c["init_key"]
     choice = f"val {pct(c['val_acc'])} vs {pct(o['val_acc'])} for {o['init_key']}; "
     choice += f"test {pct(c['test_acc'])} vs {pct(o['test_acc'])}"
     o["name"] = "distilled logits (other init)"
-    labels = student(s, out, "labels only", chosen, labels_only=True)
-    hidden = student(s, out, "distilled logits + hidden", chosen, hidden_weight=s.hidden_weight)
-    cached = student(s, out, "distilled logits (cached)", chosen, cache=True)
+    labels = student(s, out, "labels only", c["init_key"], labels_only=True)
+    hidden = student(s, out, "distilled logits + hidden", c["init_key"], hidden_weight=s.hidden_weight)
+    cached = student(s, out, "distilled logits (cached)", c["init_key"], cache=True)
     rows = [teacher, labels, c, hidden, o, cached]
     for r in rows:
         if r["steps"] != teacher["steps"]:

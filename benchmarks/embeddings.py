@@ -8,7 +8,6 @@ per-group, pruning then int4, and with ``--qat`` pruning before an int4 QAT fine
 accuracy, predictions changed vs fp32, the bytes of the embedding tensors and of the whole artifact.
 """
 
-import argparse
 import copy
 from typing import Any
 
@@ -18,7 +17,7 @@ from torch import nn
 import lit_opt
 from benchmarks import common
 from benchmarks.common import pct
-from benchmarks.harness import Run, main
+from benchmarks.harness import Run, Settings, main
 from lit_opt.inference.measure import dir_bytes
 
 SETTINGS = common.EPOCH_SETTINGS | dict(
@@ -30,10 +29,9 @@ INT8 = {"weight_bits": 8, "granularity": "per_channel", "activations": "none", "
 INT4 = {"weight_bits": 4, "granularity": "per_group", "activations": "none", "targets": EMBEDDINGS}
 
 
-def measure(s: argparse.Namespace, out: Run, name: str, model: nn.Module, config: Any = None) -> dict:
+def measure(s: Settings, out: Run, name: str, model: nn.Module, config: Any = None) -> dict:
     """Export ``model`` (its embeddings quantized with ``config``, if given), load it, evaluate it."""
-    directory = out.work_dir / "artifacts" / name.replace(" ", "_")
-    path = lit_opt.export(model, directory, quantization=config)
+    path = lit_opt.export(model, out.work_dir / "artifacts" / name.replace(" ", "_"), quantization=config)
     tensors = load_file(str(path / "model.safetensors"))
     words = "bert.embeddings.word_embeddings."
     emb = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith(words))
@@ -43,13 +41,13 @@ def measure(s: argparse.Namespace, out: Run, name: str, model: nn.Module, config
     return row | {k: test[k] for k in ("test_acc", "test_n", "test")}
 
 
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     tok = common.minilm_tokenizer()
     model = common.classifier(s.model)
     trained = common.fit_epochs(s, out.work_dir, common.Classifier(model, lr=s.lr))
     model.eval()
     # one data module with the whole training split: the fine-tune subset is its first train_rows
-    whole = common.epoch_data(argparse.Namespace(**{**vars(s), "train_rows": 0}), out.work_dir)
+    whole = common.epoch_data(Settings(**{**vars(s), "train_rows": 0}), out.work_dir)
     train_ids, test_ids = ([list(ids) for ids in whole.splits[k]["input_ids"]] for k in ("train", "test"))
     special = set(tok.all_special_ids)
     vocab: dict[str, dict[str, Any]] = {}

@@ -7,8 +7,6 @@ and goals. The harness parses one option per setting, sets the torch threads, ru
 (:data:`SCHEMA`): a full run to ``benchmarks/results/<name>.json``, a quick one under
 ``outputs/benchmarks/<name>/``, with plots."""
 
-from __future__ import annotations
-
 import argparse
 import datetime
 import functools
@@ -46,16 +44,17 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
 }
 #: What ``--quick`` sets in every benchmark that has the setting: the tiny model and data (no download).
 QUICK = {"model": "tiny", "data": "synthetic"}
-HARNESS_RUN = "measured by this run of the benchmarks harness"
 #: loggers kept to warnings while a benchmark runs (third-party chatter is silenced by ``quiet``)
 OWN_LOGGERS = ("lit_opt", "httpx")
+#: What a benchmark's ``run`` gets as ``s``: one attribute per setting, and ``quick``.
+Settings = argparse.Namespace
 
 
 @dataclass
 class Run:
     """What a benchmark's ``run`` fills: raw measurements, tables and goals; ``work_dir`` is for its files."""
 
-    settings: argparse.Namespace
+    settings: Settings
     work_dir: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     tables: list[dict[str, Any]] = field(default_factory=list)
@@ -85,11 +84,6 @@ class Benchmark:
     def description(self) -> str:
         return str(self.module.__doc__).strip().splitlines()[0]
 
-    def defaults(self) -> dict[str, tuple[Any, Any]]:
-        """Each setting's ``(full, quick)`` values."""
-        settings = self.module.SETTINGS
-        return {k: v if isinstance(v, tuple) else (v, QUICK.get(k, v)) for k, v in settings.items()}
-
     def parse(self, argv: list[str]) -> argparse.Namespace:
         """``--quick``, ``--out``, ``--work-dir`` and one option per setting (unset ones take the defaults);
         ValueError for a setting below its ``MINIMUM``."""
@@ -99,14 +93,16 @@ class Benchmark:
         add("--quick", action="store_true", help="tiny settings, no download (what CI runs)")
         add("--out", type=Path, help="result file (default benchmarks/results/NAME.json)")
         add("--work-dir", type=Path, help="artifacts, plots (default outputs/benchmarks/NAME)")
-        for key, (full, quick) in self.defaults().items():
+        settings = self.module.SETTINGS  # defaults: each setting's (full, quick) values
+        defaults = {k: v if isinstance(v, tuple) else (v, QUICK.get(k, v)) for k, v in settings.items()}
+        for key, (full, quick) in defaults.items():
             kind = type(full[0] if isinstance(full, list) and full else full)
             extra: dict[str, Any] = {"nargs": "*"} if isinstance(full, list) else {}
             extra |= {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
             text = f"{getattr(self.module, 'HELP', {}).get(key, '')} (default {full}; quick {quick})"
             add(f"--{key.replace('_', '-')}", dest=key, help=text.strip(), **extra)
         args = parser.parse_args(argv)
-        for key, (full, quick) in self.defaults().items():
+        for key, (full, quick) in defaults.items():
             if getattr(args, key) is None:
                 setattr(args, key, quick if args.quick else full)
         for key, (least, why) in getattr(self.module, "MINIMUM", {}).items():
@@ -117,37 +113,35 @@ class Benchmark:
     def execute(self, argv: list[str]) -> dict[str, Any]:
         """Parse ``argv``, run, write and print the result; returns it."""
         args = self.parse(argv)
+        work = args.work_dir or ROOT / "outputs" / "benchmarks" / self.name
+        work.mkdir(parents=True, exist_ok=True)
+        out = args.out or (work / "result-quick.json" if args.quick else RESULTS / f"{self.name}.json")
+        settings = {key: getattr(args, key) for key in self.module.SETTINGS}
+        run = Run(Settings(quick=args.quick, **settings), work)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         threads, levels = torch.get_num_threads(), {n: logging.getLogger(n).level for n in OWN_LOGGERS}
         torch.set_num_threads(getattr(args, "threads", threads))
         for name in OWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        started, load_start, commit = time.perf_counter(), loadavg(), git_state()  # the code that runs
         try:
             with quiet(verbose=False):
-                return self._execute(args, argv)
+                self.module.run(run.settings, run)
+            env = environment(getattr(args, "threads", None))  # torch's threads as the run had them
         finally:
             torch.set_num_threads(threads)
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
-
-    def _execute(self, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-        work = args.work_dir or ROOT / "outputs" / "benchmarks" / self.name
-        work.mkdir(parents=True, exist_ok=True)
-        out = args.out or (work / "result-quick.json" if args.quick else RESULTS / f"{self.name}.json")
-        settings = {key: getattr(args, key) for key in self.module.SETTINGS}
-        run = Run(argparse.Namespace(quick=args.quick, **settings), work)
-        started, load_start, commit = time.perf_counter(), loadavg(), git_state()  # the code that runs
-        self.module.run(run.settings, run)
         result = {
             "schema_version": SCHEMA_VERSION,
             "benchmark": self.name,
             "description": self.description,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": " ".join([f"python -m benchmarks.{self.name}", *argv]),
-            "provenance": f"{HARNESS_RUN} at git {commit}",
+            "provenance": f"measured by this run of the benchmarks harness at git {commit}",
             "quick": args.quick,
             "settings": settings,
-            "environment": {**environment(getattr(args, "threads", None)), "loadavg_start": load_start},
+            "environment": {**env, "loadavg_start": load_start},
             "wall_s": round(time.perf_counter() - started, 1),
             **{"rows": run.rows, "tables": run.tables, "goals": run.goals},
         }
@@ -259,11 +253,9 @@ def render(result: dict[str, Any]) -> str:
         rows = [[g["goal"], g["measured"], verdict[g["pass"]]] for g in result["goals"]]
         lines += ["**Goals**", "", *markdown_table(["goal", "measured", "pass"], rows), ""]
     env = result["environment"]
-    where = [str(env["cpu"])] if env.get("cpu") else []
-    where += [f"{env['threads']} threads"] if env.get("threads") else []
-    if env.get("loadavg"):
-        where.append(f"load average {env['loadavg_start']} at start, {env['loadavg']} at end")
-    where_run = "; ".join([result["date"], *where])
+    load = env.get("loadavg") and f"load average {env['loadavg_start']} at start, {env['loadavg']} at end"
+    where = [result["date"], env.get("cpu"), env.get("threads") and f"{env['threads']} threads", load]
+    where_run = "; ".join(str(w) for w in where if w)
     lines.append(f"`{result['command']}` ({where_run}). Provenance: {result['provenance']}.")
     return "\n".join(lines) + "\n"
 
@@ -282,13 +274,11 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         if len(set(labels)) < len(labels):  # e.g. one row per model and batch size: name both
             labels = [f"{row[0]}, {table['columns'][1]} {row[1]}" for row in rows]
         numbers = [re.match(r"[-+]?\d[\d,]*\.?\d*(e[-+]?\d+)?", row[column]) for row in rows]
-        points = [
-            (lab, float(n.group(0).replace(",", ""))) for lab, n in zip(labels, numbers, strict=True) if n
-        ]
+        points = [(lab, float(n[0].replace(",", ""))) for lab, n in zip(labels, numbers, strict=True) if n]
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(8, 0.45 * len(points) + 1.2))
-        ax.barh([label for label, _ in points][::-1], [value for _, value in points][::-1])
+        ax.barh(*zip(*points[::-1], strict=True))
         ax.set_xlabel(table["plot"])
         ax.set_title(textwrap.fill(table["title"], 100), fontsize=8)
         fig.tight_layout()

@@ -6,7 +6,6 @@ through ``lit_opt.export``); the artifact is loaded with every kernel the device
 are timed round by round (interleaved, medians) on synthetic token ids. ``--device cuda`` on a GPU.
 """
 
-import argparse
 import copy
 
 import torch
@@ -14,7 +13,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import lit_opt
 from benchmarks.common import SHAPES, VOCAB, time_batches
-from benchmarks.harness import Run, main
+from benchmarks.harness import Run, Settings, main
 
 SETTINGS = dict(
     model="minilm", device="", threads=2, batch_sizes=([1, 32], [2]), seq_len=(128, 16), repeats=(20, 2)
@@ -22,7 +21,7 @@ SETTINGS = dict(
 HELP = {"device": "cpu or cuda (default: cuda when available)"}
 
 
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
     fp32 = BertForSequenceClassification(BertConfig(vocab_size=VOCAB, num_labels=2, **SHAPES[s.model])).eval()

@@ -13,7 +13,6 @@ Every row fine-tunes the classifier for ``steps`` optimizer steps (``epochs`` sh
   eager fp32 (all models interleaved). The sparsest magnitude row is exported too (a smaller file only).
 """
 
-import argparse
 import copy
 import itertools
 import statistics
@@ -28,7 +27,7 @@ from torch import nn
 import lit_opt
 from benchmarks import common
 from benchmarks.common import pct
-from benchmarks.harness import Run, compare, main, reject
+from benchmarks.harness import Run, Settings, compare, main, reject
 from lit_opt.blocks import find_blocks
 from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
 from lit_opt.inference.measure import Timing, dir_bytes, file_bytes, time_round_robin
@@ -70,7 +69,7 @@ STEP_VARIANTS = [
 ]
 
 
-def check(s: argparse.Namespace) -> None:
+def check(s: Settings) -> None:
     """Fill the ``prune_start``/``prune_end`` defaults and check the schedule.
 
     Raises:
@@ -90,7 +89,7 @@ def check(s: argparse.Namespace) -> None:
         reject("sparsities", s.sparsities, "fractions in (0, 1)", "e.g. 0.5 0.9.")
 
 
-def l1_pruning(module: nn.Module, s: argparse.Namespace, **options: Any) -> ModelPruning:
+def l1_pruning(module: nn.Module, s: Settings, **options: Any) -> ModelPruning:
     """Lightning's ``ModelPruning("l1_unstructured")`` of the Linear layers every unstructured row prunes (lit_opt's
     own selection), over all of them at once (``scope`` global) or per layer."""
     layers = [(m, "weight") for m in select_modules(module, **common.ENCODER, types=(nn.Linear,)).values()]
@@ -98,7 +97,7 @@ def l1_pruning(module: nn.Module, s: argparse.Namespace, **options: Any) -> Mode
     return ModelPruning("l1_unstructured", layers, **scope, **options)
 
 
-def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
+def cubic_amounts(s: Settings, target: float) -> list[float]:
     """Per-epoch ModelPruning ``amount``: the fraction of the remaining weights that puts the cumulative
     sparsity on lit_opt's cubic curve at each epoch end (``1 - (1 - s_e) / (1 - s_{e-1})``)."""
     last = s.prune_end // s.steps_per_epoch  # the last epoch to end by prune_end; later ones prune no more
@@ -107,13 +106,13 @@ def cubic_amounts(s: argparse.Namespace, target: float) -> list[float]:
     return [1.0 - (1.0 - now) / (1.0 - previous) for previous, now in itertools.pairwise(ends)]
 
 
-def cubic_schedule(s: argparse.Namespace) -> dict[str, Any]:
+def cubic_schedule(s: Settings) -> dict[str, Any]:
     """The schedule every lit_opt callback prunes on, as ``IterativePruningCallback`` (and ``is_pruning_step``)
     arguments: cubic from ``prune_start`` to ``prune_end``, every ``prune_every`` steps."""
     return dict(schedule="cubic", start_step=s.prune_start, end_step=s.prune_end, every_n_steps=s.prune_every)
 
 
-def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) -> list[L.Callback]:
+def callbacks_of(row: dict[str, Any], module: nn.Module, s: Settings) -> list[L.Callback]:
     schedule = cubic_schedule(s)
     if row["kind"] == "lit_opt":
         config = {"target_sparsity": row["target"], "criterion": row["criterion"], "scope": s.scope}
@@ -131,7 +130,7 @@ def callbacks_of(row: dict[str, Any], module: nn.Module, s: argparse.Namespace) 
     ]
 
 
-def train_row(row: dict[str, Any], base: nn.Module, data: dict, s: argparse.Namespace) -> common.Classifier:
+def train_row(row: dict[str, Any], base: nn.Module, data: dict, s: Settings) -> common.Classifier:
     """Fine-tune a copy of ``base`` with ``row``'s callbacks; fills ``row`` with its measurements."""
     module = common.Classifier(copy.deepcopy(base).train(), lr=s.lr)
     callbacks, clock, marks = callbacks_of(row, module, s), common.Clock(), []
@@ -140,7 +139,6 @@ def train_row(row: dict[str, Any], base: nn.Module, data: dict, s: argparse.Name
     order = [clock, mark, *callbacks, mark]
     row["fit_s"] = common.fit_batches(module, data, data["batches"], s.epochs, callbacks=order)
     row.update(step_of_batch=clock.steps, step_ms=clock.wall_ms, step_cpu_ms=clock.cpu_ms)
-    # lit_opt's callbacks all prune on cubic_schedule(s)
     pruned = any(isinstance(cb, lit_opt.IterativePruningCallback) for cb in callbacks)
     row["pruning_steps"] = [t for t in range(s.steps) if pruned and is_pruning_step(t, **cubic_schedule(s))]
     row["epoch_end_ms"] = [(b - a) * 1e3 for a, b in zip(marks[::2], marks[1::2], strict=True)]
@@ -153,7 +151,7 @@ def train_row(row: dict[str, Any], base: nn.Module, data: dict, s: argparse.Name
     return module
 
 
-def step_overhead(row: dict[str, Any], dense: dict[str, Any], s: argparse.Namespace) -> None:
+def step_overhead(row: dict[str, Any], dense: dict[str, Any], s: Settings) -> None:
     """Step cost vs dense from ``prune_end`` on (every callback holds its final masks), pruning steps left
     out: ``ratio_of_medians`` and ``paired_median_ratio`` (per-step ratios: the same batch in both runs)."""
     late = [i for i, step in enumerate(row["step_of_batch"]) if step >= s.prune_end]
@@ -173,8 +171,8 @@ def step_overhead(row: dict[str, Any], dense: dict[str, Any], s: argparse.Namesp
     row["pruning_median_ms"] = statistics.median(events) if events else None
 
 
-def step_cost(base: nn.Module, data: dict[str, Any], s: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Training-step cost with 90% masks in place, every variant interleaved round by round (no pruning event)."""
+def step_cost(out: Run, base: nn.Module, data: dict[str, Any], s: Settings) -> None:
+    """Training-step cost with 90% masks in place, the variants interleaved (no pruning event): rows, table, goal."""
     batches = [data["collate"]([data["train"][i] for i in b]) for b in data["batches"][:4]]
 
     def make(variant: str) -> Any:
@@ -194,7 +192,28 @@ def step_cost(base: nn.Module, data: dict[str, Any], s: argparse.Namespace) -> d
         return common.step_call(holder.model, batches, optimizer)
 
     torch.manual_seed(0)
-    return compare(time_round_robin({v: make(v) for v in STEP_VARIANTS}, s.warmup, s.step_rounds), "dense")
+    costs = compare(time_round_robin({v: make(v) for v in STEP_VARIANTS}, s.warmup, s.step_rounds), "dense")
+    out.rows += [{"name": f"step cost: {n}", **c} for n, c in costs.items()]
+    out.table(
+        f"Training-step cost with 90% masks in place (batch 32, interleaved: {costs['dense']['rounds']} rounds of "
+        "one step per variant)",
+        [
+            {
+                "variant": n,
+                "step median ms": f"{c['median_ms']:.0f}",
+                "step p90 ms": f"{c['p90_ms']:.0f}",
+                "vs dense (ratio of medians)": f"{c['ratio']:.3f}x",
+                "vs dense (paired median)": f"{c['paired_ratio']:.3f}x",
+                "cpu/wall": f"{c['cpu_per_wall']:.2f}",
+            }
+            for n, c in costs.items()
+        ],
+        plot="vs dense (ratio of medians)",
+    )
+    worst = max((n for n in costs if n.startswith("lit_opt")), key=lambda n: costs[n]["ratio"])
+    w = costs[worst]
+    measured = f"worst {worst}: {w['ratio']:.3f}x (paired {w['paired_ratio']:.3f}x)"
+    out.goal("lit_opt step overhead <= 5% (interleaved, no pruning event)", measured, w["ratio"] <= 1.05)
 
 
 def architecture(model: nn.Module) -> dict[str, Any]:
@@ -228,35 +247,11 @@ def fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def step_cost_table(out: Run, costs: dict[str, dict[str, float]]) -> None:
-    out.rows += [{"name": f"step cost: {n}", **c} for n, c in costs.items()]
-    out.table(
-        f"Training-step cost with 90% masks in place (batch 32, interleaved: {costs['dense']['rounds']} rounds of "
-        "one step per variant)",
-        [
-            {
-                "variant": n,
-                "step median ms": f"{c['median_ms']:.0f}",
-                "step p90 ms": f"{c['p90_ms']:.0f}",
-                "vs dense (ratio of medians)": f"{c['ratio']:.3f}x",
-                "vs dense (paired median)": f"{c['paired_ratio']:.3f}x",
-                "cpu/wall": f"{c['cpu_per_wall']:.2f}",
-            }
-            for n, c in costs.items()
-        ],
-        plot="vs dense (ratio of medians)",
-    )
-    worst = max((n for n in costs if n.startswith("lit_opt")), key=lambda n: costs[n]["ratio"])
-    w = costs[worst]
-    measured = f"worst {worst}: {w['ratio']:.3f}x (paired {w['paired_ratio']:.3f}x)"
-    out.goal("lit_opt step overhead <= 5% (interleaved, no pruning event)", measured, w["ratio"] <= 1.05)
-
-
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     check(s)
     torch.set_flush_denormal(True)  # every row alike: no slow path for subnormal optimizer state
     data, base = common.fixed_batches(s, out.work_dir, s.steps), common.classifier(s.model)
-    step_cost_table(out, step_cost(base, data, s))
+    step_cost(out, base, data, s)
     if s.step_cost_only:
         return
     rows: list[dict[str, Any]] = [{"name": "dense", "kind": "dense", "target": None}]
@@ -271,6 +266,7 @@ def run(s: argparse.Namespace, out: Run) -> None:
     models: dict[str, nn.Module] = {}  # every exported row's model, timed together
     for row in rows:
         model = train_row(row, base, data, s).model.eval()
+        step_overhead(row, rows[0], s)  # the dense row trains first
         if row["kind"] == "dense":
             acc, models["dense eager fp32"] = row["accuracy"], model
             eager = {"name": "dense eager fp32", "dtype": "float32", "masked_accuracy": acc, "accuracy": acc}
@@ -279,8 +275,6 @@ def run(s: argparse.Namespace, out: Run) -> None:
         elif row["kind"] == "structured" or row["name"] == f"lit_opt magnitude {max(s.sparsities):.0%}":
             exported = export_rows(row["name"], model, data, out, row["accuracy"], models)
             exports += [{**e, "structure": row.get("structure")} for e in exported]
-    for row in rows:
-        step_overhead(row, rows[0], s)
     by = {e["name"]: e for e in exports}
     repeats = {1: s.repeats_b1, 32: s.repeats}
     timed = common.time_batches(models, "dense eager fp32", repeats, s.latency_seq_len, s.warmup)
@@ -337,7 +331,7 @@ def export_cells(e: dict[str, Any], by: dict[str, dict[str, Any]]) -> dict[str, 
     }
 
 
-def report(out: Run, s: argparse.Namespace, rows: list[dict], exports: list[dict], n_test: int) -> None:
+def report(out: Run, s: Settings, rows: list[dict], exports: list[dict], n_test: int) -> None:
     dense, by = rows[0], {e["name"]: e for e in exports}
     se = 100 * common.standard_error(dense["accuracy"], n_test)
     out.table(

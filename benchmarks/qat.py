@@ -9,7 +9,6 @@ On the classifier (pretrained encoder, a head from a fixed seed) at sequence len
 - training rows: a Lightning step (forward + backward + AdamW) at batch 32, plain vs ``QATCallback()``.
 """
 
-import argparse
 import copy
 import statistics
 import warnings
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader
 
 import lit_opt
 from benchmarks.common import Classifier, Clock, classifier, logits, minilm_tokenizer, trainer
-from benchmarks.harness import Run, main, time_models
+from benchmarks.harness import Run, Settings, main, time_models
 from lit_opt.export.loader import best_kernel
 from lit_opt.inference.measure import dir_bytes, file_bytes, percentile
 
@@ -64,14 +63,12 @@ def make_inputs(batch: int, seq: int) -> dict[str, torch.Tensor]:
     in ``[seq/2, seq)`` (odd rows, padded)."""
     tok = minilm_tokenizer()
     ids = torch.full((batch, seq), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((batch, seq), dtype=torch.long)
     for row in range(batch):
         body = tok(SENTENCES[row % len(SENTENCES)], add_special_tokens=False)["input_ids"]
         length = seq if row % 2 == 0 else seq // 2 + (row * 13) % (seq // 2)
         tokens = [tok.cls_token_id] + body * (seq // len(body) + 1)
         ids[row, :length] = torch.tensor(tokens[: length - 1] + [tok.sep_token_id])
-        mask[row, :length] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    return {"input_ids": ids, "attention_mask": (ids != tok.pad_token_id).long()}
 
 
 def variants(base: nn.Module, work: Any) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
@@ -103,7 +100,7 @@ def variants(base: nn.Module, work: Any) -> dict[str, tuple[nn.Module, dict[str,
     return rows
 
 
-def inference(s: argparse.Namespace, out: Run, base: nn.Module) -> list[dict[str, Any]]:
+def inference(s: Settings, out: Run, base: nn.Module) -> list[dict[str, Any]]:
     """Each variant's row: fidelity to fp32, latency at each batch size (interleaved), throughput, size."""
     inputs, big = {b: make_inputs(b, s.seq_len) for b in s.batches}, max(s.batches)
     reference = logits(base, inputs[big])
@@ -146,7 +143,7 @@ def inference_cells(r: dict[str, Any], batches: list[int]) -> dict[str, Any]:
     )
 
 
-def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, Any]:
+def step_times(base: nn.Module, qat: bool, s: Settings) -> dict[str, Any]:
     """Median step of a Lightning fit (batch 32 of the tokenized sentences, AdamW lr 1e-5), 2 warm-up steps skipped."""
     inputs = make_inputs(32, s.seq_len)
     examples = [{k: v[j] for k, v in inputs.items()} | {"labels": torch.tensor(j % 2)} for j in range(32)]
@@ -159,7 +156,7 @@ def step_times(base: nn.Module, qat: bool, s: argparse.Namespace) -> dict[str, A
     return {"qat": qat, "steps": s.train_steps, **times, "cpu_per_wall": cpu / sum(wall)}
 
 
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     base = classifier(s.model).eval()
     rows = inference(s, out, base)
     plain, qat = step_times(base, False, s), step_times(base, True, s)

@@ -8,7 +8,6 @@ student initialisation with the same batches: ``no cache`` (the teacher runs on 
 and ``later run`` (a new module and Trainer on run 2's directory, one epoch: all reads).
 """
 
-import argparse
 import csv
 import shutil
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import lightning as L
 
 from benchmarks.common import SEED, Clock, classifier, csv_rows, small_student, text_data, trainer
-from benchmarks.harness import Run, main
+from benchmarks.harness import Run, Settings, main
 from lit_opt import DistillationModule
 
 SETTINGS = dict(model="minilm", data="rotten_tomatoes", examples=(320, 128), epochs=2, top_k=0, threads=1)
@@ -26,7 +25,7 @@ HELP = {
 }
 
 
-def epochs(s: argparse.Namespace, out: Run, teacher: Any, cache: str | None, count: int) -> list[float]:
+def epochs(s: Settings, out: Run, teacher: Any, cache: str | None, count: int) -> list[float]:
     """Per-epoch seconds of one fit."""
     L.seed_everything(SEED, verbose=False)
     split = dict(val_fraction=0.05, test_fraction=0.05, return_index=True)
@@ -38,7 +37,7 @@ def epochs(s: argparse.Namespace, out: Run, teacher: Any, cache: str | None, cou
     return clock.wall
 
 
-def run(s: argparse.Namespace, out: Run) -> None:
+def run(s: Settings, out: Run) -> None:
     rows = csv_rows(s.data, out.work_dir)[: s.examples]  # the first ``examples`` rows
     with open(out.work_dir / "subset.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -46,9 +45,8 @@ def run(s: argparse.Namespace, out: Run) -> None:
         writer.writerows(rows)
     teacher, cache = classifier(s.model), out.work_dir / "teacher_cache"
     shutil.rmtree(cache, ignore_errors=True)
-    results = {"no cache": epochs(s, out, teacher, None, s.epochs)}
-    results["cache"] = epochs(s, out, teacher, str(cache), s.epochs)
-    results["later run"] = epochs(s, out, teacher, str(cache), 1)
+    runs = (("no cache", None, s.epochs), ("cache", str(cache), s.epochs), ("later run", str(cache), 1))
+    results = {name: epochs(s, out, teacher, cache_dir, count) for name, cache_dir, count in runs}
     baseline = sum(results["no cache"]) / len(results["no cache"])
     cells = []
     for name, seconds in results.items():
