@@ -14,6 +14,7 @@ from lit_opt.recipe import load_config
 from lit_opt.recipe.causal_lm import goals
 from tests.helpers.lm import lm_texts, tiny_lm_tokenizer
 from tests.helpers.models import tiny_llama
+from tests.helpers.trainer import modes_at_training_start
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "recipes" / "smollm2_rotten_tomatoes.yaml"
 ROW_NAMES = ["teacher-fp32", "student-distilled-fp32", "ptq-int8-torch-ao", "lit-opt-compressed"]
@@ -198,3 +199,23 @@ def test_layer_search_sees_the_same_batches_whatever_ran_before(
     torch.rand(7)  # other work in between moves the global random state
     lm_training.student_layers(config, dm, teacher)
     assert torch.equal(seen[0], seen[1])
+
+
+def test_every_training_stage_starts_in_training_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lit_opt.recipe import lm_training
+
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(f"{t}\n" for t in lm_texts(120)))
+    config = load_config(CONFIG, [*tiny(tmp_path, data), "--student.max_steps=1", "--compress.max_steps=1"])
+    source = lm_training.teacher_source(config)
+    dm, teacher = lm_training.make_data(config, source), lm_training.load_teacher(source)  # eval mode
+    run_dir = tmp_path / "run"
+    with modes_at_training_start(monkeypatch) as fits:
+        distilled = lm_training.distill_student(config, dm, teacher, [1], run_dir)
+        distilled.eval()  # as distill_student hands it on; compression must turn dropout back on
+        lm_training.compress_student(config, dm, distilled, teacher, run_dir)
+    assert len(fits) == 2  # distill, compress
+    for in_eval in fits:  # only the frozen teacher is in eval mode, deliberately
+        assert in_eval and all(name.startswith("teacher") for name in in_eval), in_eval
