@@ -3,7 +3,9 @@
 Silenced while the recipe runs, and restored afterwards: transformers' and datasets' info logs and
 progress bars (weight loading, "LOAD REPORT" tables, dataset caching), Lightning's info lines
 ("GPU available", tips, "`Trainer.fit` stopped") and its advisory warnings. Lightning's training
-progress bars and lit_opt's own stage lines stay; warnings and errors from lit_opt are never hidden.
+progress bars and lit_opt's own stage lines stay; warnings and errors from lit_opt are never hidden, and
+lit_opt's warnings print as one line (``[lit-opt recipe] UserWarning: ...``) instead of Python's two, which
+echo the source line that raised them.
 
 Example::
 
@@ -15,8 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
 
 LOGGERS = (
     "lightning.pytorch",
@@ -28,6 +33,32 @@ LOGGERS = (
 )
 # third-party warnings that say nothing about the user's run (checked at each release of the pins)
 WARNING_MODULES = r"(lightning|transformers|datasets|torch\.ao)(\..*)?"
+#: lit_opt's own source files are under this directory (a warning's filename is the file it is attributed to).
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def one_line_warnings(show: Callable[..., Any]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` printing lit_opt's warnings as one line to stderr; others go to ``show``."""
+
+    def showwarning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if PACKAGE_DIR not in Path(filename).resolve().parents:
+            show(message, category, filename, lineno, file, line)
+            return
+        text = " ".join(str(message).split())
+        print(
+            f"[lit-opt recipe] {category.__name__}: {text}",
+            file=sys.stderr if file is None else file,
+            flush=True,
+        )
+
+    return showwarning
 
 
 @contextlib.contextmanager
@@ -51,6 +82,7 @@ def quiet(verbose: bool = False) -> Iterator[None]:
         datasets.utils.disable_progress_bars()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=WARNING_MODULES)
+            warnings.showwarning = one_line_warnings(warnings.showwarning)  # restored by catch_warnings
             yield
     finally:
         for name, level in levels.items():

@@ -95,8 +95,12 @@ def test_lm_recipe_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "| lit-opt-compressed |" in text and "## Samples" in text and "**Prompt 2**" in text
     for name in ("perplexity_vs_size.png", "perplexity_vs_decode_speed.png"):
         assert (out / name).is_file()
-    console = capsys.readouterr().out
+    captured = capsys.readouterr()
+    console = captured.out
     assert "lit-opt-compressed" in console
+    # lit_opt's own warning (the tied embeddings QAT compresses together) on one line, no source line echoed
+    assert "[lit-opt recipe] UserWarning: QATCallback: 'student.model.embed_tokens' shares" in captured.err
+    assert "prepare_quantization(" not in captured.err
     assert re.search(
         r"\[lit-opt recipe\] distill: the layer search keeps teacher layers \[[01]\] \(\d+ s\)", console
     )

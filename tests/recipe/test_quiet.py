@@ -70,3 +70,27 @@ def test_verbose_shows_everything(caplog: pytest.LogCaptureFixture, lightning_li
     assert lightning_lines == ["GPU available: False"]
     assert "LOAD REPORT" in caplog.text
     assert [str(w.message) for w in seen] == ["Found 3 module(s) in eval mode"]
+
+
+def test_lit_opts_warnings_print_as_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from lit_opt.recipe import quiet as quiet_module
+
+    source = str(
+        quiet_module.PACKAGE_DIR / "module_types.py"
+    )  # where lit_opt's tied-embeddings warning comes from
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet(verbose=False):
+            warnings.warn_explicit(
+                "QATCallback: 'embed' shares its weight\nwith ['lm_head']",
+                UserWarning,
+                source,
+                225,
+                "lit_opt",
+            )
+            warnings.warn("a user's warning", UserWarning, stacklevel=1)
+        warnings.warn_explicit("after the run", UserWarning, source, 225, "lit_opt")
+    assert capsys.readouterr().err == (
+        "[lit-opt recipe] UserWarning: QATCallback: 'embed' shares its weight with ['lm_head']\n"
+    )
+    assert [str(w.message) for w in seen] == ["a user's warning", "after the run"]  # shown as Python does

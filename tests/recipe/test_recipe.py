@@ -102,6 +102,8 @@ def test_recipe_end_to_end_on_a_user_file(tmp_path: Path, capsys: pytest.Capture
     console = capsys.readouterr()
     assert "lit-opt-compressed" in console.out
     assert "LOAD REPORT" not in console.out + console.err and "GPU available" not in console.err  # quiet
+    lines = console.out.splitlines() + console.err.splitlines()
+    assert len(lines) <= 60, "\n".join(lines)  # issue 19: the main job's console fits on two screens
     assert not list(tmp_path.glob(".run.incomplete-*"))
     shipped = json.loads((out / "compressed" / "lit_opt.json").read_text())["architecture"]["config"]
     assert shipped["id2label"] == {"0": "neg", "1": "pos"} and shipped["_name_or_path"] == ""
