@@ -5,7 +5,7 @@ progress bars (weight loading, "LOAD REPORT" tables, dataset caching), Lightning
 ("GPU available", tips, "`Trainer.fit` stopped") and its advisory warnings. Lightning's training
 progress bars and lit_opt's own stage lines stay; warnings and errors from lit_opt are never hidden, and
 lit_opt's warnings print as one line (``[lit-opt recipe] UserWarning: ...``) instead of Python's two, which
-echo the source line that raised them.
+echo the source line that raised them; its logged warnings carry the same prefix (``[lit-opt recipe] WARNING: ...``).
 
 Example::
 
@@ -74,7 +74,14 @@ def quiet(verbose: bool = False) -> Iterator[None]:
     transformers_verbosity = transformers_logging.get_verbosity()
     transformers_bars = transformers_logging.is_progress_bar_enabled()
     datasets_bars = datasets.utils.is_progress_bar_enabled()
+    package_log = logging.getLogger("lit_opt")
+    package_propagates = package_log.propagate
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("[lit-opt recipe] %(levelname)s: %(message)s"))
     try:
+        package_log.addHandler(handler)
+        package_log.propagate = False
         for name in LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
         transformers_logging.set_verbosity_error()
@@ -85,6 +92,8 @@ def quiet(verbose: bool = False) -> Iterator[None]:
             warnings.showwarning = one_line_warnings(warnings.showwarning)  # restored by catch_warnings
             yield
     finally:
+        package_log.removeHandler(handler)
+        package_log.propagate = package_propagates
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         transformers_logging.set_verbosity(transformers_verbosity)

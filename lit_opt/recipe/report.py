@@ -148,14 +148,14 @@ def fastest(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def summary(goal_rows: list[dict[str, Any]]) -> str:
-    """The goals in words: which were met and which were not."""
-    met = [g["goal"] for g in goal_rows if g["met"]]
-    missed = [f"{g['goal']} (measured {g['measured']})" for g in goal_rows if not g["met"]]
-    words = f"{COMPRESSED} met {len(met)} of {len(goal_rows)} goals"
-    words += f": {'; '.join(met)}." if met else "."
-    if missed:
-        words += f" Missed: {'; '.join(missed)}."
-    return words
+    """The goals in words, one line each (a Markdown list): which were met and which were not.
+
+    Example: ``"lit-opt-compressed met 1 of 2 goals:\n- met: file >= 10x smaller\n- missed: ..."``.
+    """
+    lines = [f"{COMPRESSED} met {sum(g['met'] for g in goal_rows)} of {len(goal_rows)} goals:"]
+    lines += [f"- met: {g['goal']}" for g in goal_rows if g["met"]]
+    lines += [f"- missed: {g['goal']} (measured {g['measured']})" for g in goal_rows if not g["met"]]
+    return "\n".join(lines)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -94,3 +94,15 @@ def test_lit_opts_warnings_print_as_one_line(capsys: pytest.CaptureFixture[str])
         "[lit-opt recipe] UserWarning: QATCallback: 'embed' shares its weight with ['lm_head']\n"
     )
     assert [str(w.message) for w in seen] == ["a user's warning", "after the run"]  # shown as Python does
+
+
+def test_lit_opts_logged_warnings_carry_the_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    log = logging.getLogger("lit_opt.inference.generation")
+    with quiet(verbose=False):
+        log.warning("%s: decode time at batch %d is within noise", "teacher-fp32", 8)
+        log.info("not shown")
+    assert (
+        capsys.readouterr().err
+        == "[lit-opt recipe] WARNING: teacher-fp32: decode time at batch 8 is within noise\n"
+    )
+    assert logging.getLogger("lit_opt").propagate and not logging.getLogger("lit_opt").handlers  # restored

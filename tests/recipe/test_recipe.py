@@ -11,7 +11,7 @@ import pytest
 
 from lit_opt.cli import main
 from lit_opt.recipe import load_config
-from lit_opt.recipe.report import goals
+from lit_opt.recipe.report import goals, summary
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "recipes" / "rotten_tomatoes.yaml"
 ROW_NAMES = [
@@ -201,6 +201,9 @@ def test_goals_in_words() -> None:
         {"name": "lit-opt-compressed", **ours},
     ]
     assert [g["met"] for g in goals(rows)] == [True, True, False, True, True, True]
+    lines = summary(goals(rows)).splitlines()  # one line per goal, the missed ones with their figure
+    assert lines[0] == "lit-opt-compressed met 5 of 6 goals:" and len(lines) == 7
+    assert lines[-1] == "- missed: latency >= 5x lower than teacher-fp32 at batch 1 (measured 2.50x)"
 
 
 def test_help_lists_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
