@@ -108,6 +108,7 @@ class IterativePruningCallback(CompressionCallback):
 
     identity = ("config.targets", "config.exclude", "config.structure")
     progress = {"current_sparsity": float, "last_pruned_step": int}
+    installs = "prunes %d groups"
 
     def __init__(
         self,
@@ -157,10 +158,9 @@ class IterativePruningCallback(CompressionCallback):
         return self.config.start_step if self._end_step is None else self._end_step
 
     @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+    def install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[PrunableGroup]:
         self.groups = prepare_pruning(pl_module, self.config, owner=self.state_key)
-        log.info("IterativePruningCallback %s prunes %d groups", self.state_key, len(self.groups))
+        return self.groups
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -21,7 +20,6 @@ from lit_opt.quantization import (
     weight_quantizers,
 )
 
-log = logging.getLogger(__name__)
 PHASES: tuple[str, ...] = ("float", "observing", "quantized")
 
 
@@ -78,6 +76,7 @@ class QATCallback(CompressionCallback):
 
     identity = ("config.targets", "config.exclude", "config.weight_bits")
     progress = {"phase": str, "last_step": int}
+    installs = "quantizes %d modules"
 
     def __init__(
         self,
@@ -144,8 +143,7 @@ class QATCallback(CompressionCallback):
                 bn.eval()
 
     @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+    def install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
         self.quantized_modules = prepare_quantization(pl_module, self.config, owner=self.state_key)
         self._model = pl_module
         self._batchnorms = [
@@ -156,7 +154,7 @@ class QATCallback(CompressionCallback):
             and not any(fnmatch.fnmatchcase(name, p) for p in self.config.exclude)
         ]
         self._apply_schedule(trainer.global_step)
-        log.info("QATCallback %s quantizes %d modules", self.state_key, len(self.quantized_modules))
+        return self.quantized_modules
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

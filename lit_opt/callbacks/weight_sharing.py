@@ -55,6 +55,7 @@ class WeightSharingCallback(CompressionCallback):
 
     identity = ("config.targets", "config.exclude", "config.n_clusters")
     progress = {"clustered_step": int}
+    installs = "shares %d weights"
 
     def __init__(
         self,
@@ -75,10 +76,9 @@ class WeightSharingCallback(CompressionCallback):
         self._done = False
 
     @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+    def install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
         self.shared_modules = prepare_sharing(pl_module, self.config, owner=self.state_key)
-        log.info("WeightSharingCallback %s shares %d weights", self.state_key, len(self.shared_modules))
+        return self.shared_modules
 
     @override
     def on_train_batch_start(
