@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -47,6 +45,7 @@ class ActivationQuantizer(ConfigExtraState):
     """
 
     what, callback, checked = "activation quantizer", "QATCallback", ("mode", "per_sample", "symmetric")
+    fields = ("mode", "per_sample", "symmetric", "momentum", "owner")
     enabled: Tensor
     observing: Tensor
     initialized: Tensor
@@ -80,17 +79,6 @@ class ActivationQuantizer(ConfigExtraState):
             self.register_buffer("running_max", torch.tensor(0.0))
             self.register_buffer("scale", torch.tensor(1.0))
             self.register_buffer("zero_point", torch.tensor(0.0))
-
-    def config(self) -> dict[str, Any]:
-        """Primitives that rebuild this module (stored as its extra state)."""
-        return {
-            "kind": type(self).__name__,
-            "mode": self.mode,
-            "per_sample": self.per_sample,
-            "symmetric": self.symmetric,
-            "momentum": self.momentum,
-            "owner": self.owner,
-        }
 
     def reduce_dims(self, x: Tensor) -> tuple[int, ...]:
         """Dimensions one dynamic scale covers: the last, or all but the batch dimension."""

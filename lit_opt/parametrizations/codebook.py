@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -48,6 +46,7 @@ class Codebook(ConfigExtraState):
     """
 
     what, callback, checked = "codebook", "WeightSharingCallback", ("shape", "n_clusters")
+    fields = ("shape", "n_clusters", "owner")
     indices: Tensor
     clustered: Tensor
     zero_cluster: Tensor
@@ -67,15 +66,6 @@ class Codebook(ConfigExtraState):
         self.register_buffer("indices", torch.zeros(self.shape, dtype=torch.uint8))
         self.register_buffer("clustered", torch.tensor(False))
         self.register_buffer("zero_cluster", torch.tensor(False))
-
-    def config(self) -> dict[str, Any]:
-        """Primitives that rebuild this module (stored as its extra state)."""
-        return {
-            "kind": type(self).__name__,
-            "shape": list(self.shape),
-            "n_clusters": self.n_clusters,
-            "owner": self.owner,
-        }
 
     def values(self) -> Tensor:
         """The shared values as the forward uses them: float16-representable, cluster 0 pinned at 0 if zero_cluster."""

@@ -27,10 +27,18 @@ class ConfigExtraState(nn.Module):
     what: ClassVar[str]
     callback: ClassVar[str]
     checked: ClassVar[tuple[str, ...] | None] = None
+    #: The attributes :meth:`config` holds after ``kind``, in order: constructor arguments, which
+    #: :func:`lit_opt.restore` passes back.
+    fields: ClassVar[tuple[str, ...]]
 
     def config(self) -> dict[str, Any]:
-        """Primitives that rebuild this module (stored as its extra state)."""
-        raise NotImplementedError
+        """Primitives that rebuild this module (stored as its extra state): ``kind``, then ``fields``
+        (a tuple, such as a shape, as a list)."""
+        config: dict[str, Any] = {"kind": type(self).__name__}
+        for name in self.fields:
+            value = getattr(self, name)
+            config[name] = list(value) if isinstance(value, tuple) else value
+        return config
 
     def get_extra_state(self) -> dict[str, Any]:
         return self.config()

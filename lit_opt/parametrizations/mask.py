@@ -43,6 +43,7 @@ class Mask(ConfigExtraState):
     """
 
     what, callback, checked = "pruning mask", "IterativePruningCallback", ("shape", "score_shape")
+    fields = ("shape", "score_shape", "owner")
     mask: Tensor
     score: Tensor
     score_count: Tensor
@@ -69,15 +70,6 @@ class Mask(ConfigExtraState):
         if self.score_shape is not None:
             self.register_buffer("score", torch.zeros(self.score_shape))
             self.register_buffer("score_count", torch.tensor(0.0))
-
-    def config(self) -> dict[str, Any]:
-        """Primitives that rebuild this module (stored as its extra state)."""
-        return {
-            "kind": type(self).__name__,
-            "shape": list(self.shape),
-            "score_shape": self.score_shape,
-            "owner": self.owner,
-        }
 
     @property
     def sparsity(self) -> float:

@@ -42,6 +42,7 @@ class WeightFakeQuant(ConfigExtraState):
     """
 
     what, callback = "weight quantizer", "QATCallback"  # every key of config() but the owner must match
+    fields = ("shape", "bits", "symmetric", "granularity", "group_size", "owner")
     scale: Tensor
     zero_point: Tensor
     enabled: Tensor
@@ -76,16 +77,7 @@ class WeightFakeQuant(ConfigExtraState):
     def config(self) -> dict[str, Any]:
         """Primitives that rebuild this module (stored as its extra state)."""
         extra = {"transposed": True} if self.transposed else {}  # absent in checkpoints of Linear layers
-        return {
-            **extra,
-            "kind": type(self).__name__,
-            "shape": list(self.shape),
-            "bits": self.bits,
-            "symmetric": self.symmetric,
-            "granularity": self.granularity,
-            "group_size": self.group_size,
-            "owner": self.owner,
-        }
+        return extra | super().config()
 
     def qparams(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """Scale and zero point of ``w`` as the forward pass computes them."""
