@@ -9,14 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 # Nothing here downloads: models come from installed packages, the data from lit_opt.data's cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-if TYPE_CHECKING:
-    from benchmarks.harness import Benchmark
+from benchmarks.harness import Benchmark
 
 #: Every benchmark: each module here but the shared ones, in the order ``python -m benchmarks all`` runs them.
 NAMES = sorted(
@@ -32,6 +30,4 @@ def load(name: str) -> Benchmark:
     """
     if name not in NAMES:
         raise ValueError(f"benchmark {name!r} is not one of {NAMES}. HINT: python -m benchmarks lists them.")
-    from benchmarks.harness import Benchmark
-
     return Benchmark(name, importlib.import_module(f"benchmarks.{name}"))

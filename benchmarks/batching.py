@@ -46,7 +46,6 @@ SETTINGS = dict(
     skip_bucketing=False,
 )
 HELP = {
-    "requests": "requests per client, over all rounds",
     "pass_cost": "DynamicBatcher(pass_cost=...); 0: its own",
     "no_cudnn_attention": "turn off cuDNN attention (a plan per new (batch, length) shape)",
     "artifact": "serve this lit_opt artifact (with its tokenizer) instead of exporting one",

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from benchmarks.harness import time_models
 from lit_opt.data.rotten_tomatoes import rotten_tomatoes_csv
@@ -61,16 +62,12 @@ def classifier(model: str, seed: int = SEED, layers: int = 2) -> nn.Module:
     torch.manual_seed(seed)
     if model == "minilm":
         return students.pretrained(None, num_labels=2).float()
-    from transformers import BertConfig, BertForSequenceClassification
-
     shape = SHAPES["tiny"] | {"num_hidden_layers": layers}
     return BertForSequenceClassification(BertConfig(vocab_size=VOCAB, max_position_embeddings=160, **shape))
 
 
 def minilm_tokenizer() -> Any:
     """The tokenizer of all-MiniLM-L6-v2 (``default_tokenizer()``), which the tiny model shares."""
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(default_tokenizer())
 
 
@@ -176,10 +173,11 @@ class EpochChunks(Sampler[list[int]]):
 
 
 def fixed_batches(s: Any, work_dir: Path, steps: int, batch: int = 32) -> dict[str, Any]:
-    """``steps`` full, length-bucketed training batches (seed 0; the same in every run; max_length 64), the test
-    split cut to ``s.test_size`` rows, the collate function and the sizes, from a 80/5/15 stratified split."""
+    """``steps`` full, length-bucketed training batches (seed 0; the same in every run; max_length 64), the data
+    module (its test loader: the test split cut to ``s.test_size`` rows, in batches of up to 128 of similar
+    length), the collate function and the sizes, from a 80/5/15 stratified split."""
     split = dict(val_fraction=0.05, test_fraction=0.15)
-    dm = text_data(s, work_dir, test_rows=s.test_size, max_length=64, batch_size=batch, **split)
+    dm = text_data(s, work_dir, test_rows=s.test_size, max_length=64, batch_size=128, bucketing=True, **split)
     train, test = dm.splits["train"], dm.splits["test"]
     lengths = [len(ids) for ids in train["input_ids"]]
     sampler = LengthBucketBatchSampler(lengths, batch, shuffle=True, seed=SEED)
@@ -198,34 +196,7 @@ def fixed_batches(s: Any, work_dir: Path, steps: int, batch: int = 32) -> dict[s
         "test_label_counts": {name: labels.count(k) for k, name in enumerate(dm.label_names)},
     }
     collate = functools.partial(pad_collate, pad_token_id=dm.pad_token_id)
-    return {"train": train, "test": test, "batches": batches, "collate": collate, "sizes": sizes}
-
-
-def predictions(model: nn.Module, batches: Iterable[Any]) -> tuple[list[int], list[int], list[int]]:
-    """``(labels, predicted classes, idx)`` of a classifier over ``batches`` (eval mode, no gradients);
-    ``idx`` is empty when the batches carry no row numbers."""
-    was_training = model.training
-    model.eval()
-    labels, predicted, index = [], [], []
-    for batch in batches:
-        predicted += logits(model, model_inputs(batch)).argmax(-1).tolist()
-        labels += batch["labels"].tolist()
-        index += batch["idx"].tolist() if "idx" in batch else []
-    model.train(was_training)
-    return labels, predicted, index
-
-
-def share_right(labels: list[int], predicted: list[int]) -> float:
-    return sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
-
-
-def accuracy(model: nn.Module, data: dict[str, Any], batch_size: int = 128) -> float:
-    """Test accuracy on :func:`fixed_batches`' test rows, in batches of similar length."""
-    test = data["test"]
-    order = sorted(range(len(test)), key=lambda i: len(test[i]["input_ids"]))
-    starts = range(0, len(order), batch_size)
-    chunks = (data["collate"]([test[i] for i in order[k : k + batch_size]]) for k in starts)
-    return share_right(*predictions(model, chunks)[:2])
+    return {"train": train, "dm": dm, "batches": batches, "collate": collate, "sizes": sizes}
 
 
 def fit_batches(
@@ -308,14 +279,20 @@ def fit_epochs(s: Any, work_dir: Path, module: L.LightningModule, callbacks: Ite
 
 
 def evaluate(s: Any, work_dir: Path, model: nn.Module) -> dict[str, Any]:
-    """Validation and test accuracy on :func:`epoch_data`, and ``test``: ``{idx: (label, predicted)}``."""
-    dm = epoch_data(s, work_dir)
-    result: dict[str, Any] = {}
+    """Validation and test accuracy on :func:`epoch_data` (eval mode, no gradients; the model's mode is
+    restored), and ``test``: ``{idx: (label, predicted)}``."""
+    dm, result, was_training = epoch_data(s, work_dir), {}, model.training
+    model.eval()
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
-        labels, predicted, index = predictions(model, loader)
-        result |= {f"{split}_acc": share_right(labels, predicted), f"{split}_n": len(labels)}
-    result["test"] = dict(zip(index, zip(labels, predicted, strict=True), strict=True))
-    return result
+        pairs: dict[int, tuple[int, int]] = {}  # idx -> (label, predicted)
+        for batch in loader:
+            labels = batch["labels"].tolist()
+            predicted = logits(model, model_inputs(batch)).argmax(-1).tolist()
+            pairs |= zip(batch["idx"].tolist(), zip(labels, predicted, strict=True), strict=True)
+        right = sum(y == p for y, p in pairs.values())
+        result |= {f"{split}_acc": right / len(pairs), f"{split}_n": len(pairs)}
+    model.train(was_training)
+    return result | {"test": pairs}
 
 
 def fine_tune_teacher(s: Any, work_dir: Path) -> tuple[nn.Module, dict[str, Any], Path]:

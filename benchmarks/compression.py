@@ -19,6 +19,7 @@ import lit_opt
 from benchmarks import common
 from benchmarks.harness import Run, Settings, main
 from lit_opt.inference.measure import file_bytes
+from lit_opt.recipe.evaluation import accuracy
 
 SETTINGS = common.FIXED_SETTINGS | dict(
     base_steps=(150, 2), steps=(60, 2), test_size=(800, 32), lr=5e-5, repeats=(15, 2)
@@ -43,7 +44,7 @@ def train_row(row: dict, start: nn.Module, data: dict, s: Settings, out: Run) ->
     if "energy" in row:
         row["ranks"] = callbacks[0].ranks
     row["parameters"] = sum(p.numel() for p in model.parameters())
-    row["accuracy"] = common.accuracy(model, data)
+    row["accuracy"] = accuracy(model, data["dm"])[0]
     path = lit_opt.export(model, out.work_dir / "artifacts" / row["name"].replace(" ", "_").replace("=", ""))
     row["bytes"] = file_bytes(path / "model.safetensors")
     loaded = lit_opt.load(path, kernel="reference")
@@ -72,7 +73,7 @@ def run(s: Settings, out: Run) -> None:
     data = common.fixed_batches(s, out.work_dir, s.base_steps + s.steps)
     start = common.Classifier(common.classifier(s.model), lr=s.lr)
     common.fit_batches(start, data, data["batches"][: s.base_steps])
-    start_accuracy = common.accuracy(start.model, data)
+    start_accuracy = accuracy(start.model, data["dm"])[0]
     rows, loaded = [dict(r) for r in ROWS], {}
     for row in rows:
         try:

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 import torch
+from matplotlib.figure import Figure
 
 from lit_opt.inference.measure import Timing, environment, loadavg, synced_forward, time_round_robin
 from lit_opt.recipe.quiet import quiet
@@ -44,8 +45,8 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
 }
 #: What ``--quick`` sets in every benchmark that has the setting: the tiny model and data (no download).
 QUICK = {"model": "tiny", "data": "synthetic"}
-#: loggers kept to warnings while a benchmark runs (third-party chatter is silenced by ``quiet``)
-OWN_LOGGERS = ("lit_opt", "httpx")
+#: kept to warnings while a benchmark runs (``quiet`` silences the other libraries and lit_opt's info lines)
+HTTPX = logging.getLogger("httpx")
 #: What a benchmark's ``run`` gets as ``s``: one attribute per setting, and ``quick``.
 Settings = argparse.Namespace
 
@@ -54,7 +55,6 @@ Settings = argparse.Namespace
 class Run:
     """What a benchmark's ``run`` fills: raw measurements, tables and goals; ``work_dir`` is for its files."""
 
-    settings: Settings
     work_dir: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     tables: list[dict[str, Any]] = field(default_factory=list)
@@ -117,21 +117,19 @@ class Benchmark:
         work.mkdir(parents=True, exist_ok=True)
         out = args.out or (work / "result-quick.json" if args.quick else RESULTS / f"{self.name}.json")
         settings = {key: getattr(args, key) for key in self.module.SETTINGS}
-        run = Run(Settings(quick=args.quick, **settings), work)
+        run = Run(work)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        threads, levels = torch.get_num_threads(), {n: logging.getLogger(n).level for n in OWN_LOGGERS}
+        threads, httpx_level = torch.get_num_threads(), HTTPX.level
         torch.set_num_threads(getattr(args, "threads", threads))
-        for name in OWN_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+        HTTPX.setLevel(logging.WARNING)
         started, load_start, commit = time.perf_counter(), loadavg(), git_state()  # the code that runs
         try:
             with quiet(verbose=False):
-                self.module.run(run.settings, run)
+                self.module.run(Settings(quick=args.quick, **settings), run)
             env = environment(getattr(args, "threads", None))  # torch's threads as the run had them
         finally:
             torch.set_num_threads(threads)
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
+            HTTPX.setLevel(httpx_level)
         result = {
             "schema_version": SCHEMA_VERSION,
             "benchmark": self.name,
@@ -262,11 +260,6 @@ def render(result: dict[str, Any]) -> str:
 
 def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     """A horizontal bar chart of each table's ``plot`` column (the number each cell starts with)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = []
     for table in filter(lambda t: t.get("plot"), result["tables"]):
         column, rows = table["columns"].index(table["plot"]), table["rows"]
@@ -277,7 +270,8 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         points = [(lab, float(n[0].replace(",", ""))) for lab, n in zip(labels, numbers, strict=True) if n]
         if not points:
             continue
-        fig, ax = plt.subplots(figsize=(8, 0.45 * len(points) + 1.2))
+        fig = Figure(figsize=(8, 0.45 * len(points) + 1.2))
+        ax = fig.subplots()
         ax.barh(*zip(*points[::-1], strict=True))
         ax.set_xlabel(table["plot"])
         ax.set_title(textwrap.fill(table["title"], 100), fontsize=8)
@@ -285,5 +279,4 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         slug = re.sub(r"[^a-z0-9]+", "-", table["title"].lower())[:40]
         paths.append(directory / f"{result['benchmark']}-{slug}.png")
         fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
     return paths

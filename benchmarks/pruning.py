@@ -32,6 +32,7 @@ from lit_opt.blocks import find_blocks
 from lit_opt.functional.sparsity import is_pruning_step, sparsity_at
 from lit_opt.inference.measure import Timing, dir_bytes, file_bytes, time_round_robin
 from lit_opt.pruning import PruningConfig, accumulate_movement, prepare_pruning, update_masks, zero_pruned
+from lit_opt.recipe.evaluation import accuracy
 from lit_opt.targets import select_modules
 
 SETTINGS = common.FIXED_SETTINGS | dict(
@@ -58,8 +59,7 @@ HELP = {
     "prune_start": "first pruning step (0: after one epoch)",
     "prune_end": "step reaching the target (0: half the steps)",
 }
-STRUCTURED = dict(rows="50% of FFN rows", heads="50% of heads")
-STRUCTURED["rows+heads"] = f"{STRUCTURED['rows']} + {STRUCTURED['heads']}"
+STRUCTURED = dict(rows="50% of FFN rows", heads="50% of heads")  # "rows+heads": both
 LOAD_KERNELS = ("auto", "reference")  # "auto": bf16 on CPUs with native bf16
 STEP_VARIANTS = [
     "dense",
@@ -147,7 +147,7 @@ def train_row(row: dict[str, Any], base: nn.Module, data: dict, s: Settings) -> 
     zeros = {name: int((w == 0).sum()) for name, w in weights.items()}
     row["layer_sparsity"] = {name: zeros[name] / w.numel() for name, w in weights.items()}
     row["sparsity_targeted"] = sum(zeros.values()) / sum(w.numel() for w in weights.values())
-    row["accuracy"] = common.accuracy(module.model, data)
+    row["accuracy"] = accuracy(module.model, data["dm"])[0]
     return module
 
 
@@ -239,7 +239,7 @@ def export_rows(name: str, model: nn.Module, data: dict, out: Run, masked: float
         row = {"name": f"{name} (load {kernel})", "source": name, "kernel": kernel, "masked_accuracy": masked}
         row |= size | {"dtype": str(next(loaded.parameters()).dtype).removeprefix("torch.")}
         row["max_abs_logit_diff_vs_masked"] = common.logit_diff(loaded, model)
-        rows.append(row | {"accuracy": common.accuracy(loaded, data)} | architecture(loaded))
+        rows.append(row | {"accuracy": accuracy(loaded, data["dm"])[0]} | architecture(loaded))
     return rows
 
 
@@ -260,7 +260,7 @@ def run(s: Settings, out: Run) -> None:
             rows.append({"name": f"lit_opt {c} {t:.0%}", "kind": "lit_opt", "criterion": c, "target": t})
         rows.append({"name": f"ModelPruning l1 {t:.0%}", "kind": "model_pruning", "target": t})
     for x in s.structured:
-        name = f"structured {STRUCTURED[x]}"
+        name = "structured " + " + ".join(STRUCTURED[part] for part in x.split("+"))
         rows.append({"name": name, "kind": "structured", "structure": x, "target": None})
     exports: list[dict[str, Any]] = []
     models: dict[str, nn.Module] = {}  # every exported row's model, timed together

@@ -10,7 +10,6 @@ On the classifier (pretrained encoder, a head from a fixed seed) at sequence len
 """
 
 import copy
-import statistics
 import warnings
 from typing import Any
 
@@ -22,7 +21,7 @@ import lit_opt
 from benchmarks.common import Classifier, Clock, classifier, logits, minilm_tokenizer, trainer
 from benchmarks.harness import Run, Settings, main, time_models
 from lit_opt.export.loader import best_kernel
-from lit_opt.inference.measure import dir_bytes, file_bytes, percentile
+from lit_opt.inference.measure import Timing, dir_bytes, file_bytes
 
 SETTINGS = dict(
     model="minilm",
@@ -151,9 +150,9 @@ def step_times(base: nn.Module, qat: bool, s: Settings) -> dict[str, Any]:
     callbacks = [clock, lit_opt.QATCallback()] if qat else [clock]
     loader = DataLoader(examples * (s.train_steps + 1), batch_size=32)
     trainer(callbacks, max_steps=s.train_steps).fit(Classifier(copy.deepcopy(base).train(), lr=1e-5), loader)
-    wall, cpu = clock.wall_ms[2:], sum(clock.cpu_ms[2:])
-    times = {"step_median_ms": statistics.median(wall), "step_p90_ms": percentile(wall, 90)}
-    return {"qat": qat, "steps": s.train_steps, **times, "cpu_per_wall": cpu / sum(wall)}
+    t = Timing(clock.wall_ms[2:], sum(clock.cpu_ms[2:]) / sum(clock.wall_ms[2:]))
+    times = {"step_median_ms": t.median_ms, "step_p90_ms": t.p90_ms, "cpu_per_wall": t.cpu_per_wall}
+    return {"qat": qat, "steps": s.train_steps, **times}
 
 
 def run(s: Settings, out: Run) -> None:

@@ -40,9 +40,7 @@ def epochs(s: Settings, out: Run, teacher: Any, cache: str | None, count: int) -
 def run(s: Settings, out: Run) -> None:
     rows = csv_rows(s.data, out.work_dir)[: s.examples]  # the first ``examples`` rows
     with open(out.work_dir / "subset.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        csv.writer(f).writerows([rows[0].keys(), *(row.values() for row in rows)])
     teacher, cache = classifier(s.model), out.work_dir / "teacher_cache"
     shutil.rmtree(cache, ignore_errors=True)
     runs = (("no cache", None, s.epochs), ("cache", str(cache), s.epochs), ("later run", str(cache), 1))
