@@ -80,12 +80,14 @@ class CompressConfig:
     attention heads (0 disables either). Encoder Linear layers get ``weight_bits`` QAT with
     ``activations``; the word embeddings ``embedding_bits`` per group of ``embedding_group_size``.
     ``prune_vocabulary`` keeps only the embedding rows of tokens the training split uses.
+    ``lr_schedule: linear`` (the default here) brings the learning rate to 0 at the last step, so the
+    quantized weights settle instead of crossing rounding steps until the end.
     """
 
     epochs: int = 1
     max_steps: int = -1
     lr: float = 1.0e-4
-    lr_schedule: Literal["constant", "linear"] = "constant"
+    lr_schedule: Literal["constant", "linear"] = "linear"
     warmup: float = 0.0
     ffn_sparsity: float = 0.5
     head_sparsity: float = 0.5
