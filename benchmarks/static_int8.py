@@ -10,6 +10,12 @@
 2. The whole model: MiniLM (``model``) quantized after training with static activations (calibrated on
    ``calibration_batches`` batches) and with dynamic ones, loaded with each kernel that can run it,
    timed round-robin against the fp32 model at batch ``batch_size`` x ``seq_len`` tokens.
+3. The same two artifacts exported with ``lit_opt.export_onnx`` and run by ``lit_opt.load_onnx`` (ONNX Runtime,
+   ``threads`` intra-op threads), timed in the same rounds as part 2, at batch 1 too: static layers quantize their
+   input with the calibrated constant scale (``Clip`` -> ``QuantizeLinear``), dynamic ones per row (``Abs`` ->
+   ``ReduceMax`` -> ``QuantizeLinear``), both before ``MatMulIntegerToFloat`` (float out). Agreement: the largest
+   logit difference from the fp32 model on 8 rows of 64 random token ids. Needs onnxruntime (an ImportError with
+   the extra to install, before anything is timed).
 """
 
 import argparse
@@ -18,9 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import VOCAB, classifier, time_batches
+from benchmarks.common import VOCAB, classifier, logit_diff, time_batches
 from benchmarks.harness import Run, compare, main
-from lit_opt import export, load
+from lit_opt import export, export_onnx, load, load_onnx
+from lit_opt.export.onnx import require_onnxruntime
 from lit_opt.inference.measure import synthetic_batch, time_round_robin
 
 SETTINGS = dict(
@@ -74,6 +81,7 @@ def layer_calls(rows: int, inner: int, outer: int) -> dict[str, Any]:
 
 
 def run(s: argparse.Namespace, out: Run) -> None:
+    require_onnxruntime()  # the ONNX Runtime rows: say what to install before anything is timed
     torch.set_num_threads(s.threads)
     engines = torch.backends.quantized.supported_engines
     torch.backends.quantized.engine = "x86" if "x86" in engines else "fbgemm"
@@ -105,8 +113,14 @@ def run(s: argparse.Namespace, out: Run) -> None:
                 models[f"{label} activations, kernel {kernel}"] = load(path, kernel=kernel)
             except ValueError as err:  # a kernel that cannot run this artifact says so
                 out.rows.append({"part": "model", "call": f"{label} {kernel}", "skipped": str(err)})
-    batch = {s.batch_size: s.repeats}
-    stats = time_batches(models, "fp32 (float model)", batch, s.seq_len, s.warmup)[s.batch_size]
+    runtimes = {
+        f"{label} activations, ONNX Runtime": load_onnx(export_onnx(path, f"{path}_onnx"), threads=s.threads)
+        for label, path in (("static", static_dir), ("dynamic", dynamic_dir))
+    }
+    timings = time_batches(
+        models | runtimes, "fp32 (float model)", {1: s.repeats, s.batch_size: s.repeats}, s.seq_len, s.warmup
+    )
+    stats = {name: timings[s.batch_size][name] for name in models}
     out.rows += [{"part": "model", "call": name, **st} for name, st in stats.items()]
     out.table(
         f"{s.model} forward at batch {s.batch_size} x {s.seq_len} tokens, timed round-robin",
@@ -123,6 +137,31 @@ def run(s: argparse.Namespace, out: Run) -> None:
     measured = f"best: {best[1]} {best[0]:.2f}x fp32; {dyn[1]} {dyn[0]:.2f}x fp32"
     out.goal(
         "static int8 activations run faster than dynamic ones on some kernel here", measured, best[0] < dyn[0]
+    )
+    out.rows += [
+        {"part": "model", "batch": b, "call": n, **timings[b][n]}
+        for b in timings
+        if b != s.batch_size
+        for n in models
+    ]
+    diffs, cells = {name: logit_diff(model, ort) for name, ort in runtimes.items()}, []
+    for b, at in timings.items():
+        for name, diff in {"fp32 (float model)": 0.0, **diffs}.items():
+            out.rows.append({"part": "onnx", "call": name, "batch": b, "max_logit_diff": diff, **at[name]})
+            ms, ratio = f"{at[name]['median_ms']:.2f}", f"{at[name]['paired_ratio']:.2f}x"
+            cells.append((name, b, ms, ratio, f"{diff:.3f}"))
+        static_ms, dynamic_ms = (at[name]["median_ms"] for name in runtimes)
+        measured = f"{static_ms:.2f} vs {dynamic_ms:.2f} ms ({static_ms / dynamic_ms:.2f}x)"
+        out.goal(
+            f"static int8 faster than dynamic on ONNX Runtime at batch {b}", measured, static_ms < dynamic_ms
+        )
+    out.table(
+        f"{s.model} forward on ONNX Runtime (export_onnx, load_onnx) x {s.seq_len} tokens, in the same rounds",
+        cells,
+        columns=("model", "batch", "median ms", "vs fp32", "max logit diff vs fp32"),
+        notes="fp32: the eager float model, the baseline of vs fp32 (paired medians) at each batch. The ONNX graphs "
+        f"compute the last layer for [CLS] alone (export_onnx's default); {s.threads} ORT thread(s).",
+        plot="median ms",
     )
 
 
