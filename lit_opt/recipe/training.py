@@ -23,7 +23,7 @@ from typing_extensions import override
 from lit_opt import DistillationModule, ExportCallback, IterativePruningCallback, QATCallback, export, load
 from lit_opt.data import TextClassificationDataModule
 from lit_opt.distillation import students
-from lit_opt.optim import adamw
+from lit_opt.optim import adamw, check_schedule
 from lit_opt.recipe.config import CompressConfig, DataConfig, RecipeConfig
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,18 @@ class Classifier(L.LightningModule):
     """
 
     def __init__(
-        self, model: nn.Module, lr: float, lr_schedule: str = "constant", warmup: float = 0.0
+        self,
+        model: nn.Module,
+        lr: float,
+        lr_schedule: str = "constant",
+        warmup: float = 0.0,
+        weight_decay: float = 0.01,
     ) -> None:
         super().__init__()
+        check_schedule(lr_schedule, warmup)
         # from_pretrained returns eval mode and Lightning keeps module modes: train with dropout on
-        self.model, self.lr, self.lr_schedule, self.warmup = model.train(), lr, lr_schedule, warmup
+        self.model, self.lr, self.weight_decay = model.train(), lr, weight_decay
+        self.lr_schedule, self.warmup = lr_schedule, warmup
 
     @override
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -105,7 +112,9 @@ class Classifier(L.LightningModule):
 
     @override
     def configure_optimizers(self) -> Any:
-        return adamw(self.parameters(), self.lr, 0.01, self.lr_schedule, self.warmup, self._trainer)
+        return adamw(
+            self.parameters(), self.lr, self.weight_decay, self.lr_schedule, self.warmup, self._trainer
+        )
 
 
 def fit(
