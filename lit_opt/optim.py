@@ -78,7 +78,10 @@ def adamw(
             "Trainer or it sets neither max_steps nor max_epochs. HINT: fit with max_steps or max_epochs, or use "
             "lr_schedule='constant'."
         )
-    warmup_steps = round(warmup * int(total))
-    factor = functools.partial(lr_factor, total=int(total), warmup_steps=warmup_steps)
+    steps = int(total)
+    warmup_steps = min(
+        round(warmup * steps), steps - 1
+    )  # at least one step decays (and no 0/0 after the last)
+    factor = functools.partial(lr_factor, total=steps, warmup_steps=warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

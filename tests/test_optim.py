@@ -50,6 +50,14 @@ def test_a_linear_fit_steps_the_lr_down_to_a_last_step_of_lr_over_total(tmp_path
     assert record.lrs == pytest.approx(expected)
 
 
+def test_a_warmup_that_would_fill_a_short_fit_leaves_its_last_step_to_decay(tmp_path):
+    # 1 step, warmup 0.6: round(0.6) = 1 warmup step would leave none, and the scheduler's step after it 0/0
+    record = _RecordLR()
+    module = _distillation(lr_schedule="linear", warmup=0.6)
+    tiny_trainer(tmp_path, max_steps=1, callbacks=[record]).fit(module, random_dataloader("mlp"))
+    assert record.lrs == pytest.approx([0.1])
+
+
 def test_constant_is_the_default_and_keeps_the_lr(tmp_path):
     record = _RecordLR()
     tiny_trainer(tmp_path, max_steps=3, callbacks=[record]).fit(_distillation(), random_dataloader("mlp"))
