@@ -24,7 +24,7 @@ from lit_opt import DistillationModule, ExportCallback, IterativePruningCallback
 from lit_opt.data import TextClassificationDataModule
 from lit_opt.distillation import students
 from lit_opt.optim import adamw, check_schedule
-from lit_opt.recipe.config import CompressConfig, DataConfig, RecipeConfig
+from lit_opt.recipe.config import CompressConfig, DataConfig, RecipeConfig, StudentConfig
 
 log = logging.getLogger(__name__)
 
@@ -210,19 +210,31 @@ def distillation_module(
     )
 
 
+def _cached_distillation(
+    config: RecipeConfig,
+    stage: StudentConfig | CompressConfig,
+    student: nn.Module,
+    teacher: nn.Module,
+    run_dir: Path,
+) -> DistillationModule:
+    """The classification recipe's distillation, trained as ``stage`` says, the teacher's logits cached in
+    ``run_dir/teacher_cache``."""
+    return distillation_module(
+        DistillationModule,
+        config.student,
+        stage,
+        student,
+        teacher,
+        teacher_cache=str(run_dir / "teacher_cache"),
+    )
+
+
 def distill_student(
     config: RecipeConfig, dm: RecipeDataModule, teacher: nn.Module, teacher_dir: Path, run_dir: Path
 ) -> Any:
     """Distil the 3-layer student from the teacher (logits and labels); the teacher's logits are cached."""
     student = _student(config, teacher_dir, dm)
-    module = distillation_module(
-        DistillationModule,
-        config.student,
-        config.student,
-        student,
-        teacher,
-        teacher_cache=str(run_dir / "teacher_cache"),
-    )
+    module = _cached_distillation(config, config.student, student, teacher, run_dir)
     fit(config, run_dir, "distill", module, dm, config.student.epochs, config.student.max_steps)
     return student.eval()
 
@@ -302,9 +314,7 @@ def compress_student(
         from lit_opt import prune_vocabulary
 
         prune_vocabulary(student, keep_token_ids, dm._tokenizer().unk_token_id)
-    module = distillation_module(
-        DistillationModule, config.student, c, student, teacher, teacher_cache=str(run_dir / "teacher_cache")
-    )
+    module = _cached_distillation(config, c, student, teacher, run_dir)
     module.tokenizer = dm._tokenizer()  # ExportCallback ships it beside the weights
     artifact = run_dir / "compressed"
     steps = train_steps(dm, c.epochs, c.max_steps)
@@ -330,9 +340,7 @@ def ptq_peer(
     """
     c = config.compress
     student = copy.deepcopy(distilled).train()
-    module = distillation_module(
-        DistillationModule, config.student, c, student, teacher, teacher_cache=str(run_dir / "teacher_cache")
-    )
+    module = _cached_distillation(config, c, student, teacher, run_dir)
     steps = train_steps(dm, c.epochs, c.max_steps)
     fit(config, run_dir, "ptq_peer", module, dm, c.epochs, c.max_steps, pruning_callbacks(c, steps))
     pruned = load(export(student, run_dir / "ptq_peer_fp32"), kernel="reference")
