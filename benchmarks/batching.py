@@ -193,7 +193,7 @@ def serving(s: Settings, out: Run, artifact: Path, texts: list[str]) -> None:
         row = {"server": name, "clients": clients, "requests": len(lat), "elapsed_s": elapsed[name]}
         row |= {"throughput_req_s": len(lat) / elapsed[name], "p50_ms": percentile(lat, 50)}
         row |= {"p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_batch_size": 1.0}
-        if serve is batcher:  # batch-1 serving: one request per pass
+        if serve is batcher:  # the recorded DynamicBatcher; the other servers run one request per pass
             row["mean_batch_size"] = len(lat) / max(len(recorder.passes), 1)  # the passes of the timed rounds
             row |= {"passes_alone_s": replay_s, "passes_alone_req_s": len(lat) / replay_s}
         out.rows.append(row)
