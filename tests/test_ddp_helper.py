@@ -39,10 +39,7 @@ def test_run_ddp_propagates_errors() -> None:
         run_ddp(_raise_on_rank_one, world_size=2, timeout_s=20.0)
 
 
-@pytest.mark.ddp
-# A spawned rank can abort at interpreter exit, after its fit finished ("terminate called without an
-# active exception": gloo's threads torn down late; seen once in many CI runs): rerun on that alone.
-@pytest.mark.flaky(reruns=2, only_rerun=["ProcessExitedException"])
+@pytest.mark.ddp  # rerun if a rank aborts at exit (tests/conftest.py)
 def test_ddp_spawn_fit_returns_trained_weights(tmp_path: Path) -> None:
     model = BoringClassifier(net="mlp", lr=0.1, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
